@@ -1,0 +1,66 @@
+// `frugal`: the command-line entry point. Thin: parses the subcommand and hands over; every error is printed with
+// the rank prefix and mapped to an exit code (2 for bad input, 1 for a failure at run time).
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/version.h"
+
+namespace {
+
+const char* kUsage =
+    "frugal: train Mixture-of-Experts transformers and bill what they cost\n"
+    "\n"
+    "usage: frugal <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train CONFIG.yaml [--set key=value]...   run a training job\n"
+    "  prepare-data INPUT... --out DIR          turn text files into token shards\n"
+    "  config [--docs | --print CONFIG.yaml]    list configuration keys, or print a resolved config\n"
+    "\n"
+    "options:\n"
+    "  -h, --help      this text; `frugal <command> --help` describes a command\n"
+    "  --version       print the version\n"
+    "\n"
+    "Every configuration key is documented in docs/config.md.\n";
+
+}  // namespace
+
+bool frugal::apps::wants_help(const Args& args) {
+    for (const auto& a : args)
+        if (a == "-h" || a == "--help") return true;
+    return false;
+}
+
+int main(int argc, char** argv) {
+    using namespace frugal;
+    if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
+        std::fputs(kUsage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!std::strcmp(argv[1], "--version")) {
+        std::printf("frugal %s\n", kVersion);
+        return 0;
+    }
+    const std::string cmd = argv[1];
+    apps::Args args(argv + 2, argv + argc);
+    try {
+        if (cmd == "train") return apps::cmd_train(args);
+        if (cmd == "prepare-data") return apps::cmd_prepare_data(args);
+        if (cmd == "config") return apps::cmd_config(args);
+        std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+        return 2;
+    } catch (const ConfigError& e) {
+        log::error(e.what());
+        return 2;
+    } catch (const Error& e) {
+        log::error(e.what(), " [", e.where(), "]");
+        return 1;
+    } catch (const std::exception& e) {
+        log::error(e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,115 @@
+#include "backend/cpu/reference/ops.h"
+
+#include <cmath>
+#include <vector>
+
+namespace frugal::backend::reference {
+
+template <typename T>
+void gemm(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t ldb, int64_t m, int64_t n, int64_t k,
+          bool trans_a, bool trans_b, T beta) {
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            double acc = 0;
+            for (int64_t p = 0; p < k; ++p) {
+                double av = trans_a ? a[p * lda + i] : a[i * lda + p];
+                double bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+                acc += av * bv;
+            }
+            T& dst = c[i * ldc + j];
+            dst = beta == T(0) ? T(acc) : T(double(beta) * double(dst) + acc);
+        }
+}
+
+// Probabilities of one (batch, head): p[i][j] for j <= i, straight from the definition.
+template <typename T>
+static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_t h, int64_t s, int64_t hq,
+                                      int64_t hkv, int64_t hd) {
+    const int64_t kvh = h / (hq / hkv);
+    std::vector<double> p(size_t(s * s), 0.0);
+    for (int64_t i = 0; i < s; ++i) {
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+            double dot = 0;
+            for (int64_t x = 0; x < hd; ++x)
+                dot += double(q[(bi * s + i) * hq * hd + h * hd + x]) * double(k[(bi * s + j) * hkv * hd + kvh * hd + x]);
+            p[i * s + j] = dot / std::sqrt(double(hd));
+            mx = std::max(mx, p[i * s + j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += (p[i * s + j] = std::exp(p[i * s + j] - mx));
+        for (int64_t j = 0; j <= i; ++j) p[i * s + j] /= sum;
+    }
+    return p;
+}
+
+template <typename T>
+void attention_forward(T* out, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq, int64_t hkv,
+                       int64_t hd) {
+    for (int64_t bi = 0; bi < b; ++bi)
+        for (int64_t h = 0; h < hq; ++h) {
+            const int64_t kvh = h / (hq / hkv);
+            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd);
+            for (int64_t i = 0; i < s; ++i)
+                for (int64_t x = 0; x < hd; ++x) {
+                    double acc = 0;
+                    for (int64_t j = 0; j <= i; ++j) acc += p[i * s + j] * double(v[(bi * s + j) * hkv * hd + kvh * hd + x]);
+                    out[(bi * s + i) * hq * hd + h * hd + x] = T(acc);
+                }
+        }
+}
+
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, int64_t b, int64_t s,
+                        int64_t hq, int64_t hkv, int64_t hd) {
+    const double scale = 1.0 / std::sqrt(double(hd));
+    for (int64_t bi = 0; bi < b; ++bi)
+        for (int64_t h = 0; h < hq; ++h) {
+            const int64_t kvh = h / (hq / hkv);
+            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd);
+            auto Q = [&](int64_t i, int64_t x) -> int64_t { return (bi * s + i) * hq * hd + h * hd + x; };
+            auto KV = [&](int64_t j, int64_t x) -> int64_t { return (bi * s + j) * hkv * hd + kvh * hd + x; };
+            for (int64_t i = 0; i < s; ++i) {
+                std::vector<double> dp(size_t(i + 1));
+                double dot = 0;
+                for (int64_t j = 0; j <= i; ++j) {
+                    double g = 0;
+                    for (int64_t x = 0; x < hd; ++x) g += double(dout[Q(i, x)]) * double(v[KV(j, x)]);
+                    dp[j] = g;
+                    dot += p[i * s + j] * g;
+                }
+                for (int64_t j = 0; j <= i; ++j) {
+                    double ds = p[i * s + j] * (dp[j] - dot) * scale;
+                    for (int64_t x = 0; x < hd; ++x) {
+                        dv[KV(j, x)] += T(p[i * s + j] * double(dout[Q(i, x)]));
+                        dq[Q(i, x)] += T(ds * double(k[KV(j, x)]));
+                        dk[KV(j, x)] += T(ds * double(q[Q(i, x)]));
+                    }
+                }
+            }
+        }
+}
+
+template <typename T>
+void rmsnorm_forward(T* out_ND, const T* x_ND, const T* w_D, int64_t n, int64_t d, double eps) {
+    for (int64_t i = 0; i < n; ++i) {
+        double ss = 0;
+        for (int64_t j = 0; j < d; ++j) ss += double(x_ND[i * d + j]) * double(x_ND[i * d + j]);
+        double r = 1.0 / std::sqrt(ss / double(d) + eps);
+        for (int64_t j = 0; j < d; ++j) out_ND[i * d + j] = T(double(x_ND[i * d + j]) * r * double(w_D[j]));
+    }
+}
+
+#define FRUGAL_INSTANTIATE(T)                                                                                        \
+    template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool, \
+                          T);                                                                                        \
+    template void attention_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,         \
+                                       int64_t);                                                                     \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t,        \
+                                        int64_t, int64_t, int64_t);                                                  \
+    template void rmsnorm_forward<T>(T*, const T*, const T*, int64_t, int64_t, double);
+
+FRUGAL_INSTANTIATE(float)
+FRUGAL_INSTANTIATE(double)
+
+}  // namespace frugal::backend::reference

@@ -1,0 +1,121 @@
+#include "core/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+namespace frugal {
+
+namespace {
+constexpr size_t kAlignment = 64;
+
+Shape contiguous_strides(const Shape& shape) {
+    Shape strides(shape.size());
+    int64_t s = 1;
+    for (size_t i = shape.size(); i-- > 0;) {
+        strides[i] = s;
+        s *= shape[i];
+    }
+    return strides;
+}
+}  // namespace
+
+std::string shape_str(const Shape& shape) {
+    std::ostringstream os;
+    os << "[";
+    for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+    os << "]";
+    return os.str();
+}
+
+int64_t shape_numel(const Shape& shape) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    return n;
+}
+
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+    FRUGAL_CHECK(device == Device::kCpu, "this build allocates CPU tensors only; got device ", device_name(device));
+    size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
+    if (rounded == 0) rounded = kAlignment;
+    data_ = std::aligned_alloc(kAlignment, rounded);
+    FRUGAL_CHECK(data_ != nullptr, "out of host memory allocating ", nbytes, " bytes");
+}
+
+Storage::~Storage() { std::free(data_); }
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+    for (int64_t s : shape) FRUGAL_CHECK(s >= 0, "negative dimension in shape ", shape_str(shape));
+    Tensor t;
+    t.storage_ = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+    t.shape_ = shape;
+    t.strides_ = contiguous_strides(shape);
+    t.dtype_ = dtype;
+    return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+    Tensor t = empty(shape, dtype, device);
+    std::memset(t.raw_data(), 0, t.nbytes());
+    return t;
+}
+
+int64_t Tensor::size(int64_t d) const {
+    if (d < 0) d += dim();
+    FRUGAL_CHECK(d >= 0 && d < dim(), "dimension ", d, " out of range for shape ", shape_str(shape_));
+    return shape_[static_cast<size_t>(d)];
+}
+
+bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+
+void* Tensor::raw_data() const {
+    FRUGAL_CHECK(storage_ != nullptr, "use of an undefined tensor");
+    return static_cast<char*>(storage_->data()) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+}
+
+Tensor Tensor::view(const Shape& shape) const {
+    FRUGAL_CHECK(is_contiguous(), "view() needs a contiguous tensor, shape ", shape_str(shape_));
+    FRUGAL_CHECK(shape_numel(shape) == numel(), "view ", shape_str(shape), " does not match ", shape_str(shape_));
+    Tensor t = *this;
+    t.shape_ = shape;
+    t.strides_ = contiguous_strides(shape);
+    return t;
+}
+
+Tensor Tensor::slice(int64_t d, int64_t start, int64_t end) const {
+    if (d < 0) d += dim();
+    FRUGAL_CHECK(d >= 0 && d < dim(), "slice dimension ", d, " out of range for ", shape_str(shape_));
+    FRUGAL_CHECK(0 <= start && start <= end && end <= shape_[d], "slice [", start, ", ", end, ") out of range for size ",
+                 shape_[d]);
+    Tensor t = *this;
+    t.offset_ += start * strides_[d];
+    t.shape_[d] = end - start;
+    return t;
+}
+
+Tensor Tensor::select(int64_t d, int64_t i) const {
+    Tensor t = slice(d, i, i + 1);
+    t.shape_.erase(t.shape_.begin() + d);
+    t.strides_.erase(t.strides_.begin() + d);
+    return t;
+}
+
+void Tensor::zero_() {
+    FRUGAL_CHECK(is_contiguous(), "zero_() needs a contiguous tensor");
+    std::memset(raw_data(), 0, nbytes());
+}
+
+void Tensor::copy_from(const Tensor& src) {
+    FRUGAL_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "copy_from: ", shape_str(src.shape_), " ",
+                 dtype_name(src.dtype_), " into ", shape_str(shape_), " ", dtype_name(dtype_));
+    FRUGAL_CHECK(is_contiguous() && src.is_contiguous(), "copy_from needs contiguous tensors");
+    std::memcpy(raw_data(), src.raw_data(), nbytes());
+}
+
+Tensor Tensor::clone() const {
+    Tensor t = empty(shape_, dtype_, device());
+    t.copy_from(*this);
+    return t;
+}
+
+}  // namespace frugal

@@ -1,0 +1,32 @@
+// Causal self-attention with grouped-query heads, optional QK-norm (per-head RMSNorm, Qwen3) and rotary
+// embeddings. Projections have no bias. The attention core stays in the compute precision.
+//
+// Legend: N = B*S tokens, D model dim, Hq/Hkv heads, hd head dim.
+// Saved for backward: q_NHd (after norm and rope), k_NHd, v_NHd, attention output att_NHd, probs_BHSS, and with
+// QK-norm the raw projections and their rstd.
+#pragma once
+
+#include "model/config.h"
+#include "model/layers/common.h"
+
+namespace frugal::model {
+
+template <typename T>
+class Attention {
+public:
+    Attention(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, const RopeTable<T>* rope);
+    void forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
+    // dx_ND += d(loss)/dx ; parameter gradients added into their Params.
+    void backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
+
+private:
+    int64_t d_, hq_, hkv_, hd_;
+    bool qk_norm_;
+    const RopeTable<T>* rope_;
+    Linear<T> wq_, wk_, wv_, wo_;
+    RMSNorm<T> q_norm_, k_norm_;
+    Tensor q_, k_, v_, q_raw_, k_raw_, rstd_q_, rstd_k_, att_, probs_;
+    Tensor d_att_, dq_, dk_, dv_, dq_raw_, dk_raw_;
+};
+
+}  // namespace frugal::model

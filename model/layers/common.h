@@ -1,0 +1,96 @@
+// Small layers and helpers shared by the model: scratch buffers that grow once and are reused across steps (no
+// allocation in the step loop), a bias-free Linear, RMSNorm and the rotary tables.
+//
+// Legend: N rows (tokens), D model dim, I/O in/out features, hd head dim, P positions.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "core/tensor.h"
+#include "model/params.h"
+
+namespace frugal::model {
+
+namespace ops = frugal::backend::cpu;
+
+// Returns a buffer of at least numel elements, reallocating only when it must grow.
+template <typename T>
+T* ensure(Tensor& buf, int64_t numel) {
+    if (!buf.defined() || buf.numel() < numel) buf = Tensor::empty({numel}, DTypeOf<T>::value);
+    return buf.data<T>();
+}
+// Same, zero-filled (for gradient accumulators that backward adds into).
+template <typename T>
+T* ensure_zero(Tensor& buf, int64_t numel) {
+    T* p = ensure<T>(buf, numel);
+    std::fill_n(p, numel, T(0));
+    return p;
+}
+
+template <typename T>
+T* value(Param* p) {
+    return p->value.data<T>();
+}
+template <typename T>
+T* grad(Param* p) {
+    return p->grad.data<T>();
+}
+
+// y_NO = x_NI w_OI^T. The weight lives in the ParamStore; this object is a view with the dims.
+template <typename T>
+struct Linear {
+    Param* w = nullptr;
+    int64_t in = 0, out = 0;
+
+    Linear() = default;
+    Linear(ParamStore& store, const std::string& name, int64_t in_features, int64_t out_features, double std)
+        : w(store.add(name, {out_features, in_features}, ParamKind::kWeight, std)), in(in_features),
+          out(out_features) {}
+    void forward(T* y_NO, const T* x_NI, int64_t n) const { ops::linear_forward(y_NO, x_NI, value<T>(w), n, in, out); }
+    // dx_NI += dy w ; dw += dy^T x  (dx may be null)
+    void backward(T* dx_NI, const T* dy_NO, const T* x_NI, int64_t n) const {
+        ops::linear_backward(dx_NI, grad<T>(w), dy_NO, x_NI, value<T>(w), n, in, out);
+    }
+};
+
+template <typename T>
+struct RMSNorm {
+    Param* w = nullptr;
+    int64_t d = 0;
+    double eps = 1e-6;
+
+    RMSNorm() = default;
+    RMSNorm(ParamStore& store, const std::string& name, int64_t dim, double epsilon)
+        : w(store.add(name, {dim}, ParamKind::kNorm, 0.0)), d(dim), eps(epsilon) {}
+    void forward(T* out_ND, T* rstd_N, const T* x_ND, int64_t n) const {
+        ops::rmsnorm_forward(out_ND, rstd_N, x_ND, value<T>(w), n, d, eps);
+    }
+    void backward(T* dx_ND, const T* dout_ND, const T* x_ND, const T* rstd_N, int64_t n) const {
+        ops::rmsnorm_backward(dx_ND, grad<T>(w), dout_ND, x_ND, value<T>(w), rstd_N, n, d);
+    }
+};
+
+// cos/sin of position p times inv_freq_j = theta^(-2j/hd), j < hd/2, computed in double then rounded once.
+template <typename T>
+struct RopeTable {
+    std::vector<T> cos_PH, sin_PH;
+    int64_t head_dim = 0;
+
+    RopeTable() = default;
+    RopeTable(int64_t max_pos, int64_t hd, double theta) : head_dim(hd) {
+        const int64_t half = hd / 2;
+        cos_PH.resize(size_t(max_pos * half));
+        sin_PH.resize(size_t(max_pos * half));
+        for (int64_t p = 0; p < max_pos; ++p)
+            for (int64_t j = 0; j < half; ++j) {
+                double angle = double(p) * std::pow(theta, -2.0 * double(j) / double(hd));
+                cos_PH[size_t(p * half + j)] = T(std::cos(angle));
+                sin_PH[size_t(p * half + j)] = T(std::sin(angle));
+            }
+    }
+};
+
+}  // namespace frugal::model

@@ -1,0 +1,128 @@
+// Token dispatcher: moves each token's row to the experts the router chose, and the experts' outputs back.
+//
+// Structure (Megatron's MoE dispatchers, DeepEP's handle): every direction has a prepare step (local
+// permutation), a communicating step (the only one that may talk to other ranks) and a finishing step. dispatch()
+// returns a handle that combine() and both backward passes reuse, so the routing plan is computed once.
+//
+// The permutation is stable: rows are grouped by expert, and within an expert ordered by (token, choice). With
+// R = number of kept assignments (T*K - dropped):
+//   rows_RD[r]              = x_TD[token_of_row_R[r]]
+//   row_of_TK[t*K + k]      = r such that row r carries choice k of token t, or -1 if that choice was dropped
+//   expert rows [offset_E[e], offset_E[e] + tokens_per_expert_E[e]) belong to expert e
+// Combine is out_TD[t] += sum_k weight_TK[t,k] * y_RD[row_of_TK[t,k]].
+//
+// LocalDispatcher is the single-process implementation (its communicating steps are empty); the all-to-all
+// dispatcher of parallel/ reuses the same permutation functions and plugs in through this interface.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace frugal::model {
+
+struct Permutation {
+    int64_t num_tokens = 0, top_k = 0, num_experts = 0, num_rows = 0;
+    std::vector<int64_t> tokens_per_expert_E;
+    std::vector<int64_t> offset_E;      // E + 1 entries
+    std::vector<int32_t> row_of_TK;     // -1 where dropped
+    std::vector<int32_t> token_of_row_R;
+};
+
+// Builds the stable permutation from expert_TK (entries -1 are dropped assignments). No allocation once the
+// vectors have grown to the largest micro-batch.
+void build_permutation(Permutation& perm, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e);
+
+template <typename T>
+void permute_rows(T* rows_RD, const T* x_TD, const Permutation& perm, int64_t d);
+// dx_TD[token_of_row[r]] += drows_RD[r]
+template <typename T>
+void permute_rows_backward(T* dx_TD, const T* drows_RD, const Permutation& perm, int64_t d);
+// out_TD[t] += sum_k weight_TK[t,k] * rows_RD[row_of_TK[t,k]]
+template <typename T>
+void unpermute_combine(T* out_TD, const T* rows_RD, const T* weight_TK, const Permutation& perm, int64_t d);
+// drows_RD[r] += weight * dout_TD[t] ; dweight_TK[t,k] += <dout_TD[t], rows_RD[r]>
+template <typename T>
+void unpermute_combine_backward(T* drows_RD, T* dweight_TK, const T* dout_TD, const T* rows_RD, const T* weight_TK,
+                                const Permutation& perm, int64_t d);
+
+// What dispatch() hands to the experts and what combine() needs back.
+template <typename T>
+struct DispatchHandle {
+    Permutation perm;                          // source side: this rank's tokens
+    int64_t d = 0;
+    Tensor send_rows_RD;                       // permuted rows before communication
+    std::vector<int64_t> tokens_per_local_expert;  // rows received for each local expert, contiguous in order
+    T* expert_rows = nullptr;                  // [sum(tokens_per_local_expert), D], input of the experts
+    int64_t num_expert_rows = 0;
+};
+
+template <typename T>
+class Dispatcher {
+public:
+    virtual ~Dispatcher() = default;
+    virtual int64_t first_local_expert() const = 0;
+    virtual int64_t num_local_experts() const = 0;
+
+    DispatchHandle<T>& dispatch(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) {
+        dispatch_prepare(x_TD, expert_TK, t, k, e, d);
+        dispatch_communicate();
+        dispatch_finish();
+        return handle_;
+    }
+    // out_TD += weighted expert outputs; y_rows is laid out like handle.expert_rows.
+    void combine(T* out_TD, const T* y_rows, const T* weight_TK) {
+        const T* back = combine_communicate(y_rows);
+        unpermute_combine(out_TD, back, weight_TK, handle_.perm, handle_.d);
+    }
+    // dy_rows (layout of expert_rows) += ..., dweight_TK += ...; y_rows as given to combine().
+    void combine_backward(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows, const T* weight_TK) {
+        combine_backward_impl(dy_rows, dweight_TK, dout_TD, y_rows, weight_TK);
+    }
+    // dx_TD += gradient of the dispatched rows.
+    void dispatch_backward(T* dx_TD, const T* dexpert_rows) {
+        const T* back = dispatch_backward_communicate(dexpert_rows);
+        permute_rows_backward(dx_TD, back, handle_.perm, handle_.d);
+    }
+    DispatchHandle<T>& handle() { return handle_; }
+
+protected:
+    virtual void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
+                                  int64_t d) = 0;
+    virtual void dispatch_communicate() = 0;
+    virtual void dispatch_finish() = 0;
+    // Returns the expert outputs back in source (permuted) order.
+    virtual const T* combine_communicate(const T* y_rows) = 0;
+    virtual void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
+                                       const T* weight_TK) = 0;
+    virtual const T* dispatch_backward_communicate(const T* dexpert_rows) = 0;
+    DispatchHandle<T> handle_;
+};
+
+// Single process: every expert is local, the communicating steps are the identity.
+template <typename T>
+class LocalDispatcher final : public Dispatcher<T> {
+public:
+    explicit LocalDispatcher(int64_t n_experts) : n_experts_(n_experts) {}
+    int64_t first_local_expert() const override { return 0; }
+    int64_t num_local_experts() const override { return n_experts_; }
+
+protected:
+    void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
+                          int64_t d) override;
+    void dispatch_communicate() override {}
+    void dispatch_finish() override;
+    const T* combine_communicate(const T* y_rows) override { return y_rows; }
+    void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
+                               const T* weight_TK) override {
+        unpermute_combine_backward(dy_rows, dweight_TK, dout_TD, y_rows, weight_TK, this->handle_.perm,
+                                   this->handle_.d);
+    }
+    const T* dispatch_backward_communicate(const T* dexpert_rows) override { return dexpert_rows; }
+
+private:
+    int64_t n_experts_;
+};
+
+}  // namespace frugal::model

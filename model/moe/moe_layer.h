@@ -1,0 +1,48 @@
+// The MoE feed-forward block: router -> dispatcher.dispatch -> experts -> dispatcher.combine, plus optional shared
+// experts that every token passes through (DeepSeek-V3, Qwen2-MoE without its gate).
+//
+// Parallelism plugs in through the dispatcher: the layer is built with a LocalDispatcher and the expert-parallel
+// wiring replaces it (set_dispatcher) and builds only the local experts; this file never talks to other ranks.
+//
+// Legend: T tokens, D model dim, K top-k, R rows received by this rank's experts.
+#pragma once
+
+#include <memory>
+
+#include "model/layers/mlp.h"
+#include "model/moe/dispatcher.h"
+#include "model/moe/experts.h"
+#include "model/moe/router.h"
+
+namespace frugal::model {
+
+// Which experts this rank builds: [first, first + count) of n_experts.
+struct ExpertShard {
+    int64_t first = 0;
+    int64_t count = 0;  // 0 = all
+};
+
+template <typename T>
+class MoELayer {
+public:
+    MoELayer(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, ExpertShard shard = {});
+    void forward(T* out_TD, const T* x_TD, int64_t b, int64_t s);
+    // dx_TD += ...; aux_scale scales the balancing and z losses (see Router::backward).
+    void backward(T* dx_TD, const T* dout_TD, const T* x_TD, int64_t b, int64_t s, T aux_scale);
+
+    void set_dispatcher(std::unique_ptr<Dispatcher<T>> dispatcher) { dispatcher_ = std::move(dispatcher); }
+    Dispatcher<T>& dispatcher() { return *dispatcher_; }
+    Router<T>& router() { return router_; }
+    Experts<T>& experts() { return experts_; }
+
+private:
+    int64_t d_, k_, e_;
+    Router<T> router_;
+    Experts<T> experts_;
+    std::unique_ptr<MLP<T>> shared_;
+    std::unique_ptr<Dispatcher<T>> dispatcher_;
+    Tensor y_RD_, dy_RD_, dx_RD_;
+    std::vector<T> dweight_TK_;
+};
+
+}  // namespace frugal::model

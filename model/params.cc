@@ -1,0 +1,76 @@
+#include "model/params.h"
+
+#include "core/rng.h"
+
+namespace frugal::model {
+
+const char* param_kind_name(ParamKind kind) {
+    switch (kind) {
+        case ParamKind::kWeight: return "weight";
+        case ParamKind::kNorm: return "norm";
+        case ParamKind::kEmbedding: return "embedding";
+        case ParamKind::kBias: return "bias";
+        case ParamKind::kRouter: return "router";
+    }
+    return "?";
+}
+
+Param* ParamStore::add(const std::string& name, const Shape& shape, ParamKind kind, double init_std, bool is_expert,
+                       const Shape& global_shape, int64_t global_offset) {
+    FRUGAL_CHECK(!values_.defined(), "parameter '", name, "' registered after allocate()");
+    FRUGAL_CHECK(find(name) == nullptr, "parameter '", name, "' registered twice");
+    storage_.push_back(Param{name, shape, global_shape.empty() ? shape : global_shape, global_offset, kind, is_expert,
+                             init_std, Tensor(), Tensor()});
+    params_.push_back(&storage_.back());
+    return &storage_.back();
+}
+
+void ParamStore::allocate(DType dtype) {
+    int64_t total = numel();
+    values_ = Tensor::zeros({total}, dtype);
+    grads_ = Tensor::zeros({total}, dtype);
+    int64_t off = 0;
+    for (Param* p : params_) {
+        int64_t n = shape_numel(p->shape);
+        p->value = values_.slice(0, off, off + n).view(p->shape);
+        p->grad = grads_.slice(0, off, off + n).view(p->shape);
+        off += n;
+    }
+}
+
+template <typename T>
+static void fill(Param& p, uint64_t seed) {
+    T* v = p.value.data<T>();
+    int64_t n = p.value.numel();
+    if (p.kind == ParamKind::kNorm) {
+        for (int64_t i = 0; i < n; ++i) v[i] = T(1);
+        return;
+    }
+    rng::Stream stream(seed, p.name);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) v[i] = T(p.init_std * stream.normal(uint64_t(p.global_offset + i)));
+}
+
+void ParamStore::init(uint64_t seed) {
+    FRUGAL_CHECK(values_.defined(), "init() before allocate()");
+    for (Param* p : params_) {
+        if (values_.dtype() == DType::kF32) fill<float>(*p, seed);
+        else fill<double>(*p, seed);
+    }
+}
+
+void ParamStore::zero_grad() { grads_.zero_(); }
+
+Param* ParamStore::find(const std::string& name) const {
+    for (Param* p : params_)
+        if (p->name == name) return p;
+    return nullptr;
+}
+
+int64_t ParamStore::numel() const {
+    int64_t n = 0;
+    for (const Param* p : params_) n += shape_numel(p->shape);
+    return n;
+}
+
+}  // namespace frugal::model

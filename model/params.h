@@ -1,0 +1,56 @@
+// Parameters and their gradients, held in two flat buffers (values, grads) so that the optimizer, the global
+// gradient norm and the later bucketed gradient sync walk contiguous memory.
+//
+// Registration happens while layers are constructed (add()); allocate() then lays every parameter out in
+// registration order and hands each its views; init() fills values from the counter-based RNG keyed by
+// (seed, name), indexed by the element's position in the parameter's GLOBAL tensor, so a sharded expert gets the
+// same numbers as the unsharded one.
+#pragma once
+
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace frugal::model {
+
+enum class ParamKind { kWeight, kNorm, kEmbedding, kBias, kRouter };
+const char* param_kind_name(ParamKind kind);
+
+struct Param {
+    std::string name;
+    Shape shape;            // local shape (this rank's shard)
+    Shape global_shape;     // shape of the whole parameter across ranks
+    int64_t global_offset;  // element index in the global tensor of this shard's first element
+    ParamKind kind;
+    bool is_expert;         // replicated over the expert-data-parallel group only
+    double init_std;        // normal(0, init_std); norms start at 1
+    Tensor value;
+    Tensor grad;
+};
+
+class ParamStore {
+public:
+    // Registers a parameter; the pointer stays valid for the store's lifetime.
+    Param* add(const std::string& name, const Shape& shape, ParamKind kind, double init_std, bool is_expert = false,
+               const Shape& global_shape = {}, int64_t global_offset = 0);
+    void allocate(DType dtype);
+    void init(uint64_t seed);
+    void zero_grad();
+
+    std::vector<Param*>& params() { return params_; }
+    const std::vector<Param*>& params() const { return params_; }
+    Param* find(const std::string& name) const;
+    int64_t numel() const;
+    Tensor& flat_values() { return values_; }
+    Tensor& flat_grads() { return grads_; }
+
+private:
+    std::deque<Param> storage_;
+    std::vector<Param*> params_;
+    Tensor values_;
+    Tensor grads_;
+};
+
+}  // namespace frugal::model

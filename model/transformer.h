@@ -1,0 +1,66 @@
+// Decoder-only MoE transformer, single device. Data flow (DESIGN.md):
+//   tokens -> embedding -> L x block -> final norm -> head -> cross-entropy
+//   block: h_mid = h + attn(rmsnorm(h)); h_next = h_mid + ffn(rmsnorm(h_mid)); ffn dense for the first
+//   dense_layers blocks, MoE after.
+// forward() keeps every activation backward() needs; backward() adds into the parameter gradients.
+//
+// Loss convention: forward returns the SUM of the per-token cross-entropy over targets != kIgnoreIndex and the
+// coefficient-weighted aux and z losses of this micro-batch. The caller chooses the scales: the trainer uses
+// ce_scale = 1 / (valid targets in the global batch) and aux_scale = 1 / (micro-batches in the global batch), so
+// the gradient is that of mean CE over the global batch + mean aux loss over its micro-batches, whatever the
+// number of ranks.
+//
+// Legend: B sequences, S positions, N = B*S tokens, D model dim, V vocab.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "model/config.h"
+#include "model/layers/attention.h"
+#include "model/layers/mlp.h"
+#include "model/moe/moe_layer.h"
+
+namespace frugal::model {
+
+inline constexpr int32_t kIgnoreIndex = -100;
+
+struct ForwardResult {
+    double ce_sum = 0;       // sum of token losses over valid targets
+    int64_t num_valid = 0;   // targets != kIgnoreIndex
+    double aux_loss = 0;     // sum over MoE layers, coefficient-weighted
+    double z_loss = 0;
+};
+
+template <typename T>
+class Transformer {
+public:
+    explicit Transformer(const ModelConfig& cfg, ExpertShard shard = {});
+    ~Transformer();
+    ParamStore& params() { return store_; }
+    const ModelConfig& config() const { return cfg_; }
+    void init(uint64_t seed) { store_.init(seed); }
+
+    ForwardResult forward(const int32_t* tokens_BS, const int32_t* targets_BS, int64_t b, int64_t s);
+    void backward(T ce_scale, T aux_scale);
+
+    // Logits of the last forward, [N, V].
+    const T* logits() const { return logits_.template data<T>(); }
+    std::vector<MoELayer<T>*> moe_layers();
+
+private:
+    struct Block;
+    ModelConfig cfg_;
+    ParamStore store_;
+    RopeTable<T> rope_;
+    Param* wte_;
+    RMSNorm<T> final_norm_;
+    Linear<T> head_;
+    std::vector<std::unique_ptr<Block>> blocks_;
+    // activations: residual stream h_[l] for l = 0..L, each [N, D]; final norm; logits
+    std::vector<Tensor> h_;
+    Tensor nf_, rstdf_, logits_, loss_N_, pos_N_, tokens_, targets_, scratch_, dh_, dn_, dlogits_;
+    int64_t b_ = 0, s_ = 0;
+};
+
+}  // namespace frugal::model

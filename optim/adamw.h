@@ -1,0 +1,60 @@
+// AdamW (Loshchilov & Hutter, arXiv 1711.05101) on FP32 master weights with FP32 moments, decoupled weight decay,
+// global-norm clipping and the learning-rate schedule. The optimizer sees flat float buffers only (OptimParam);
+// which parameters decay is decided by the caller from OptimConfig::no_decay.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/config_fields.h"
+#include "core/tensor.h"
+
+namespace frugal::optim {
+
+struct OptimConfig {
+    double lr = 3e-3;
+    double min_lr = 3e-4;
+    int64_t warmup_steps = 20;
+    std::string schedule = "cosine";  // cosine | linear | constant (after warmup)
+    double weight_decay = 0.1;
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    double eps = 1e-8;
+    double grad_clip = 1.0;  // max global L2 norm; 0 = no clipping
+    std::vector<std::string> no_decay = {"norm", "bias", "embedding"};
+
+    void register_fields(ConfigFields& f, const std::string& prefix);
+    void validate() const;
+};
+
+// Learning rate at step (0-based) of total: linear warmup from lr/warmup to lr, then decay to min_lr.
+double lr_at(const OptimConfig& cfg, int64_t step, int64_t total_steps);
+
+struct OptimParam {
+    float* value;
+    float* grad;
+    int64_t numel;
+    bool decay;
+};
+
+class AdamW {
+public:
+    AdamW(const OptimConfig& cfg, std::vector<OptimParam> params);
+    // One update with learning rate lr; increments the step count used for bias correction.
+    void step(double lr);
+    int64_t steps_taken() const { return t_; }
+    std::vector<Tensor>& exp_avg() { return m_; }
+    std::vector<Tensor>& exp_avg_sq() { return v_; }
+
+private:
+    OptimConfig cfg_;
+    std::vector<OptimParam> params_;
+    std::vector<Tensor> m_, v_;
+    int64_t t_ = 0;
+};
+
+// Sum of squares of all gradients (double accumulation); the caller all-reduces it across ranks when sharded.
+double grad_sq_sum(const std::vector<OptimParam>& params);
+void scale_grads(const std::vector<OptimParam>& params, float factor);
+
+}  // namespace frugal::optim

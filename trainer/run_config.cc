@@ -1,0 +1,188 @@
+#include "trainer/run_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace frugal::trainer {
+
+ConfigFields TrainConfig::fields() {
+    ConfigFields f;
+    f.add("run.out_dir", &run.out_dir, "directory for config.yaml, metrics.jsonl and checkpoints");
+    f.add("run.seed", &run.seed, "seed of initialization and data order");
+    f.add("run.log_every", &run.log_every, "steps between progress lines and metrics records", 1);
+    model.register_fields(f, "model.");
+    f.add("train.steps", &train.steps, "optimizer steps", 1);
+    f.add("train.global_batch", &train.global_batch, "sequences per optimizer step, summed over all ranks", 1);
+    f.add("train.micro_batch", &train.micro_batch,
+          "sequences per forward/backward on one rank; gradient accumulation makes up the global batch", 1);
+    f.add("train.seq_len", &train.seq_len, "tokens per sequence", 1);
+    f.add("train.eval_every", &train.eval_every, "steps between validation losses; 0 = only after the last step", 0);
+    f.add("train.eval_batches", &train.eval_batches, "micro-batches of validation data per evaluation", 1);
+    f.add("train.nonfinite", &train.nonfinite,
+          "when the loss or gradient norm is NaN/Inf: skip the update (and log it) or stop with an error",
+          {"skip", "stop"});
+    f.add("train.max_skipped_steps", &train.max_skipped_steps,
+          "with nonfinite: skip, stop after this many skipped steps in a row", 1);
+    f.add("train.threads", &train.threads, "OpenMP threads per rank; 0 = all available cores", 0, 4096);
+    optim.register_fields(f, "optim.");
+    f.add("data.dir", &data.dir, "directory of train.bin and val.bin written by `frugal prepare-data`");
+    f.add("parallel.ep", &parallel.ep, "expert-parallel ranks that together hold one copy of the experts", 1);
+    f.add("precision.recipe", &precision.recipe, "numeric recipe of the matrix products (fp32 in this build)",
+          {"fp32", "bf16", "fp8-tensorwise", "fp8-delayed", "fp8-blockwise"});
+    f.add("checkpoint.every", &checkpoint.every, "steps between checkpoints; 0 = none (checkpoints: issue #5)", 0);
+    f.add("checkpoint.resume", &checkpoint.resume, "none, or auto: continue from the newest valid checkpoint",
+          {"none", "auto"});
+    return f;
+}
+
+void TrainConfig::validate(int64_t world_size) const {
+    model.validate();
+    optim.validate();
+    FRUGAL_CONFIG_CHECK(train.seq_len <= model.max_seq_len, "train.seq_len (", train.seq_len,
+                        ") exceeds model.max_seq_len (", model.max_seq_len, "): raise model.max_seq_len to at least ",
+                        train.seq_len);
+    FRUGAL_CONFIG_CHECK(world_size % parallel.ep == 0, "parallel.ep (", parallel.ep, ") must divide the world size (",
+                        world_size, "): set parallel.ep to a divisor of ", world_size);
+    FRUGAL_CONFIG_CHECK(model.moe.n_experts == 0 || model.moe.n_experts % parallel.ep == 0, "moe.n_experts (",
+                        model.moe.n_experts, ") must be divisible by parallel.ep (", parallel.ep,
+                        "): choose parallel.ep among the divisors of n_experts");
+    const int64_t per_step = train.micro_batch * world_size;
+    FRUGAL_CONFIG_CHECK(train.global_batch % per_step == 0, "train.global_batch (", train.global_batch,
+                        ") must be a multiple of train.micro_batch (", train.micro_batch, ") x ranks (", world_size,
+                        ") = ", per_step, ": set train.global_batch to ", std::max<int64_t>(1, train.global_batch / per_step) * per_step);
+    FRUGAL_CONFIG_CHECK(precision.recipe == "fp32", "precision.recipe '", precision.recipe,
+                        "' is not available in this build yet (low-precision recipes: issue #4): use fp32");
+    FRUGAL_CONFIG_CHECK(checkpoint.every == 0 && checkpoint.resume == "none",
+                        "checkpoint.every / checkpoint.resume: checkpoints are not available in this build yet "
+                        "(issue #5): leave checkpoint.every at 0 and checkpoint.resume at none");
+    FRUGAL_CONFIG_CHECK(model.vocab_size >= 2, "model.vocab_size must be at least 2");
+}
+
+namespace {
+
+std::string origin(const std::string& path, const YAML::Node& node) {
+    return path + ":" + std::to_string(node.Mark().line + 1);
+}
+
+void walk(const YAML::Node& node, const std::string& prefix, const std::string& path, const ConfigFields& fields) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+        const std::string key = prefix + it->first.as<std::string>();
+        const YAML::Node& value = it->second;
+        if (value.IsMap()) {
+            walk(value, key + ".", path, fields);
+        } else if (value.IsSequence()) {
+            std::string joined;
+            for (const auto& item : value) {
+                FRUGAL_CONFIG_CHECK(item.IsScalar(), origin(path, item), ": ", key, " must be a list of plain values");
+                joined += (joined.empty() ? "" : ",") + item.as<std::string>();
+            }
+            fields.set(key, "[" + joined + "]", origin(path, it->first));
+        } else if (value.IsScalar()) {
+            const ConfigField* f = fields.find(key);
+            if (f && f->is_list) {
+                fields.set(key, value.as<std::string>(), origin(path, it->first));
+                continue;
+            }
+            fields.set(key, value.as<std::string>(), origin(path, it->first));
+        } else {
+            const ConfigField* f = fields.find(key);
+            if (!f) fields.set(key, "", origin(path, it->first));  // reports the unknown key
+            FRUGAL_CONFIG_ERROR(origin(path, it->first), ": ", key, " has no value: expected ", f->accepted);
+        }
+    }
+}
+
+}  // namespace
+
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides, int64_t world_size) {
+    TrainConfig cfg;
+    ConfigFields fields = cfg.fields();
+    if (!path.empty()) {
+        FRUGAL_CONFIG_CHECK(std::filesystem::exists(path), "config file ", path, " does not exist");
+        YAML::Node root;
+        try {
+            root = YAML::LoadFile(path);
+        } catch (const YAML::Exception& e) {
+            FRUGAL_CONFIG_ERROR(path, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
+        }
+        if (!root.IsNull()) {
+            FRUGAL_CONFIG_CHECK(root.IsMap(), path, ": the top level must be a mapping of sections (run:, model:, ...)");
+            walk(root, "", path, fields);
+        }
+    }
+    for (const std::string& o : overrides) {
+        size_t eq = o.find('=');
+        FRUGAL_CONFIG_CHECK(eq != std::string::npos && eq > 0, "--set ", o, ": expected key=value, e.g. --set train.steps=100");
+        fields.set(o.substr(0, eq), o.substr(eq + 1), "--set " + o);
+    }
+    cfg.validate(world_size);
+    return cfg;
+}
+
+std::string to_yaml(TrainConfig& cfg) {
+    ConfigFields fields = cfg.fields();
+    // Sections in registration order, keys in registration order within each.
+    std::vector<std::string> sections;
+    std::map<std::string, std::vector<const ConfigField*>> by_section;
+    for (const auto& f : fields.fields()) {
+        std::string section = f.key.substr(0, f.key.find('.'));
+        if (!by_section.count(section)) sections.push_back(section);
+        by_section[section].push_back(&f);
+    }
+    YAML::Emitter out;
+    out << YAML::BeginMap;
+    for (const auto& s : sections) {
+        out << YAML::Key << s << YAML::Value << YAML::BeginMap;
+        for (const ConfigField* f : by_section[s]) {
+            out << YAML::Key << f->key.substr(s.size() + 1) << YAML::Value;
+            if (f->is_list) {
+                std::string v = f->get();
+                v = v.substr(1, v.size() - 2);
+                std::vector<std::string> items;
+                std::stringstream ss(v);
+                std::string item;
+                while (std::getline(ss, item, ',')) {
+                    size_t b = item.find_first_not_of(' ');
+                    if (b != std::string::npos) items.push_back(item.substr(b));
+                }
+                out << YAML::Flow << items;
+            } else {
+                out << f->get();
+            }
+        }
+        out << YAML::EndMap;
+    }
+    out << YAML::EndMap;
+    return std::string(out.c_str()) + "\n";
+}
+
+std::string config_docs() {
+    TrainConfig cfg;
+    ConfigFields fields = cfg.fields();
+    std::ostringstream os;
+    os << "# Configuration keys\n\n"
+       << "A training run is configured by one YAML file with the sections below; any key can also be given on the\n"
+       << "command line as `--set section.key=value`. Unknown keys, wrong types and out-of-range values are rejected\n"
+       << "before anything is allocated, with the file and line, the nearest known key and exit code 2.\n"
+       << "The resolved configuration of every run is written to `run.out_dir/config.yaml`.\n\n"
+       << "This page is generated by `frugal config --docs` from the code that parses the keys; a test checks that\n"
+       << "it is current.\n";
+    std::string section;
+    for (const auto& f : fields.fields()) {
+        std::string s = f.key.substr(0, f.key.find('.'));
+        if (s != section) {
+            section = s;
+            os << "\n## `" << s << "`\n\n| key | type | default | accepted | meaning |\n|---|---|---|---|---|\n";
+        }
+        os << "| `" << f.key << "` | " << f.type << " | `" << f.default_value << "` | " << f.accepted << " | " << f.doc
+           << " |\n";
+    }
+    return os.str();
+}
+
+}  // namespace frugal::trainer

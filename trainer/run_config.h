@@ -1,0 +1,74 @@
+// The resolved configuration of a training run: every module's Config struct under its YAML section, the YAML
+// loader (unknown keys rejected with the nearest known one, file:line in every message) and `--set key=value`
+// overrides. Nothing is allocated before validate() has passed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/config_fields.h"
+#include "model/config.h"
+#include "optim/adamw.h"
+
+namespace frugal::trainer {
+
+struct RunSection {
+    std::string out_dir = "runs/demo";
+    int64_t seed = 1234;
+    int64_t log_every = 10;
+};
+
+struct TrainSection {
+    int64_t steps = 200;
+    int64_t global_batch = 16;  // sequences per optimizer step, over all ranks
+    int64_t micro_batch = 8;    // sequences per forward/backward on one rank
+    int64_t seq_len = 128;
+    int64_t eval_every = 50;    // 0 = only at the end
+    int64_t eval_batches = 4;   // micro-batches of validation data per evaluation
+    std::string nonfinite = "skip";  // skip | stop
+    int64_t max_skipped_steps = 10;
+    int64_t threads = 0;        // OpenMP threads; 0 = all cores
+};
+
+struct DataSection {
+    std::string dir = "data/fortunes";
+};
+
+struct ParallelSection {
+    int64_t ep = 1;
+};
+
+struct PrecisionSection {
+    std::string recipe = "fp32";
+};
+
+struct CheckpointSection {
+    int64_t every = 0;
+    std::string resume = "none";
+};
+
+struct TrainConfig {
+    RunSection run;
+    model::ModelConfig model;
+    optim::OptimConfig optim;
+    TrainSection train;
+    DataSection data;
+    ParallelSection parallel;
+    PrecisionSection precision;
+    CheckpointSection checkpoint;
+
+    // The key registry over this object's members (pointers into *this: rebuild after a copy).
+    ConfigFields fields();
+    // Cross-key checks for a job of world_size ranks; throws ConfigError.
+    void validate(int64_t world_size) const;
+    int64_t accum_steps(int64_t dp_size) const { return train.global_batch / (train.micro_batch * dp_size); }
+};
+
+// Loads path (empty: the defaults), then applies overrides of the form key=value, then validates.
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides, int64_t world_size);
+// The resolved configuration as YAML, every key present.
+std::string to_yaml(TrainConfig& cfg);
+// docs/config.md, generated from the registry.
+std::string config_docs();
+
+}  // namespace frugal::trainer

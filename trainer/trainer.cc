@@ -1,0 +1,191 @@
+#include "trainer/trainer.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "core/log.h"
+#include "data/loader.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+
+namespace frugal::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::vector<optim::OptimParam> optim_params(model::ParamStore& store, const optim::OptimConfig& cfg) {
+    std::vector<optim::OptimParam> out;
+    for (model::Param* p : store.params()) {
+        const std::string kind = model::param_kind_name(p->kind);
+        bool decay = std::find(cfg.no_decay.begin(), cfg.no_decay.end(), kind) == cfg.no_decay.end();
+        out.push_back({p->value.data<float>(), p->grad.data<float>(), p->value.numel(), decay});
+    }
+    return out;
+}
+
+std::string json_number(double v) {
+    if (!std::isfinite(v)) return "null";
+    std::ostringstream os;
+    os << std::setprecision(9) << v;
+    return os.str();
+}
+
+}  // namespace
+
+TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)>& on_step) {
+    const int64_t dp_rank = 0, dp_size = 1;
+    if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
+    const int64_t micro = cfg.train.micro_batch, s = cfg.train.seq_len;
+    const int64_t accum = cfg.accum_steps(dp_size);
+
+    data::Loader train_data((fs::path(cfg.data.dir) / "train.bin").string(), s, uint64_t(cfg.run.seed), true);
+    data::Loader val_data((fs::path(cfg.data.dir) / "val.bin").string(), s, uint64_t(cfg.run.seed), false);
+    FRUGAL_CONFIG_CHECK(train_data.vocab_size() <= cfg.model.vocab_size, "the data in ", cfg.data.dir,
+                        " uses a vocabulary of ", train_data.vocab_size(), " tokens but model.vocab_size is ",
+                        cfg.model.vocab_size, ": set model.vocab_size to at least ", train_data.vocab_size());
+
+    model::Transformer<float> net(cfg.model);
+    net.init(uint64_t(cfg.run.seed));
+    auto oparams = optim_params(net.params(), cfg.optim);
+    optim::AdamW opt(cfg.optim, oparams);
+    auto moe_layers = net.moe_layers();
+
+    fs::create_directories(cfg.run.out_dir);
+    {
+        std::ofstream out(fs::path(cfg.run.out_dir) / "config.yaml");
+        out << to_yaml(cfg);
+    }
+    std::ofstream metrics(fs::path(cfg.run.out_dir) / "metrics.jsonl");
+    FRUGAL_CHECK(metrics.good(), "cannot write ", (fs::path(cfg.run.out_dir) / "metrics.jsonl").string(),
+                 ": check run.out_dir");
+
+    log::info("frugal: ", net.params().numel(), " parameters, ", moe_layers.size(), " MoE layers, ", accum,
+              " micro-batches of ", micro, " x ", s, " tokens per step, ", omp_get_max_threads(), " threads");
+
+    // Token buffers for all micro-batches of a step: [accum, micro, S].
+    std::vector<int32_t> tokens(size_t(accum * micro * s)), targets(size_t(accum * micro * s));
+    auto evaluate = [&]() {
+        double ce = 0;
+        int64_t valid = 0;
+        for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
+            val_data.read_samples(tokens.data(), targets.data(), (i * dp_size + dp_rank) * micro, micro);
+            model::ForwardResult r = net.forward(tokens.data(), targets.data(), micro, s);
+            ce += r.ce_sum;
+            valid += r.num_valid;
+        }
+        return valid > 0 ? ce / double(valid) : 0.0;
+    };
+
+    TrainResult result;
+    const auto t_start = Clock::now();
+    auto t_window = Clock::now();
+    int64_t window_tokens = 0;
+    int64_t skipped_in_a_row = 0;
+    for (int64_t step = 0; step < cfg.train.steps; ++step) {
+        for (auto* layer : moe_layers) layer->router().stats().reset(cfg.model.moe.n_experts);
+        net.params().zero_grad();
+        int64_t total_valid = 0;
+        for (int64_t m = 0; m < accum; ++m) {
+            int32_t* tk = tokens.data() + m * micro * s;
+            int32_t* tg = targets.data() + m * micro * s;
+            train_data.micro_batch(tk, tg, step, m, cfg.train.global_batch, micro, dp_rank, dp_size);
+            for (int64_t i = 0; i < micro * s; ++i) total_valid += tg[i] != model::kIgnoreIndex;
+        }
+        const float ce_scale = total_valid > 0 ? 1.0f / float(total_valid) : 0.0f;
+        const float aux_scale = 1.0f / float(accum * dp_size);
+        double ce_sum = 0, aux = 0;
+        for (int64_t m = 0; m < accum; ++m) {
+            model::ForwardResult r =
+                net.forward(tokens.data() + m * micro * s, targets.data() + m * micro * s, micro, s);
+            ce_sum += r.ce_sum;
+            aux += (r.aux_loss + r.z_loss) * aux_scale;
+            net.backward(ce_scale, aux_scale);
+        }
+        StepMetrics sm;
+        sm.step = step + 1;
+        sm.loss = total_valid > 0 ? ce_sum / double(total_valid) : 0.0;
+        sm.aux_loss = aux;
+        sm.grad_norm = std::sqrt(optim::grad_sq_sum(oparams));
+        sm.lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
+        window_tokens += cfg.train.global_batch * s;
+
+        if (!std::isfinite(sm.loss) || !std::isfinite(sm.grad_norm)) {
+            ++result.skipped_steps;
+            ++skipped_in_a_row;
+            FRUGAL_CHECK(cfg.train.nonfinite == "skip",
+                         "step ", step + 1, ": loss ", sm.loss, ", gradient norm ", sm.grad_norm,
+                         " is not finite; stopping (train.nonfinite: stop). Lower optim.lr or raise optim.warmup_steps");
+            FRUGAL_CHECK(skipped_in_a_row <= cfg.train.max_skipped_steps, "step ", step + 1, ": ", skipped_in_a_row,
+                         " non-finite steps in a row (train.max_skipped_steps = ", cfg.train.max_skipped_steps,
+                         "); stopping. Lower optim.lr or raise optim.warmup_steps");
+            log::warn("step ", step + 1, ": loss ", sm.loss, ", gradient norm ", sm.grad_norm,
+                      " is not finite; update skipped (train.nonfinite: skip)");
+            sm.skipped = true;
+        } else {
+            skipped_in_a_row = 0;
+            if (cfg.optim.grad_clip > 0 && sm.grad_norm > cfg.optim.grad_clip)
+                optim::scale_grads(oparams, float(cfg.optim.grad_clip / sm.grad_norm));
+            opt.step(sm.lr);
+            for (auto* layer : moe_layers) layer->router().update_bias(layer->router().stats().selected_per_expert);
+        }
+        for (auto* layer : moe_layers) {
+            sm.max_imbalance = std::max(sm.max_imbalance, layer->router().stats().imbalance());
+            sm.dropped += layer->router().stats().dropped;
+        }
+        const bool last = step + 1 == cfg.train.steps;
+        if (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0)) sm.val_loss = evaluate();
+        sm.elapsed_s = seconds_since(t_start);
+
+        if (last || (step + 1) % cfg.run.log_every == 0 || step == 0) {
+            sm.tokens_per_s = double(window_tokens) / std::max(1e-9, seconds_since(t_window));
+            t_window = Clock::now();
+            window_tokens = 0;
+            std::ostringstream line;
+            line << std::fixed << "step " << std::setw(5) << sm.step << "/" << cfg.train.steps << "  loss "
+                 << std::setprecision(4) << sm.loss;
+            if (sm.val_loss >= 0) line << "  val " << std::setprecision(4) << sm.val_loss;
+            line << "  lr " << std::scientific << std::setprecision(2) << sm.lr << std::fixed << "  gnorm "
+                 << std::setprecision(3) << sm.grad_norm << "  tok/s " << std::setprecision(0) << sm.tokens_per_s;
+            if (!moe_layers.empty()) line << "  imbalance " << std::setprecision(2) << sm.max_imbalance;
+            line << "  elapsed " << std::setprecision(1) << sm.elapsed_s << "s";
+            log::info(line.str());
+            metrics << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
+                    << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
+                    << ", \"grad_norm\": " << json_number(sm.grad_norm)
+                    << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
+                    << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
+                    << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
+            if (sm.val_loss >= 0) metrics << ", \"val_loss\": " << json_number(sm.val_loss);
+            if (sm.skipped) metrics << ", \"skipped\": true";
+            metrics << "}\n";
+            metrics.flush();
+        }
+        if (on_step) on_step(sm);
+        result.history.push_back(sm);
+    }
+    result.seconds = seconds_since(t_start);
+    result.tokens = cfg.train.steps * cfg.train.global_batch * s;
+    result.first_loss = result.history.front().loss;
+    result.final_loss = result.history.back().loss;
+    result.final_val_loss = result.history.back().val_loss;
+    log::info("done: ", cfg.train.steps, " steps, ", result.tokens, " tokens in ", std::fixed, std::setprecision(1),
+              result.seconds, " s (", std::setprecision(0), double(result.tokens) / result.seconds,
+              " tokens/s); loss ", std::setprecision(4), result.first_loss, " -> ", result.final_loss,
+              ", validation loss ", result.final_val_loss, "; skipped steps ", result.skipped_steps,
+              "; outputs in ", cfg.run.out_dir);
+    return result;
+}
+
+}  // namespace frugal::trainer

@@ -1,0 +1,41 @@
+// The training loop: the only place that wires model, optimizer, data and (later) parallelism together.
+//
+// One step: load the global batch's micro-batches for this rank -> for each, forward + backward with the loss
+// scales of model/transformer.h -> global gradient norm -> NaN/Inf guard -> clip -> AdamW -> expert-bias update
+// -> metrics. Validation runs every train.eval_every steps and after the last one.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "trainer/run_config.h"
+
+namespace frugal::trainer {
+
+struct StepMetrics {
+    int64_t step = 0;           // 1-based: steps completed
+    double loss = 0;            // mean cross-entropy over the global batch
+    double aux_loss = 0;        // balancing + z loss, summed over layers, mean over micro-batches
+    double val_loss = -1;       // < 0 when validation did not run this step
+    double lr = 0;
+    double grad_norm = 0;
+    double tokens_per_s = 0;
+    double max_imbalance = 1;   // worst max/mean expert load over the MoE layers
+    int64_t dropped = 0;
+    double elapsed_s = 0;
+    bool skipped = false;
+};
+
+struct TrainResult {
+    std::vector<StepMetrics> history;  // every step
+    double first_loss = 0, final_loss = 0, final_val_loss = -1;
+    int64_t tokens = 0;
+    double seconds = 0;
+    int64_t skipped_steps = 0;
+};
+
+// Runs cfg (already validated). on_step, if set, is called after every step (tests use it).
+TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)>& on_step = {});
+
+}  // namespace frugal::trainer
