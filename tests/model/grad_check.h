@@ -1,0 +1,68 @@
+// Central-difference gradient checks in double.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <functional>
+#include <string>
+
+#include "core/rng.h"
+#include "model/moe/router.h"
+#include "model/params.h"
+
+namespace frugal::test {
+
+// Compares analytic[i] with (loss(x_i + eps) - loss(x_i - eps)) / 2 eps on up to max_checks indices of x.
+inline void check_gradient(const std::function<double()>& loss, double* x, const double* analytic, int64_t n,
+                           const std::string& what, int64_t max_checks = 24, double eps = 1e-6, double atol = 1e-8,
+                           double rtol = 1e-6) {
+    rng::Stream pick(99, what);
+    const int64_t checks = std::min(n, max_checks);
+    double worst = 0;
+    for (int64_t c = 0; c < checks; ++c) {
+        const int64_t i = n <= max_checks ? c : int64_t(pick.below(uint64_t(n), uint64_t(c)));
+        const double orig = x[i];
+        x[i] = orig + eps;
+        const double lp = loss();
+        x[i] = orig - eps;
+        const double lm = loss();
+        x[i] = orig;
+        const double num = (lp - lm) / (2 * eps);
+        const double err = std::fabs(num - analytic[i]);
+        worst = std::max(worst, err);
+        if (!(err <= atol + rtol * std::fabs(num))) {
+            ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << ", numeric " << num << ", error "
+                          << err;
+            return;
+        }
+    }
+}
+
+// Every parameter of a store, each on a sample of its elements.
+inline void check_all_params(model::ParamStore& store, const std::function<double()>& loss, int64_t per_param = 12) {
+    // Snapshot analytic gradients: loss() runs forward only, but keep them safe from any reuse.
+    std::vector<double> grads(static_cast<size_t>(store.numel()));
+    std::copy_n(store.flat_grads().data<double>(), store.numel(), grads.data());
+    int64_t off = 0;
+    for (model::Param* p : store.params()) {
+        check_gradient(loss, p->value.data<double>(), grads.data() + off, p->value.numel(), p->name, per_param);
+        off += p->value.numel();
+    }
+}
+
+// Smallest gap between the k-th and (k+1)-th selection key of any token: must exceed the perturbation for the
+// routing to stay fixed inside a central difference.
+template <typename T>
+double min_topk_margin(const T* scores_TE, const std::vector<float>& bias, int64_t t, int64_t e, int64_t k) {
+    double margin = 1e30;
+    std::vector<double> keys(static_cast<size_t>(e));
+    for (int64_t i = 0; i < t; ++i) {
+        for (int64_t j = 0; j < e; ++j) keys[static_cast<size_t>(j)] = double(scores_TE[i * e + j]) + double(bias[static_cast<size_t>(j)]);
+        std::sort(keys.begin(), keys.end(), std::greater<double>());
+        if (k < e) margin = std::min(margin, keys[static_cast<size_t>(k - 1)] - keys[static_cast<size_t>(k)]);
+    }
+    return margin;
+}
+
+}  // namespace frugal::test
