@@ -24,7 +24,7 @@ demo: build data/fortunes/train.bin
 	$(BUILD_DIR)/frugal train configs/demo.yaml
 
 test: build
-	cd $(BUILD_DIR) && $(MPI_ROOT_ENV) ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD_DIR) && $(MPI_ROOT_ENV) ctest --output-on-failure
 
 bench: build data/fortunes/train.bin
 	$(BUILD_DIR)/bench_train configs/demo.yaml
