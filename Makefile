@@ -17,16 +17,16 @@ $(BUILD_DIR)/CMakeCache.txt: | setup
 build: setup $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-data/fortunes/train.bin: | build
-	$(BUILD_DIR)/frugal prepare-data /usr/share/games/fortunes --out data/fortunes
+corpus/fortunes/train.bin: | build
+	$(BUILD_DIR)/frugal prepare-data /usr/share/games/fortunes --out corpus/fortunes
 
-demo: build data/fortunes/train.bin
+demo: build corpus/fortunes/train.bin
 	$(BUILD_DIR)/frugal train configs/demo.yaml
 
 test: build
 	cd $(BUILD_DIR) && $(MPI_ROOT_ENV) ctest --output-on-failure
 
-bench: build data/fortunes/train.bin
+bench: build corpus/fortunes/train.bin
 	$(BUILD_DIR)/bench_train configs/demo.yaml
 
 docs: build

@@ -32,9 +32,9 @@ ConfigFields TrainConfig::fields() {
     optim.register_fields(f, "optim.");
     f.add("data.dir", &data.dir, "directory of train.bin and val.bin written by `frugal prepare-data`");
     f.add("parallel.ep", &parallel.ep, "expert-parallel ranks that together hold one copy of the experts", 1);
-    f.add("precision.recipe", &precision.recipe, "numeric recipe of the matrix products (fp32 in this build)",
+    f.add("precision.recipe", &precision.recipe, "numeric recipe of the matrix products; this build runs fp32 only",
           {"fp32", "bf16", "fp8-tensorwise", "fp8-delayed", "fp8-blockwise"});
-    f.add("checkpoint.every", &checkpoint.every, "steps between checkpoints; 0 = none (checkpoints: issue #5)", 0);
+    f.add("checkpoint.every", &checkpoint.every, "steps between checkpoints; 0 = none (this build writes no checkpoints yet)", 0);
     f.add("checkpoint.resume", &checkpoint.resume, "none, or auto: continue from the newest valid checkpoint",
           {"none", "auto"});
     return f;
@@ -56,10 +56,11 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") must be a multiple of train.micro_batch (", train.micro_batch, ") x ranks (", world_size,
                         ") = ", per_step, ": set train.global_batch to ", std::max<int64_t>(1, train.global_batch / per_step) * per_step);
     FRUGAL_CONFIG_CHECK(precision.recipe == "fp32", "precision.recipe '", precision.recipe,
-                        "' is not available in this build yet (low-precision recipes: issue #4): use fp32");
+                        "' is not available in this build yet: use fp32");
     FRUGAL_CONFIG_CHECK(checkpoint.every == 0 && checkpoint.resume == "none",
-                        "checkpoint.every / checkpoint.resume: checkpoints are not available in this build yet "
-                        "(issue #5): leave checkpoint.every at 0 and checkpoint.resume at none");
+                        "checkpoint.every (", checkpoint.every, ") / checkpoint.resume (", checkpoint.resume,
+                        "): this build cannot write or read checkpoints yet: leave checkpoint.every at 0 and "
+                        "checkpoint.resume at none");
     FRUGAL_CONFIG_CHECK(model.vocab_size >= 2, "model.vocab_size must be at least 2");
 }
 
@@ -83,11 +84,6 @@ void walk(const YAML::Node& node, const std::string& prefix, const std::string& 
             }
             fields.set(key, "[" + joined + "]", origin(path, it->first));
         } else if (value.IsScalar()) {
-            const ConfigField* f = fields.find(key);
-            if (f && f->is_list) {
-                fields.set(key, value.as<std::string>(), origin(path, it->first));
-                continue;
-            }
             fields.set(key, value.as<std::string>(), origin(path, it->first));
         } else {
             const ConfigField* f = fields.find(key);

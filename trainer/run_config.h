@@ -31,7 +31,7 @@ struct TrainSection {
 };
 
 struct DataSection {
-    std::string dir = "data/fortunes";
+    std::string dir = "corpus/fortunes";
 };
 
 struct ParallelSection {

@@ -42,6 +42,26 @@ std::string json_number(double v) {
     return os.str();
 }
 
+// Per-layer MoE statistics of the step just taken (aux and z losses as means over its micro-batches).
+std::string moe_stats_json(const model::ModelConfig& m, const std::vector<model::MoELayer<float>*>& layers) {
+    std::ostringstream os;
+    os << "[";
+    size_t i = 0;
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+        if (!m.is_moe_layer(l)) continue;
+        const model::MoEStats& st = layers[i]->router().stats();
+        const double micro = double(std::max<int64_t>(st.micro_batches, 1));
+        os << (i ? ", " : "") << "{\"layer\": " << l << ", \"tokens_per_expert\": [";
+        for (size_t e = 0; e < st.tokens_per_expert.size(); ++e) os << (e ? ", " : "") << st.tokens_per_expert[e];
+        os << "], \"dropped\": " << st.dropped << ", \"imbalance\": " << json_number(st.imbalance())
+           << ", \"aux_loss\": " << json_number(st.aux_loss / micro) << ", \"z_loss\": " << json_number(st.z_loss / micro)
+           << "}";
+        ++i;
+    }
+    os << "]";
+    return os.str();
+}
+
 }  // namespace
 
 TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)>& on_step) {
@@ -145,10 +165,13 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
             sm.dropped += layer->router().stats().dropped;
         }
         const bool last = step + 1 == cfg.train.steps;
+        const bool log_step = last || (step + 1) % cfg.run.log_every == 0 || step == 0;
+        // Taken before validation, whose forward passes also go through the routers.
+        const std::string moe_json = log_step && !moe_layers.empty() ? moe_stats_json(cfg.model, moe_layers) : "";
         if (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0)) sm.val_loss = evaluate();
         sm.elapsed_s = seconds_since(t_start);
 
-        if (last || (step + 1) % cfg.run.log_every == 0 || step == 0) {
+        if (log_step) {
             sm.tokens_per_s = double(window_tokens) / std::max(1e-9, seconds_since(t_window));
             t_window = Clock::now();
             window_tokens = 0;
@@ -169,6 +192,7 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
                     << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
             if (sm.val_loss >= 0) metrics << ", \"val_loss\": " << json_number(sm.val_loss);
             if (sm.skipped) metrics << ", \"skipped\": true";
+            if (!moe_json.empty()) metrics << ", \"moe\": " << moe_json;
             metrics << "}\n";
             metrics.flush();
         }

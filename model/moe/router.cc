@@ -155,7 +155,7 @@ void Router<T>::backward(T* dx_TD, const T* d_weight_TK, const T* x_TD, T aux_sc
 
     // Aux loss gradient with respect to the normalized scores s' (see forward): dL/ds'_{t,e} = coef f_e / (S_g G)
     // with f_e = E count_e / (S_g K), S_g the tokens per group and G the number of groups.
-    std::vector<T> g_aux;
+    std::vector<T>& g_aux = g_aux_;
     const bool has_aux = cfg_.aux_loss != "none" && cfg_.aux_loss_coef > 0;
     const int64_t groups = cfg_.aux_loss == "seq" ? b_ : 1;
     const int64_t per = t / groups;

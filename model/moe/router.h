@@ -60,7 +60,7 @@ private:
     MoEConfig cfg_;
     Linear<T> gate_;
     std::vector<float> bias_E_;
-    std::vector<T> logits_, scores_, weight_, lse_, dlogits_, dscores_;
+    std::vector<T> logits_, scores_, weight_, lse_, dlogits_, dscores_, g_aux_;
     std::vector<double> keys_;
     std::vector<int32_t> selected_, expert_;
     std::vector<int64_t> count_E_;

@@ -1,0 +1,105 @@
+#include "data/prepare.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/shard.h"
+#include "data/tokenizer.h"
+
+namespace frugal::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void collect(const fs::path& p, std::vector<fs::path>& files, std::set<fs::path>& seen) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+        std::vector<fs::path> entries;
+        for (const auto& e : fs::directory_iterator(p)) entries.push_back(e.path());
+        std::sort(entries.begin(), entries.end());
+        for (const auto& e : entries) collect(e, files, seen);
+        return;
+    }
+    if (!fs::exists(p, ec)) FRUGAL_CONFIG_ERROR("input ", p.string(), " does not exist");
+    if (p.extension() == ".dat") return;  // strfile index of a fortune file: binary
+    fs::path canonical = fs::canonical(p);
+    if (!seen.insert(canonical).second) return;
+    files.push_back(p);
+}
+
+bool is_fortune(const std::string& text) {
+    return text.rfind("%\n", 0) == 0 || text.find("\n%\n") != std::string::npos;
+}
+
+void split_documents(const std::string& text, bool fortune, std::vector<std::string>& docs) {
+    if (!fortune) {
+        if (!text.empty()) docs.push_back(text);
+        return;
+    }
+    std::istringstream in(text);
+    std::string line, cur;
+    while (std::getline(in, line)) {
+        if (line == "%") {
+            if (!cur.empty()) docs.push_back(cur);
+            cur.clear();
+        } else {
+            cur += line;
+            cur += '\n';
+        }
+    }
+    if (!cur.empty()) docs.push_back(cur);
+}
+
+}  // namespace
+
+PrepareReport prepare_data(const PrepareOptions& opt) {
+    FRUGAL_CONFIG_CHECK(!opt.inputs.empty(), "prepare-data: no input files given");
+    FRUGAL_CONFIG_CHECK(!opt.out_dir.empty(), "prepare-data: --out DIR is required");
+    FRUGAL_CONFIG_CHECK(opt.val_fraction >= 0 && opt.val_fraction < 1, "--val-fraction ", opt.val_fraction,
+                        " must be in [0, 1)");
+    FRUGAL_CONFIG_CHECK(opt.format == "auto" || opt.format == "fortune" || opt.format == "text", "--format '",
+                        opt.format, "' is not one of auto, fortune, text");
+    std::vector<fs::path> files;
+    std::set<fs::path> seen;
+    for (const auto& in : opt.inputs) collect(in, files, seen);
+    FRUGAL_CONFIG_CHECK(!files.empty(), "prepare-data: the inputs hold no text files");
+
+    ByteTokenizer tok;
+    rng::Stream split(opt.seed, "data.split");
+    std::vector<int32_t> train, val;
+    PrepareReport report;
+    int64_t doc_index = 0;
+    std::vector<std::string> docs;
+    for (const auto& f : files) {
+        std::ifstream in(f, std::ios::binary);
+        FRUGAL_CHECK(in.good(), "cannot read ", f.string());
+        std::stringstream buf;
+        buf << in.rdbuf();
+        std::string text = buf.str();
+        bool fortune = opt.format == "fortune" || (opt.format == "auto" && is_fortune(text));
+        docs.clear();
+        split_documents(text, fortune, docs);
+        for (const auto& d : docs) {
+            bool to_val = split.uniform(uint64_t(doc_index++)) < opt.val_fraction;
+            auto& dst = to_val ? val : train;
+            tok.encode(d, dst);
+            dst.push_back(ByteTokenizer::kEndOfDocument);
+            (to_val ? report.val_docs : report.train_docs)++;
+        }
+        report.files++;
+    }
+    fs::create_directories(opt.out_dir);
+    write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, ByteTokenizer::kVocabSize);
+    write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, ByteTokenizer::kVocabSize);
+    report.train_tokens = int64_t(train.size());
+    report.val_tokens = int64_t(val.size());
+    return report;
+}
+
+}  // namespace frugal::data

@@ -1,0 +1,53 @@
+// Token shard files (format documented in docs/data-format.md):
+//   offset  size  field
+//   0       8     magic "FRGLTOKS"
+//   8       4     format version (uint32, little-endian) = 1
+//   12      4     token dtype: 2 = uint16, 4 = uint32
+//   16      8     number of tokens (uint64)
+//   24      8     number of documents (uint64)
+//   32      4     vocabulary size (uint32)
+//   36      28    zero
+//   64      ...   tokens, little-endian, each document followed by the end-of-document token
+// Readers memory-map the file and check magic, version, dtype and that the size matches the token count.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace frugal::data {
+
+inline constexpr char kShardMagic[8] = {'F', 'R', 'G', 'L', 'T', 'O', 'K', 'S'};
+inline constexpr uint32_t kShardVersion = 1;
+inline constexpr int64_t kShardHeaderBytes = 64;
+
+// Writes atomically: to PATH.tmp, then rename.
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size);
+
+class ShardReader {
+public:
+    explicit ShardReader(const std::string& path);
+    ~ShardReader();
+    ShardReader(const ShardReader&) = delete;
+    ShardReader& operator=(const ShardReader&) = delete;
+
+    int64_t num_tokens() const { return num_tokens_; }
+    int64_t num_docs() const { return num_docs_; }
+    int64_t vocab_size() const { return vocab_size_; }
+    int32_t token(int64_t i) const {
+        return dtype_bytes_ == 2 ? int32_t(static_cast<const uint16_t*>(tokens_)[i])
+                                 : int32_t(static_cast<const uint32_t*>(tokens_)[i]);
+    }
+    // Copies tokens [begin, begin + n) into out.
+    void read(int32_t* out, int64_t begin, int64_t n) const;
+
+private:
+    std::string path_;
+    void* map_ = nullptr;
+    size_t map_bytes_ = 0;
+    const void* tokens_ = nullptr;
+    int64_t num_tokens_ = 0, num_docs_ = 0, vocab_size_ = 0;
+    int dtype_bytes_ = 2;
+};
+
+}  // namespace frugal::data
