@@ -42,13 +42,18 @@ int cmd_prepare_data(const Args& args) {
             FRUGAL_CONFIG_CHECK(i + 1 < args.size(), a, " needs a value (see frugal prepare-data --help)");
             return args[++i];
         };
-        if (a == "--out") opt.out_dir = value();
-        else if (a == "--val-fraction") opt.val_fraction = parse_double(a, value());
-        else if (a == "--seed") opt.seed = uint64_t(parse_double(a, value()));
-        else if (a == "--format") opt.format = value();
+        if (a == "--out")
+            opt.out_dir = value();
+        else if (a == "--val-fraction")
+            opt.val_fraction = parse_double(a, value());
+        else if (a == "--seed")
+            opt.seed = uint64_t(parse_double(a, value()));
+        else if (a == "--format")
+            opt.format = value();
         else if (a.rfind("-", 0) == 0)
             FRUGAL_CONFIG_ERROR("frugal prepare-data: unknown option '", a, "' (see frugal prepare-data --help)");
-        else opt.inputs.push_back(a);
+        else
+            opt.inputs.push_back(a);
     }
     data::PrepareReport r = data::prepare_data(opt);
     log::info("prepare-data: ", r.files, " files -> ", r.train_docs, " training documents (", r.train_tokens,

@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
         };
         // The largest matmul of the model, [n x D] x [D x out] with out the widest projection.
         const int64_t d = cfg.model.d_model;
-        int64_t out = std::max<int64_t>({2 * cfg.model.d_ff, cfg.model.vocab_size, 2 * cfg.model.moe.d_expert,
-                                         cfg.model.n_heads * cfg.model.hd()});
+        int64_t out = std::max<int64_t>(
+            {2 * cfg.model.d_ff, cfg.model.vocab_size, 2 * cfg.model.moe.d_expert, cfg.model.n_heads * cfg.model.hd()});
         std::vector<float> x(size_t(n * d), 0.5f), w(size_t(out * d), 0.25f), y(size_t(n * out));
         auto gemm = [&] { backend::cpu::linear_forward(y.data(), x.data(), w.data(), n, d, out); };
 

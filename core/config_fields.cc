@@ -44,7 +44,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 void ConfigFields::add(const std::string& key, int64_t* p, const std::string& doc, int64_t min, int64_t max) {
     std::string accepted = "integer >= " + std::to_string(min);
-    if (max != std::numeric_limits<int64_t>::max()) accepted = "integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    if (max != std::numeric_limits<int64_t>::max())
+        accepted = "integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
     fields_.push_back({key, "int", doc, std::to_string(*p), accepted,
                        [=](const std::string& raw) {
                            std::string v = trim(raw);
@@ -62,8 +63,10 @@ void ConfigFields::add(const std::string& key, int64_t* p, const std::string& do
 
 void ConfigFields::add(const std::string& key, double* p, const std::string& doc, double min, double max) {
     std::string accepted = "number";
-    if (min > -1e300 && max < 1e300) accepted = "number in [" + format_double(min) + ", " + format_double(max) + "]";
-    else if (min > -1e300) accepted = "number >= " + format_double(min);
+    if (min > -1e300 && max < 1e300)
+        accepted = "number in [" + format_double(min) + ", " + format_double(max) + "]";
+    else if (min > -1e300)
+        accepted = "number >= " + format_double(min);
     fields_.push_back({key, "float", doc, format_double(*p), accepted,
                        [=](const std::string& raw) {
                            std::string v = trim(raw);
@@ -83,9 +86,12 @@ void ConfigFields::add(const std::string& key, bool* p, const std::string& doc) 
     fields_.push_back({key, "bool", doc, *p ? "true" : "false", "true or false",
                        [=](const std::string& raw) {
                            std::string v = trim(raw);
-                           if (v == "true" || v == "True" || v == "yes" || v == "1") *p = true;
-                           else if (v == "false" || v == "False" || v == "no" || v == "0") *p = false;
-                           else FRUGAL_CONFIG_ERROR(key, ": expected true or false, got '", raw, "'");
+                           if (v == "true" || v == "True" || v == "yes" || v == "1")
+                               *p = true;
+                           else if (v == "false" || v == "False" || v == "no" || v == "0")
+                               *p = false;
+                           else
+                               FRUGAL_CONFIG_ERROR(key, ": expected true or false, got '", raw, "'");
                        },
                        [=] { return std::string(*p ? "true" : "false"); }});
 }
@@ -106,7 +112,11 @@ void ConfigFields::add(const std::string& key, std::string* p, const std::string
 void ConfigFields::add(const std::string& key, std::vector<std::string>* p, const std::string& doc,
                        std::vector<std::string> choices) {
     std::string accepted = choices.empty() ? "list of strings" : "list of: " + join(choices, ", ");
-    ConfigField f{key, "list", doc, "[" + join(*p, ", ") + "]", accepted,
+    ConfigField f{key,
+                  "list",
+                  doc,
+                  "[" + join(*p, ", ") + "]",
+                  accepted,
                   [=](const std::string& raw) {
                       std::string v = trim(raw);
                       if (!v.empty() && v.front() == '[' && v.back() == ']') v = v.substr(1, v.size() - 2);

@@ -24,7 +24,7 @@ struct ConfigField {
 };
 
 class ConfigFields {
-public:
+  public:
     void add(const std::string& key, int64_t* p, const std::string& doc, int64_t min = 0,
              int64_t max = std::numeric_limits<int64_t>::max());
     void add(const std::string& key, double* p, const std::string& doc, double min = -1e300, double max = 1e300);
@@ -44,7 +44,7 @@ public:
     // "--set") is quoted in the message.
     void set(const std::string& key, const std::string& value, const std::string& origin) const;
 
-private:
+  private:
     std::vector<ConfigField> fields_;
 };
 

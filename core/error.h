@@ -10,18 +10,18 @@
 namespace frugal {
 
 class Error : public std::runtime_error {
-public:
+  public:
     Error(const std::string& where, const std::string& what) : std::runtime_error(what), where_(where) {}
     // "file.cc:123" of the check that failed.
     const std::string& where() const { return where_; }
 
-private:
+  private:
     std::string where_;
 };
 
 // Bad configuration or command-line input: reported with exit code 2, before any allocation.
 class ConfigError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
@@ -37,18 +37,18 @@ std::string where(const char* file, int line);
 
 }  // namespace frugal
 
-#define FRUGAL_CHECK(cond, ...)                                                                  \
-    do {                                                                                         \
-        if (!(cond)) [[unlikely]]                                                                \
-            throw ::frugal::Error(::frugal::detail::where(__FILE__, __LINE__),                   \
+#define FRUGAL_CHECK(cond, ...)                                                                         \
+    do {                                                                                                \
+        if (!(cond)) [[unlikely]]                                                                       \
+            throw ::frugal::Error(::frugal::detail::where(__FILE__, __LINE__),                          \
                                   ::frugal::detail::concat("check failed (" #cond "): ", __VA_ARGS__)); \
     } while (0)
 
-#define FRUGAL_CONFIG_CHECK(cond, ...)                                                        \
-    do {                                                                                      \
-        if (!(cond)) [[unlikely]]                                                             \
-            throw ::frugal::ConfigError(::frugal::detail::where(__FILE__, __LINE__),          \
-                                        ::frugal::detail::concat(__VA_ARGS__));               \
+#define FRUGAL_CONFIG_CHECK(cond, ...)                                               \
+    do {                                                                             \
+        if (!(cond)) [[unlikely]]                                                    \
+            throw ::frugal::ConfigError(::frugal::detail::where(__FILE__, __LINE__), \
+                                        ::frugal::detail::concat(__VA_ARGS__));      \
     } while (0)
 
 #define FRUGAL_THROW(...) \

@@ -46,7 +46,7 @@ inline std::array<uint32_t, 4> philox4x32(std::array<uint32_t, 4> ctr, std::arra
 
 // A stream of draws identified by a 64-bit key; draw i depends on (key, i, lane) only.
 class Stream {
-public:
+  public:
     Stream(uint64_t seed, std::string_view name) : key_(mix64(seed ^ mix64(hash_name(name)))) {}
     explicit Stream(uint64_t key) : key_(key) {}
 
@@ -77,7 +77,7 @@ public:
     }
     uint64_t key() const { return key_; }
 
-private:
+  private:
     uint64_t key_;
 };
 

@@ -85,8 +85,8 @@ Tensor Tensor::view(const Shape& shape) const {
 Tensor Tensor::slice(int64_t d, int64_t start, int64_t end) const {
     if (d < 0) d += dim();
     FRUGAL_CHECK(d >= 0 && d < dim(), "slice dimension ", d, " out of range for ", shape_str(shape_));
-    FRUGAL_CHECK(0 <= start && start <= end && end <= shape_[d], "slice [", start, ", ", end, ") out of range for size ",
-                 shape_[d]);
+    FRUGAL_CHECK(0 <= start && start <= end && end <= shape_[d], "slice [", start, ", ", end,
+                 ") out of range for size ", shape_[d]);
     Tensor t = *this;
     t.offset_ += start * strides_[d];
     t.shape_[d] = end - start;

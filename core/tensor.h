@@ -23,7 +23,7 @@ std::string shape_str(const Shape& shape);
 int64_t shape_numel(const Shape& shape);
 
 class Storage {
-public:
+  public:
     Storage(size_t nbytes, Device device);
     ~Storage();
     Storage(const Storage&) = delete;
@@ -32,14 +32,14 @@ public:
     size_t nbytes() const { return nbytes_; }
     Device device() const { return device_; }
 
-private:
+  private:
     void* data_ = nullptr;
     size_t nbytes_ = 0;
     Device device_ = Device::kCpu;
 };
 
 class Tensor {
-public:
+  public:
     Tensor() = default;
     static Tensor empty(const Shape& shape, DType dtype, Device device = Device::kCpu);
     static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::kCpu);
@@ -75,7 +75,7 @@ public:
     void copy_from(const Tensor& src);
     Tensor clone() const;
 
-private:
+  private:
     std::shared_ptr<Storage> storage_;
     int64_t offset_ = 0;  // in elements
     Shape shape_;

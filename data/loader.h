@@ -21,7 +21,7 @@
 namespace frugal::data {
 
 class Loader {
-public:
+  public:
     Loader(const std::string& shard_path, int64_t seq_len, uint64_t seed, bool shuffle);
     int64_t num_samples() const { return num_samples_; }
     int64_t vocab_size() const { return shard_->vocab_size(); }
@@ -32,7 +32,7 @@ public:
                      int64_t micro_batch, int64_t dp_rank, int64_t dp_size);
     int64_t sample_index(int64_t global_sample);
 
-private:
+  private:
     std::unique_ptr<ShardReader> shard_;
     int64_t seq_len_, num_samples_;
     uint64_t seed_;

@@ -25,7 +25,7 @@ inline constexpr int64_t kShardHeaderBytes = 64;
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size);
 
 class ShardReader {
-public:
+  public:
     explicit ShardReader(const std::string& path);
     ~ShardReader();
     ShardReader(const ShardReader&) = delete;
@@ -41,7 +41,7 @@ public:
     // Copies tokens [begin, begin + n) into out.
     void read(int32_t* out, int64_t begin, int64_t n) const;
 
-private:
+  private:
     std::string path_;
     void* map_ = nullptr;
     size_t map_bytes_ = 0;

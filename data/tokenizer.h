@@ -10,7 +10,7 @@
 namespace frugal::data {
 
 class ByteTokenizer {
-public:
+  public:
     static constexpr int32_t kEndOfDocument = 256;
     static constexpr int64_t kVocabSize = 257;
     void encode(std::string_view text, std::vector<int32_t>& out) const;

@@ -13,8 +13,8 @@ void MoEConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "score_func", &score_func, "router affinity: softmax (Mixtral, Qwen) or sigmoid (DeepSeek-V3)",
           {"softmax", "sigmoid"});
     f.add(p + "norm_topk_prob", &norm_topk_prob, "renormalize the chosen experts' weights to sum to one");
-    f.add(p + "routed_scaling_factor", &routed_scaling_factor, "multiplies the routing weights (DeepSeek-V3: 2.5)",
-          0.0, 1e6);
+    f.add(p + "routed_scaling_factor", &routed_scaling_factor, "multiplies the routing weights (DeepSeek-V3: 2.5)", 0.0,
+          1e6);
     f.add(p + "aux_loss", &aux_loss,
           "load-balancing loss: none, batch (Switch/GShard, per micro-batch) or seq (DeepSeek-V3, per sequence)",
           {"none", "batch", "seq"});
@@ -61,8 +61,9 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
 }
 
 void ModelConfig::validate() const {
-    FRUGAL_CONFIG_CHECK(n_heads % kv_heads() == 0, "model.n_heads (", n_heads, ") is not divisible by model.n_kv_heads (",
-                        kv_heads(), "): choose n_kv_heads among the divisors of n_heads");
+    FRUGAL_CONFIG_CHECK(n_heads % kv_heads() == 0, "model.n_heads (", n_heads,
+                        ") is not divisible by model.n_kv_heads (", kv_heads(),
+                        "): choose n_kv_heads among the divisors of n_heads");
     FRUGAL_CONFIG_CHECK(head_dim > 0 || d_model % n_heads == 0, "model.d_model (", d_model,
                         ") is not divisible by model.n_heads (", n_heads, "): set model.head_dim or change n_heads");
     FRUGAL_CONFIG_CHECK(hd() % 2 == 0, "head dimension (", hd(), ") must be even for the rotary embedding: adjust ",

@@ -12,16 +12,16 @@ namespace frugal::model {
 struct MoEConfig {
     int64_t n_experts = 8;
     int64_t top_k = 2;
-    int64_t d_expert = 512;          // hidden width of one routed expert (moe_intermediate_size)
-    int64_t n_shared_experts = 0;    // shared experts, fused into one SwiGLU of width n_shared * d_expert
+    int64_t d_expert = 512;              // hidden width of one routed expert (moe_intermediate_size)
+    int64_t n_shared_experts = 0;        // shared experts, fused into one SwiGLU of width n_shared * d_expert
     std::string score_func = "softmax";  // softmax | sigmoid
-    bool norm_topk_prob = true;      // renormalize the chosen weights to sum to 1
+    bool norm_topk_prob = true;          // renormalize the chosen weights to sum to 1
     double routed_scaling_factor = 1.0;
     std::string aux_loss = "batch";  // none | batch (Switch/GShard) | seq (DeepSeek-V3 sequence-wise)
     double aux_loss_coef = 0.01;
     double z_loss_coef = 0.0;
-    double bias_update_rate = 0.0;   // aux-loss-free balancing: gamma of DeepSeek-V3 section 2.1.2; 0 = off
-    double capacity_factor = 0.0;    // 0 = dropless
+    double bias_update_rate = 0.0;  // aux-loss-free balancing: gamma of DeepSeek-V3 section 2.1.2; 0 = off
+    double capacity_factor = 0.0;   // 0 = dropless
 
     void register_fields(ConfigFields& f, const std::string& prefix);
     void validate() const;
@@ -32,14 +32,14 @@ struct ModelConfig {
     int64_t d_model = 256;
     int64_t n_layers = 4;
     int64_t n_heads = 4;
-    int64_t n_kv_heads = 0;   // 0 = n_heads (multi-head); fewer = grouped-query attention
-    int64_t head_dim = 0;     // 0 = d_model / n_heads
-    int64_t d_ff = 1024;      // hidden width of the dense SwiGLU blocks
-    int64_t dense_layers = 0; // the first dense_layers blocks use a dense FFN (first_k_dense_replace)
+    int64_t n_kv_heads = 0;    // 0 = n_heads (multi-head); fewer = grouped-query attention
+    int64_t head_dim = 0;      // 0 = d_model / n_heads
+    int64_t d_ff = 1024;       // hidden width of the dense SwiGLU blocks
+    int64_t dense_layers = 0;  // the first dense_layers blocks use a dense FFN (first_k_dense_replace)
     int64_t max_seq_len = 256;
     double rope_theta = 10000.0;
     double norm_eps = 1e-6;
-    bool qk_norm = false;     // per-head RMSNorm on queries and keys (Qwen3)
+    bool qk_norm = false;  // per-head RMSNorm on queries and keys (Qwen3)
     bool tie_embeddings = false;
     double init_std = 0.02;
     MoEConfig moe;

@@ -6,11 +6,16 @@ namespace frugal::model {
 
 const char* param_kind_name(ParamKind kind) {
     switch (kind) {
-        case ParamKind::kWeight: return "weight";
-        case ParamKind::kNorm: return "norm";
-        case ParamKind::kEmbedding: return "embedding";
-        case ParamKind::kBias: return "bias";
-        case ParamKind::kRouter: return "router";
+        case ParamKind::kWeight:
+            return "weight";
+        case ParamKind::kNorm:
+            return "norm";
+        case ParamKind::kEmbedding:
+            return "embedding";
+        case ParamKind::kBias:
+            return "bias";
+        case ParamKind::kRouter:
+            return "router";
     }
     return "?";
 }
@@ -54,8 +59,10 @@ static void fill(Param& p, uint64_t seed) {
 void ParamStore::init(uint64_t seed) {
     FRUGAL_CHECK(values_.defined(), "init() before allocate()");
     for (Param* p : params_) {
-        if (values_.dtype() == DType::kF32) fill<float>(*p, seed);
-        else fill<double>(*p, seed);
+        if (values_.dtype() == DType::kF32)
+            fill<float>(*p, seed);
+        else
+            fill<double>(*p, seed);
     }
 }
 

@@ -24,14 +24,14 @@ struct Param {
     Shape global_shape;     // shape of the whole parameter across ranks
     int64_t global_offset;  // element index in the global tensor of this shard's first element
     ParamKind kind;
-    bool is_expert;         // replicated over the expert-data-parallel group only
-    double init_std;        // normal(0, init_std); norms start at 1
+    bool is_expert;   // replicated over the expert-data-parallel group only
+    double init_std;  // normal(0, init_std); norms start at 1
     Tensor value;
     Tensor grad;
 };
 
 class ParamStore {
-public:
+  public:
     // Registers a parameter; the pointer stays valid for the store's lifetime.
     Param* add(const std::string& name, const Shape& shape, ParamKind kind, double init_std, bool is_expert = false,
                const Shape& global_shape = {}, int64_t global_offset = 0);
@@ -46,7 +46,7 @@ public:
     Tensor& flat_values() { return values_; }
     Tensor& flat_grads() { return grads_; }
 
-private:
+  private:
     std::deque<Param> storage_;
     std::vector<Param*> params_;
     Tensor values_;

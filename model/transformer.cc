@@ -108,7 +108,8 @@ template <typename T>
 void Transformer<T>::backward(T ce_scale, T aux_scale) {
     const int64_t b = b_, s = s_, n = b * s, d = cfg_.d_model, v = cfg_.vocab_size;
     T* dlogits = ensure_zero<T>(dlogits_, n * v);
-    ops::cross_entropy_backward(dlogits, logits_.template data<T>(), targets_.template data<int32_t>(), ce_scale, n, v, kIgnoreIndex);
+    ops::cross_entropy_backward(dlogits, logits_.template data<T>(), targets_.template data<int32_t>(), ce_scale, n, v,
+                                kIgnoreIndex);
     T* dn = ensure_zero<T>(dn_, n * d);
     head_.backward(dn, dlogits, nf_.template data<T>(), n);
     T* dh = ensure_zero<T>(dh_, n * d);

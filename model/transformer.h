@@ -26,15 +26,15 @@ namespace frugal::model {
 inline constexpr int32_t kIgnoreIndex = -100;
 
 struct ForwardResult {
-    double ce_sum = 0;       // sum of token losses over valid targets
-    int64_t num_valid = 0;   // targets != kIgnoreIndex
-    double aux_loss = 0;     // sum over MoE layers, coefficient-weighted
+    double ce_sum = 0;      // sum of token losses over valid targets
+    int64_t num_valid = 0;  // targets != kIgnoreIndex
+    double aux_loss = 0;    // sum over MoE layers, coefficient-weighted
     double z_loss = 0;
 };
 
 template <typename T>
 class Transformer {
-public:
+  public:
     explicit Transformer(const ModelConfig& cfg, ExpertShard shard = {});
     ~Transformer();
     ParamStore& params() { return store_; }
@@ -48,7 +48,7 @@ public:
     const T* logits() const { return logits_.template data<T>(); }
     std::vector<MoELayer<T>*> moe_layers();
 
-private:
+  private:
     struct Block;
     ModelConfig cfg_;
     ParamStore store_;

@@ -16,7 +16,8 @@ void OptimConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "beta2", &beta2, "AdamW second-moment decay", 0.0, 0.999999999);
     f.add(p + "eps", &eps, "AdamW epsilon", 0.0, 1.0);
     f.add(p + "grad_clip", &grad_clip, "clip gradients to this global L2 norm; 0 = no clipping", 0.0);
-    f.add(p + "no_decay", &no_decay, "parameter kinds exempt from weight decay", {"norm", "bias", "embedding", "router"});
+    f.add(p + "no_decay", &no_decay, "parameter kinds exempt from weight decay",
+          {"norm", "bias", "embedding", "router"});
 }
 
 void OptimConfig::validate() const {

@@ -38,7 +38,7 @@ struct OptimParam {
 };
 
 class AdamW {
-public:
+  public:
     AdamW(const OptimConfig& cfg, std::vector<OptimParam> params);
     // One update with learning rate lr; increments the step count used for bias correction.
     void step(double lr);
@@ -46,7 +46,7 @@ public:
     std::vector<Tensor>& exp_avg() { return m_; }
     std::vector<Tensor>& exp_avg_sq() { return v_; }
 
-private:
+  private:
     OptimConfig cfg_;
     std::vector<OptimParam> params_;
     std::vector<Tensor> m_, v_;

@@ -34,7 +34,8 @@ ConfigFields TrainConfig::fields() {
     f.add("parallel.ep", &parallel.ep, "expert-parallel ranks that together hold one copy of the experts", 1);
     f.add("precision.recipe", &precision.recipe, "numeric recipe of the matrix products; this build runs fp32 only",
           {"fp32", "bf16", "fp8-tensorwise", "fp8-delayed", "fp8-blockwise"});
-    f.add("checkpoint.every", &checkpoint.every, "steps between checkpoints; 0 = none (this build writes no checkpoints yet)", 0);
+    f.add("checkpoint.every", &checkpoint.every,
+          "steps between checkpoints; 0 = none (this build writes no checkpoints yet)", 0);
     f.add("checkpoint.resume", &checkpoint.resume, "none, or auto: continue from the newest valid checkpoint",
           {"none", "auto"});
     return f;
@@ -54,11 +55,12 @@ void TrainConfig::validate(int64_t world_size) const {
     const int64_t per_step = train.micro_batch * world_size;
     FRUGAL_CONFIG_CHECK(train.global_batch % per_step == 0, "train.global_batch (", train.global_batch,
                         ") must be a multiple of train.micro_batch (", train.micro_batch, ") x ranks (", world_size,
-                        ") = ", per_step, ": set train.global_batch to ", std::max<int64_t>(1, train.global_batch / per_step) * per_step);
+                        ") = ", per_step, ": set train.global_batch to ",
+                        std::max<int64_t>(1, train.global_batch / per_step) * per_step);
     FRUGAL_CONFIG_CHECK(precision.recipe == "fp32", "precision.recipe '", precision.recipe,
                         "' is not available in this build yet: use fp32");
-    FRUGAL_CONFIG_CHECK(checkpoint.every == 0 && checkpoint.resume == "none",
-                        "checkpoint.every (", checkpoint.every, ") / checkpoint.resume (", checkpoint.resume,
+    FRUGAL_CONFIG_CHECK(checkpoint.every == 0 && checkpoint.resume == "none", "checkpoint.every (", checkpoint.every,
+                        ") / checkpoint.resume (", checkpoint.resume,
                         "): this build cannot write or read checkpoints yet: leave checkpoint.every at 0 and "
                         "checkpoint.resume at none");
     FRUGAL_CONFIG_CHECK(model.vocab_size >= 2, "model.vocab_size must be at least 2");
@@ -107,13 +109,15 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
             FRUGAL_CONFIG_ERROR(path, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
         }
         if (!root.IsNull()) {
-            FRUGAL_CONFIG_CHECK(root.IsMap(), path, ": the top level must be a mapping of sections (run:, model:, ...)");
+            FRUGAL_CONFIG_CHECK(root.IsMap(), path,
+                                ": the top level must be a mapping of sections (run:, model:, ...)");
             walk(root, "", path, fields);
         }
     }
     for (const std::string& o : overrides) {
         size_t eq = o.find('=');
-        FRUGAL_CONFIG_CHECK(eq != std::string::npos && eq > 0, "--set ", o, ": expected key=value, e.g. --set train.steps=100");
+        FRUGAL_CONFIG_CHECK(eq != std::string::npos && eq > 0, "--set ", o,
+                            ": expected key=value, e.g. --set train.steps=100");
         fields.set(o.substr(0, eq), o.substr(eq + 1), "--set " + o);
     }
     cfg.validate(world_size);

@@ -23,11 +23,11 @@ struct TrainSection {
     int64_t global_batch = 16;  // sequences per optimizer step, over all ranks
     int64_t micro_batch = 8;    // sequences per forward/backward on one rank
     int64_t seq_len = 128;
-    int64_t eval_every = 50;    // 0 = only at the end
-    int64_t eval_batches = 4;   // micro-batches of validation data per evaluation
+    int64_t eval_every = 50;         // 0 = only at the end
+    int64_t eval_batches = 4;        // micro-batches of validation data per evaluation
     std::string nonfinite = "skip";  // skip | stop
     int64_t max_skipped_steps = 10;
-    int64_t threads = 0;        // OpenMP threads; 0 = all cores
+    int64_t threads = 0;  // OpenMP threads; 0 = all cores
 };
 
 struct DataSection {

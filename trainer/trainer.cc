@@ -54,8 +54,8 @@ std::string moe_stats_json(const model::ModelConfig& m, const std::vector<model:
         os << (i ? ", " : "") << "{\"layer\": " << l << ", \"tokens_per_expert\": [";
         for (size_t e = 0; e < st.tokens_per_expert.size(); ++e) os << (e ? ", " : "") << st.tokens_per_expert[e];
         os << "], \"dropped\": " << st.dropped << ", \"imbalance\": " << json_number(st.imbalance())
-           << ", \"aux_loss\": " << json_number(st.aux_loss / micro) << ", \"z_loss\": " << json_number(st.z_loss / micro)
-           << "}";
+           << ", \"aux_loss\": " << json_number(st.aux_loss / micro)
+           << ", \"z_loss\": " << json_number(st.z_loss / micro) << "}";
         ++i;
     }
     os << "]";
@@ -144,9 +144,9 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
         if (!std::isfinite(sm.loss) || !std::isfinite(sm.grad_norm)) {
             ++result.skipped_steps;
             ++skipped_in_a_row;
-            FRUGAL_CHECK(cfg.train.nonfinite == "skip",
-                         "step ", step + 1, ": loss ", sm.loss, ", gradient norm ", sm.grad_norm,
-                         " is not finite; stopping (train.nonfinite: stop). Lower optim.lr or raise optim.warmup_steps");
+            FRUGAL_CHECK(
+                cfg.train.nonfinite == "skip", "step ", step + 1, ": loss ", sm.loss, ", gradient norm ", sm.grad_norm,
+                " is not finite; stopping (train.nonfinite: stop). Lower optim.lr or raise optim.warmup_steps");
             FRUGAL_CHECK(skipped_in_a_row <= cfg.train.max_skipped_steps, "step ", step + 1, ": ", skipped_in_a_row,
                          " non-finite steps in a row (train.max_skipped_steps = ", cfg.train.max_skipped_steps,
                          "); stopping. Lower optim.lr or raise optim.warmup_steps");
@@ -205,10 +205,9 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
     result.final_loss = result.history.back().loss;
     result.final_val_loss = result.history.back().val_loss;
     log::info("done: ", cfg.train.steps, " steps, ", result.tokens, " tokens in ", std::fixed, std::setprecision(1),
-              result.seconds, " s (", std::setprecision(0), double(result.tokens) / result.seconds,
-              " tokens/s); loss ", std::setprecision(4), result.first_loss, " -> ", result.final_loss,
-              ", validation loss ", result.final_val_loss, "; skipped steps ", result.skipped_steps,
-              "; outputs in ", cfg.run.out_dir);
+              result.seconds, " s (", std::setprecision(0), double(result.tokens) / result.seconds, " tokens/s); loss ",
+              std::setprecision(4), result.first_loss, " -> ", result.final_loss, ", validation loss ",
+              result.final_val_loss, "; skipped steps ", result.skipped_steps, "; outputs in ", cfg.run.out_dir);
     return result;
 }
 

@@ -14,14 +14,14 @@
 namespace frugal::trainer {
 
 struct StepMetrics {
-    int64_t step = 0;           // 1-based: steps completed
-    double loss = 0;            // mean cross-entropy over the global batch
-    double aux_loss = 0;        // balancing + z loss, summed over layers, mean over micro-batches
-    double val_loss = -1;       // < 0 when validation did not run this step
+    int64_t step = 0;      // 1-based: steps completed
+    double loss = 0;       // mean cross-entropy over the global batch
+    double aux_loss = 0;   // balancing + z loss, summed over layers, mean over micro-batches
+    double val_loss = -1;  // < 0 when validation did not run this step
     double lr = 0;
     double grad_norm = 0;
     double tokens_per_s = 0;
-    double max_imbalance = 1;   // worst max/mean expert load over the MoE layers
+    double max_imbalance = 1;  // worst max/mean expert load over the MoE layers
     int64_t dropped = 0;
     double elapsed_s = 0;
     bool skipped = false;

@@ -36,16 +36,22 @@ void gemm(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t ldb, i
     if (m == 0 || n == 0) return;
     MapMat<T> cm(c, m, n, Eigen::OuterStride<>(ldc));
     if (k == 0) {
-        if (beta == T(0)) cm.setZero();
-        else cm *= beta;
+        if (beta == T(0))
+            cm.setZero();
+        else
+            cm *= beta;
         return;
     }
     ConstMapMat<T> am(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
     ConstMapMat<T> bm(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
-    if (!trans_a && !trans_b) assign_product(cm, am, bm, beta);
-    else if (!trans_a && trans_b) assign_product(cm, am, bm.transpose(), beta);
-    else if (trans_a && !trans_b) assign_product(cm, am.transpose(), bm, beta);
-    else assign_product(cm, am.transpose(), bm.transpose(), beta);
+    if (!trans_a && !trans_b)
+        assign_product(cm, am, bm, beta);
+    else if (!trans_a && trans_b)
+        assign_product(cm, am, bm.transpose(), beta);
+    else if (trans_a && !trans_b)
+        assign_product(cm, am.transpose(), bm, beta);
+    else
+        assign_product(cm, am.transpose(), bm.transpose(), beta);
 }
 
 template <typename T>
@@ -279,22 +285,22 @@ void add_inplace(T* y, const T* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-#define FRUGAL_INSTANTIATE(T)                                                                                        \
+#define FRUGAL_INSTANTIATE(T)                                                                                       \
     template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool, \
-                          T);                                                                                        \
-    template void embedding_forward<T>(T*, const int32_t*, const T*, int64_t, int64_t);                              \
-    template void embedding_backward<T>(T*, const T*, const int32_t*, int64_t, int64_t);                             \
-    template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);                          \
-    template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);             \
-    template void rope_apply<T>(T*, int64_t, const int32_t*, const T*, const T*, int64_t, int64_t, int64_t, bool);   \
-    template void attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,     \
-                                       int64_t);                                                                     \
-    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,       \
-                                        int64_t, int64_t, int64_t, int64_t);                                         \
+                          T);                                                                                       \
+    template void embedding_forward<T>(T*, const int32_t*, const T*, int64_t, int64_t);                             \
+    template void embedding_backward<T>(T*, const T*, const int32_t*, int64_t, int64_t);                            \
+    template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);                         \
+    template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);            \
+    template void rope_apply<T>(T*, int64_t, const int32_t*, const T*, const T*, int64_t, int64_t, int64_t, bool);  \
+    template void attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,    \
+                                       int64_t);                                                                    \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,      \
+                                        int64_t, int64_t, int64_t, int64_t);                                        \
     template void swiglu_forward<T>(T*, const T*, int64_t, int64_t);                                                \
-    template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                      \
-    template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int64_t, int64_t, int32_t);               \
-    template void cross_entropy_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t, int32_t);             \
+    template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                     \
+    template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int64_t, int64_t, int32_t);              \
+    template void cross_entropy_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t, int32_t);            \
     template void add_inplace<T>(T*, const T*, int64_t);
 
 FRUGAL_INSTANTIATE(float)

@@ -3,8 +3,7 @@
 namespace frugal::model {
 
 template <typename T>
-Attention<T>::Attention(ParamStore& store, const ModelConfig& cfg, const std::string& prefix,
-                        const RopeTable<T>* rope)
+Attention<T>::Attention(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, const RopeTable<T>* rope)
     : d_(cfg.d_model), hq_(cfg.n_heads), hkv_(cfg.kv_heads()), hd_(cfg.hd()), qk_norm_(cfg.qk_norm), rope_(rope) {
     const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
     wq_ = Linear<T>(store, prefix + "wq.weight", d_, hq_ * hd_, cfg.init_std);

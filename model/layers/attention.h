@@ -13,13 +13,13 @@ namespace frugal::model {
 
 template <typename T>
 class Attention {
-public:
+  public:
     Attention(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, const RopeTable<T>* rope);
     void forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
     // dx_ND += d(loss)/dx ; parameter gradients added into their Params.
     void backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
 
-private:
+  private:
     int64_t d_, hq_, hkv_, hd_;
     bool qk_norm_;
     const RopeTable<T>* rope_;

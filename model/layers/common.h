@@ -47,7 +47,8 @@ struct Linear {
 
     Linear() = default;
     Linear(ParamStore& store, const std::string& name, int64_t in_features, int64_t out_features, double std)
-        : w(store.add(name, {out_features, in_features}, ParamKind::kWeight, std)), in(in_features),
+        : w(store.add(name, {out_features, in_features}, ParamKind::kWeight, std)),
+          in(in_features),
           out(out_features) {}
     void forward(T* y_NO, const T* x_NI, int64_t n) const { ops::linear_forward(y_NO, x_NI, value<T>(w), n, in, out); }
     // dx_NI += dy w ; dw += dy^T x  (dx may be null)

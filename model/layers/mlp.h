@@ -12,13 +12,13 @@ namespace frugal::model {
 
 template <typename T>
 class MLP {
-public:
+  public:
     MLP(ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std, double out_std);
     void forward(T* out_ND, const T* x_ND, int64_t n);
     // dx_ND += ...; parameter gradients added.
     void backward(T* dx_ND, const T* dout_ND, const T* x_ND, int64_t n);
 
-private:
+  private:
     int64_t d_, f_;
     Linear<T> w13_, w2_;
     Tensor gu_N2F_, h_NF_, dh_NF_, dgu_N2F_;

@@ -20,7 +20,8 @@ void build_permutation(Permutation& perm, const int32_t* expert_TK, int64_t t, i
         FRUGAL_CHECK(ex < e, "expert index ", ex, " out of range [0, ", e, ")");
         perm.tokens_per_expert_E[size_t(ex)]++;
     }
-    for (int64_t j = 0; j < e; ++j) perm.offset_E[size_t(j + 1)] = perm.offset_E[size_t(j)] + perm.tokens_per_expert_E[size_t(j)];
+    for (int64_t j = 0; j < e; ++j)
+        perm.offset_E[size_t(j + 1)] = perm.offset_E[size_t(j)] + perm.tokens_per_expert_E[size_t(j)];
     perm.num_rows = perm.offset_E[size_t(e)];
     perm.token_of_row_R.resize(size_t(perm.num_rows));
     // Counting sort, stable in (token, choice) order.
@@ -119,12 +120,11 @@ void LocalDispatcher<T>::dispatch_finish() {
     h.num_expert_rows = h.perm.num_rows;
 }
 
-#define FRUGAL_INSTANTIATE(T)                                                                                  \
-    template void permute_rows<T>(T*, const T*, const Permutation&, int64_t);                                  \
-    template void permute_rows_backward<T>(T*, const T*, const Permutation&, int64_t);                         \
-    template void unpermute_combine<T>(T*, const T*, const T*, const Permutation&, int64_t);                   \
-    template void unpermute_combine_backward<T>(T*, T*, const T*, const T*, const T*, const Permutation&,     \
-                                                int64_t);                                                      \
+#define FRUGAL_INSTANTIATE(T)                                                                                       \
+    template void permute_rows<T>(T*, const T*, const Permutation&, int64_t);                                       \
+    template void permute_rows_backward<T>(T*, const T*, const Permutation&, int64_t);                              \
+    template void unpermute_combine<T>(T*, const T*, const T*, const Permutation&, int64_t);                        \
+    template void unpermute_combine_backward<T>(T*, T*, const T*, const T*, const T*, const Permutation&, int64_t); \
     template class LocalDispatcher<T>;
 
 FRUGAL_INSTANTIATE(float)

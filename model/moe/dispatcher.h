@@ -25,8 +25,8 @@ namespace frugal::model {
 struct Permutation {
     int64_t num_tokens = 0, top_k = 0, num_experts = 0, num_rows = 0;
     std::vector<int64_t> tokens_per_expert_E;
-    std::vector<int64_t> offset_E;      // E + 1 entries
-    std::vector<int32_t> row_of_TK;     // -1 where dropped
+    std::vector<int64_t> offset_E;   // E + 1 entries
+    std::vector<int32_t> row_of_TK;  // -1 where dropped
     std::vector<int32_t> token_of_row_R;
 };
 
@@ -50,17 +50,17 @@ void unpermute_combine_backward(T* drows_RD, T* dweight_TK, const T* dout_TD, co
 // What dispatch() hands to the experts and what combine() needs back.
 template <typename T>
 struct DispatchHandle {
-    Permutation perm;                          // source side: this rank's tokens
+    Permutation perm;  // source side: this rank's tokens
     int64_t d = 0;
-    Tensor send_rows_RD;                       // permuted rows before communication
+    Tensor send_rows_RD;                           // permuted rows before communication
     std::vector<int64_t> tokens_per_local_expert;  // rows received for each local expert, contiguous in order
-    T* expert_rows = nullptr;                  // [sum(tokens_per_local_expert), D], input of the experts
+    T* expert_rows = nullptr;                      // [sum(tokens_per_local_expert), D], input of the experts
     int64_t num_expert_rows = 0;
 };
 
 template <typename T>
 class Dispatcher {
-public:
+  public:
     virtual ~Dispatcher() = default;
     virtual int64_t first_local_expert() const = 0;
     virtual int64_t num_local_experts() const = 0;
@@ -87,7 +87,7 @@ public:
     }
     DispatchHandle<T>& handle() { return handle_; }
 
-protected:
+  protected:
     virtual void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
                                   int64_t d) = 0;
     virtual void dispatch_communicate() = 0;
@@ -103,14 +103,13 @@ protected:
 // Single process: every expert is local, the communicating steps are the identity.
 template <typename T>
 class LocalDispatcher final : public Dispatcher<T> {
-public:
+  public:
     explicit LocalDispatcher(int64_t n_experts) : n_experts_(n_experts) {}
     int64_t first_local_expert() const override { return 0; }
     int64_t num_local_experts() const override { return n_experts_; }
 
-protected:
-    void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
-                          int64_t d) override;
+  protected:
+    void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) override;
     void dispatch_communicate() override {}
     void dispatch_finish() override;
     const T* combine_communicate(const T* y_rows) override { return y_rows; }
@@ -121,7 +120,7 @@ protected:
     }
     const T* dispatch_backward_communicate(const T* dexpert_rows) override { return dexpert_rows; }
 
-private:
+  private:
     int64_t n_experts_;
 };
 

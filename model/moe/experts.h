@@ -18,7 +18,7 @@ namespace frugal::model {
 
 template <typename T>
 class Experts {
-public:
+  public:
     Experts(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, int64_t first_expert,
             int64_t num_local);
     void forward(T* y_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert);
@@ -28,7 +28,7 @@ public:
     Param* w13() const { return w13_; }
     Param* w2() const { return w2_; }
 
-private:
+  private:
     int64_t d_, f_, num_local_;
     Param* w13_;
     Param* w2_;

@@ -6,7 +6,9 @@ namespace frugal::model {
 
 template <typename T>
 MoELayer<T>::MoELayer(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, ExpertShard shard)
-    : d_(cfg.d_model), k_(cfg.moe.top_k), e_(cfg.moe.n_experts),
+    : d_(cfg.d_model),
+      k_(cfg.moe.top_k),
+      e_(cfg.moe.n_experts),
       router_(store, cfg, prefix + "router."),
       experts_(store, cfg, prefix + "experts.", shard.first, shard.count > 0 ? shard.count : cfg.moe.n_experts) {
     if (cfg.moe.n_shared_experts > 0) {
@@ -24,8 +26,10 @@ void MoELayer<T>::forward(T* out_TD, const T* x_TD, int64_t b, int64_t s) {
     DispatchHandle<T>& h = dispatcher_->dispatch(x_TD, router_.expert_TK(), t, k_, e_, d_);
     T* y = ensure<T>(y_RD_, std::max<int64_t>(h.num_expert_rows, 1) * d_);
     experts_.forward(y, h.expert_rows, h.tokens_per_local_expert);
-    if (shared_) shared_->forward(out_TD, x_TD, t);
-    else std::fill_n(out_TD, t * d_, T(0));
+    if (shared_)
+        shared_->forward(out_TD, x_TD, t);
+    else
+        std::fill_n(out_TD, t * d_, T(0));
     dispatcher_->combine(out_TD, y, router_.weight_TK());
 }
 

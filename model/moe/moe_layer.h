@@ -24,7 +24,7 @@ struct ExpertShard {
 
 template <typename T>
 class MoELayer {
-public:
+  public:
     MoELayer(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, ExpertShard shard = {});
     void forward(T* out_TD, const T* x_TD, int64_t b, int64_t s);
     // dx_TD += ...; aux_scale scales the balancing and z losses (see Router::backward).
@@ -35,7 +35,7 @@ public:
     Router<T>& router() { return router_; }
     Experts<T>& experts() { return experts_; }
 
-private:
+  private:
     int64_t d_, k_, e_;
     Router<T> router_;
     Experts<T> experts_;

@@ -89,9 +89,8 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
 
     // Capacity dropping in token order: the first `capacity` assignments to an expert are kept.
     std::fill(count_E_.begin(), count_E_.end(), 0);
-    int64_t capacity = cfg_.capacity_factor > 0
-                           ? int64_t(std::ceil(cfg_.capacity_factor * double(t * k) / double(e)))
-                           : std::numeric_limits<int64_t>::max();
+    int64_t capacity = cfg_.capacity_factor > 0 ? int64_t(std::ceil(cfg_.capacity_factor * double(t * k) / double(e)))
+                                                : std::numeric_limits<int64_t>::max();
     int64_t dropped = 0;
     for (int64_t i = 0; i < t * k; ++i) {
         int32_t ex = selected_[size_t(i)];
@@ -131,7 +130,8 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
             double l = 0;
             // Switch: E * sum f_e P_e with f = count/(T K), P = mean score. DeepSeek-V3 seq-wise: f_i = E/(K S) *
             // count, P_i = mean score: the same expression per sequence.
-            for (int64_t j = 0; j < e; ++j) l += double(e) * f[size_t(j)] / double(per * k) * p[size_t(j)] / double(per);
+            for (int64_t j = 0; j < e; ++j)
+                l += double(e) * f[size_t(j)] / double(per * k) * p[size_t(j)] / double(per);
             aux_loss_ += cfg_.aux_loss_coef * l / double(groups);
         }
     }
@@ -165,8 +165,8 @@ void Router<T>::backward(T* dx_TD, const T* d_weight_TK, const T* x_TD, T aux_sc
             for (int64_t i = g * per; i < (g + 1) * per; ++i)
                 for (int64_t j = 0; j < k; ++j) g_aux[size_t(g * e + selected_[size_t(i * k + j)])] += T(1);
             for (int64_t j = 0; j < e; ++j)
-                g_aux[size_t(g * e + j)] *= aux_scale * T(cfg_.aux_loss_coef * double(e) /
-                                                         (double(per * k) * double(per) * double(groups)));
+                g_aux[size_t(g * e + j)] *=
+                    aux_scale * T(cfg_.aux_loss_coef * double(e) / (double(per * k) * double(per) * double(groups)));
         }
     }
 
@@ -227,8 +227,10 @@ void Router<T>::update_bias(const std::vector<int64_t>& selected_per_expert) {
     for (int64_t j = 0; j < n_experts_; ++j) {
         double load = double(selected_per_expert[size_t(j)]);
         float step = float(cfg_.bias_update_rate);
-        if (load > mean) bias_E_[size_t(j)] -= step;
-        else if (load < mean) bias_E_[size_t(j)] += step;
+        if (load > mean)
+            bias_E_[size_t(j)] -= step;
+        else if (load < mean)
+            bias_E_[size_t(j)] += step;
     }
 }
 

@@ -19,11 +19,11 @@ namespace frugal::model {
 
 // Statistics of one MoE layer, accumulated over the micro-batches of a step.
 struct MoEStats {
-    std::vector<int64_t> tokens_per_expert;   // assignments processed (after dropping), per global expert
-    std::vector<int64_t> selected_per_expert; // assignments chosen by the router (before dropping)
+    std::vector<int64_t> tokens_per_expert;    // assignments processed (after dropping), per global expert
+    std::vector<int64_t> selected_per_expert;  // assignments chosen by the router (before dropping)
     int64_t dropped = 0;
-    int64_t assignments = 0;                  // T*K summed over micro-batches
-    double aux_loss = 0;                      // coefficient-weighted, summed over micro-batches
+    int64_t assignments = 0;  // T*K summed over micro-batches
+    double aux_loss = 0;      // coefficient-weighted, summed over micro-batches
     double z_loss = 0;
     int64_t micro_batches = 0;
 
@@ -34,7 +34,7 @@ struct MoEStats {
 
 template <typename T>
 class Router {
-public:
+  public:
     Router(ParamStore& store, const ModelConfig& cfg, const std::string& prefix);
     void forward(const T* x_TD, int64_t b, int64_t s);
     // dx_TD += gradient through the gate; d_weight_TK is d(loss)/d(weight_TK); aux_scale scales the aux and z
@@ -55,7 +55,7 @@ public:
     MoEStats& stats() { return stats_; }
     Param* gate() const { return gate_.w; }
 
-private:
+  private:
     int64_t n_experts_, top_k_, d_;
     MoEConfig cfg_;
     Linear<T> gate_;

@@ -24,9 +24,9 @@ TEST(Kernels, GemmAllTransposesAndStridesMatchReference) {
                 auto c_fast = c0, c_ref = c0;
                 fast::gemm(c_fast.data(), ldc, a.data(), lda, b.data(), ldb, m, n, k, bool(ta), bool(tb), beta);
                 ref::gemm(c_ref.data(), ldc, a.data(), lda, b.data(), ldb, m, n, k, bool(ta), bool(tb), beta);
-                test::expect_close(c_fast.data(), c_ref.data(), m * ldc, 1e-4, 1e-4,
-                                   "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
-                                       " beta=" + std::to_string(beta));
+                test::expect_close(
+                    c_fast.data(), c_ref.data(), m * ldc, 1e-4, 1e-4,
+                    "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " beta=" + std::to_string(beta));
             }
 }
 
@@ -37,7 +37,8 @@ TEST(Kernels, AttentionForwardBackwardMatchReferenceWithGQA) {
     auto k = test::random_vec<double>(n * hkv * hd, 12);
     auto v = test::random_vec<double>(n * hkv * hd, 13);
     auto dout = test::random_vec<double>(n * hq * hd, 14);
-    std::vector<double> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()), probs(static_cast<size_t>(b * hq * s * s));
+    std::vector<double> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()),
+        probs(static_cast<size_t>(b * hq * s * s));
     fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
     ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
     test::expect_close(out_f.data(), out_r.data(), int64_t(out_f.size()), 1e-12, 1e-10, "attention forward");
@@ -52,12 +53,11 @@ TEST(Kernels, AttentionForwardBackwardMatchReferenceWithGQA) {
         }
         EXPECT_NEAR(sum, 1.0, 1e-12);
     }
-    std::vector<double> dq_f(q.size()), dk_f(k.size()), dv_f(v.size()), dq_r(q.size()), dk_r(k.size()),
-        dv_r(v.size());
+    std::vector<double> dq_f(q.size()), dk_f(k.size()), dv_f(v.size()), dq_r(q.size()), dk_r(k.size()), dv_r(v.size());
     fast::attention_backward(dq_f.data(), dk_f.data(), dv_f.data(), dout.data(), probs.data(), q.data(), k.data(),
                              v.data(), b, s, hq, hkv, hd);
-    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), b, s,
-                            hq, hkv, hd);
+    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), b, s, hq,
+                            hkv, hd);
     test::expect_close(dq_f.data(), dq_r.data(), int64_t(dq_f.size()), 1e-12, 1e-10, "attention dq");
     test::expect_close(dk_f.data(), dk_r.data(), int64_t(dk_f.size()), 1e-12, 1e-10, "attention dk");
     test::expect_close(dv_f.data(), dv_r.data(), int64_t(dv_f.size()), 1e-12, 1e-10, "attention dv");
@@ -68,7 +68,8 @@ TEST(Kernels, AttentionFloatMatchesReference) {
     auto q = test::random_vec<float>(n * hq * hd, 21);
     auto k = test::random_vec<float>(n * hkv * hd, 22);
     auto v = test::random_vec<float>(n * hkv * hd, 23);
-    std::vector<float> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()), probs(static_cast<size_t>(b * hq * s * s));
+    std::vector<float> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()),
+        probs(static_cast<size_t>(b * hq * s * s));
     fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
     ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
     test::expect_close(out_f.data(), out_r.data(), int64_t(out_f.size()), 1e-5, 1e-4, "attention forward f32");

@@ -57,10 +57,16 @@ TEST(Data, ShardRejectsCorruptFiles) {
     std::vector<int32_t> toks = {1, 2, 3, 256, 4, 5, 256};
     const std::string path = (dir / "s.bin").string();
     data::write_shard(path, toks, 2, 257);
-    { data::ShardReader ok(path); EXPECT_EQ(ok.token(3), 256); }
+    {
+        data::ShardReader ok(path);
+        EXPECT_EQ(ok.token(3), 256);
+    }
     fs::resize_file(path, fs::file_size(path) - 2);  // truncated
     EXPECT_THROW(data::ShardReader bad(path), ConfigError);
-    { std::ofstream f(path, std::ios::binary); f << "NOTASHARD" << std::string(80, 'x'); }
+    {
+        std::ofstream f(path, std::ios::binary);
+        f << "NOTASHARD" << std::string(80, 'x');
+    }
     EXPECT_THROW(data::ShardReader bad(path), ConfigError);
     EXPECT_THROW(data::ShardReader missing((dir / "missing.bin").string()), ConfigError);
     fs::remove_all(dir);
@@ -83,7 +89,8 @@ TEST(Data, OrderDependsOnlyOnSeedAndGlobalSampleIndex) {
             b.micro_batch(t4.data(), y4.data(), step, 0, global, micro, m, 4);
             EXPECT_EQ(t1, t4);
             EXPECT_EQ(y1, y4);
-            for (int64_t i = 0; i + 1 < s; ++i) EXPECT_EQ(y1[static_cast<size_t>(i)], t1[static_cast<size_t>(i + 1)]);  // targets shifted by one
+            for (int64_t i = 0; i + 1 < s; ++i)
+                EXPECT_EQ(y1[static_cast<size_t>(i)], t1[static_cast<size_t>(i + 1)]);  // targets shifted by one
         }
     }
     // Each epoch is a permutation of all samples; another seed gives another order.

@@ -72,8 +72,7 @@ inline void golden_batch(const GoldenCase& c, std::vector<int32_t>& tokens, std:
 
 inline std::vector<float> golden_bias(const GoldenCase& c, int64_t layer) {
     std::vector<float> bias(static_cast<size_t>(c.cfg.moe.n_experts));
-    for (int64_t j = 0; j < c.cfg.moe.n_experts; ++j)
-        bias[static_cast<size_t>(j)] = 0.02f * float((j + layer) % 3 - 1);
+    for (int64_t j = 0; j < c.cfg.moe.n_experts; ++j) bias[static_cast<size_t>(j)] = 0.02f * float((j + layer) % 3 - 1);
     return bias;
 }
 

@@ -58,7 +58,8 @@ double min_topk_margin(const T* scores_TE, const std::vector<float>& bias, int64
     double margin = 1e30;
     std::vector<double> keys(static_cast<size_t>(e));
     for (int64_t i = 0; i < t; ++i) {
-        for (int64_t j = 0; j < e; ++j) keys[static_cast<size_t>(j)] = double(scores_TE[i * e + j]) + double(bias[static_cast<size_t>(j)]);
+        for (int64_t j = 0; j < e; ++j)
+            keys[static_cast<size_t>(j)] = double(scores_TE[i * e + j]) + double(bias[static_cast<size_t>(j)]);
         std::sort(keys.begin(), keys.end(), std::greater<double>());
         if (k < e) margin = std::min(margin, keys[static_cast<size_t>(k - 1)] - keys[static_cast<size_t>(k)]);
     }

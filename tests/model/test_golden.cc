@@ -13,7 +13,8 @@ namespace frugal {
 namespace {
 
 const golden::TensorMap& golden_file() {
-    static golden::TensorMap m = golden::read_tensor_file(std::string(FRUGAL_SOURCE_DIR) + "/tests/golden/tiny_golden.bin");
+    static golden::TensorMap m =
+        golden::read_tensor_file(std::string(FRUGAL_SOURCE_DIR) + "/tests/golden/tiny_golden.bin");
     return m;
 }
 
@@ -41,8 +42,9 @@ void check_case(const golden::GoldenCase& c, double tol) {
     const auto& g = golden_file();
     auto at = [&](const std::string& k) -> const golden::NamedTensor& {
         auto it = g.find(c.name + "/" + k);
-        if (it == g.end()) throw Error("test_golden", "golden file lacks " + c.name + "/" + k +
-                                                          ": regenerate it (tests/golden/make_golden.py)");
+        if (it == g.end())
+            throw Error("test_golden",
+                        "golden file lacks " + c.name + "/" + k + ": regenerate it (tests/golden/make_golden.py)");
         return it->second;
     };
     model::Transformer<T> net(c.cfg);

@@ -58,7 +58,8 @@ TEST(Gradients, RmsNorm) {
     auto x = test::random_vec<double>(n * d, 3);
     auto w = test::random_vec<double>(d, 4);
     auto r = test::random_vec<double>(n * d, 5);
-    std::vector<double> out(static_cast<size_t>(n * d)), rstd(static_cast<size_t>(n)), dx(static_cast<size_t>(n * d), 0.0), dw(static_cast<size_t>(d), 0.0);
+    std::vector<double> out(static_cast<size_t>(n * d)), rstd(static_cast<size_t>(n)),
+        dx(static_cast<size_t>(n * d), 0.0), dw(static_cast<size_t>(d), 0.0);
     auto loss = [&] {
         ops::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), n, d, 1e-6);
         return dot(out, r);
@@ -227,7 +228,9 @@ TEST(Gradients, CrossEntropy) {
     auto logits = test::random_vec<double>(n * v, 16, 2.0);
     std::vector<int32_t> targets = {3, -100, 8, 0};
     std::vector<double> loss_n(static_cast<size_t>(n)), dl(static_cast<size_t>(n * v), 0.0);
-    auto loss = [&] { return 0.5 * ops::cross_entropy_forward(loss_n.data(), logits.data(), targets.data(), n, v, -100); };
+    auto loss = [&] {
+        return 0.5 * ops::cross_entropy_forward(loss_n.data(), logits.data(), targets.data(), n, v, -100);
+    };
     ops::cross_entropy_backward(dl.data(), logits.data(), targets.data(), 0.5, n, v, -100);
     test::check_gradient(loss, logits.data(), dl.data(), n * v, "cross-entropy logits", 100);
 }

@@ -65,20 +65,23 @@ TEST(Router, WeightsMatchReferenceAndBiasOnlyChooses) {
                 }
                 for (int64_t j = 0; j < e; ++j) z += std::exp(logit[static_cast<size_t>(j)] - mx);
                 for (int64_t j = 0; j < e; ++j) {
-                    score[static_cast<size_t>(j)] = std::string(func) == "softmax" ? std::exp(logit[static_cast<size_t>(j)] - mx) / z
-                                                                      : 1.0 / (1.0 + std::exp(-logit[static_cast<size_t>(j)]));
+                    score[static_cast<size_t>(j)] = std::string(func) == "softmax"
+                                                        ? std::exp(logit[static_cast<size_t>(j)] - mx) / z
+                                                        : 1.0 / (1.0 + std::exp(-logit[static_cast<size_t>(j)]));
                     key[static_cast<size_t>(j)] = score[static_cast<size_t>(j)] + bias[static_cast<size_t>(j)];
                 }
                 std::vector<int32_t> order(static_cast<size_t>(e));
                 std::iota(order.begin(), order.end(), 0);
-                std::stable_sort(order.begin(), order.end(),
-                                 [&](int32_t a, int32_t c) { return key[static_cast<size_t>(a)] > key[static_cast<size_t>(c)]; });
+                std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t c) {
+                    return key[static_cast<size_t>(a)] > key[static_cast<size_t>(c)];
+                });
                 double chosen_sum = 0;
                 for (int64_t j = 0; j < k; ++j) chosen_sum += score[static_cast<size_t>(order[static_cast<size_t>(j)])];
                 for (int64_t j = 0; j < k; ++j) {
                     EXPECT_EQ(router.selected_TK()[i * k + j], order[static_cast<size_t>(j)]) << func << " token " << i;
                     // The weight comes from the unbiased score.
-                    double want = 2.5 * score[static_cast<size_t>(order[static_cast<size_t>(j)])] / (norm ? chosen_sum : 1.0);
+                    double want =
+                        2.5 * score[static_cast<size_t>(order[static_cast<size_t>(j)])] / (norm ? chosen_sum : 1.0);
                     EXPECT_NEAR(router.weight_TK()[i * k + j], want, 1e-12) << func << " token " << i;
                 }
             }
@@ -126,7 +129,8 @@ TEST(Dispatcher, PermutationIsStableAndUnpermuteInvertsIt) {
     for (int64_t i = 0; i < t * k; ++i) {
         int32_t r = perm.row_of_TK[static_cast<size_t>(i)];
         if (r < 0) continue;
-        for (int64_t j = 0; j < d; ++j) EXPECT_EQ(rows[static_cast<size_t>(r * d + j)], x[static_cast<size_t>((i / k) * d + j)]);
+        for (int64_t j = 0; j < d; ++j)
+            EXPECT_EQ(rows[static_cast<size_t>(r * d + j)], x[static_cast<size_t>((i / k) * d + j)]);
     }
 }
 
@@ -147,11 +151,13 @@ TEST(Dispatcher, CombineOfDispatchWithIdentityExpertsScalesByWeights) {
     for (int64_t i = 0; i < t; ++i) {
         double wsum = 0;
         for (int64_t j = 0; j < k; ++j) wsum += w[static_cast<size_t>(i * k + j)];
-        for (int64_t c = 0; c < d; ++c) EXPECT_NEAR(out[static_cast<size_t>(i * d + c)], wsum * x[static_cast<size_t>(i * d + c)], 1e-12);
+        for (int64_t c = 0; c < d; ++c)
+            EXPECT_NEAR(out[static_cast<size_t>(i * d + c)], wsum * x[static_cast<size_t>(i * d + c)], 1e-12);
     }
     // The gradient through the same path: d/dx of sum(out * g) = g * sum_k w, and d/dw_k = <g, x>.
     auto g = test::random_vec<double>(t * d, 4);
-    std::vector<double> dy(static_cast<size_t>(h.num_expert_rows * d), 0.0), dw(static_cast<size_t>(t * k), 0.0), dx(static_cast<size_t>(t * d), 0.0);
+    std::vector<double> dy(static_cast<size_t>(h.num_expert_rows * d), 0.0), dw(static_cast<size_t>(t * k), 0.0),
+        dx(static_cast<size_t>(t * d), 0.0);
     disp.combine_backward(dy.data(), dw.data(), g.data(), h.expert_rows, w.data());
     disp.dispatch_backward(dx.data(), dy.data());
     for (int64_t i = 0; i < t; ++i) {
@@ -185,7 +191,7 @@ TEST(MoE, CapacityDroppingCountsAndInvariant) {
         processed += st.tokens_per_expert[static_cast<size_t>(j)];
         selected += st.selected_per_expert[static_cast<size_t>(j)];
     }
-    EXPECT_EQ(st.selected_per_expert[0], t);  // every token chose expert 0 ...
+    EXPECT_EQ(st.selected_per_expert[0], t);       // every token chose expert 0 ...
     EXPECT_EQ(st.tokens_per_expert[0], capacity);  // ... and only the first `capacity` kept it
     EXPECT_GT(st.dropped, 0);
     EXPECT_EQ(processed, t * k - st.dropped);  // sum(num_tokens_per_expert) == T*K - dropped

@@ -18,8 +18,9 @@ TEST(AdamW, MatchesDoublePrecisionReference) {
     auto p0 = test::random_vec<float>(n, 1);
     std::vector<float> pd = p0, pn = p0, gd(static_cast<size_t>(n)), gn(static_cast<size_t>(n));
     optim::AdamW opt(cfg, {{pd.data(), gd.data(), n, true}, {pn.data(), gn.data(), n, false}});
-    std::vector<double> ref_d(p0.begin(), p0.end()), ref_n = ref_d, m_d(static_cast<size_t>(n)), v_d(static_cast<size_t>(n)), m_n(static_cast<size_t>(n)),
-        v_n(static_cast<size_t>(n));
+    std::vector<double> ref_d(p0.begin(), p0.end()), ref_n = ref_d, m_d(static_cast<size_t>(n)),
+                                                     v_d(static_cast<size_t>(n)), m_n(static_cast<size_t>(n)),
+                                                     v_n(static_cast<size_t>(n));
     for (int step = 1; step <= 5; ++step) {
         auto g = test::random_vec<float>(n, uint64_t(10 + step));
         gd = g;
@@ -30,8 +31,10 @@ TEST(AdamW, MatchesDoublePrecisionReference) {
             for (int64_t i = 0; i < n; ++i) {
                 if (decay) p[static_cast<size_t>(i)] *= 1 - lr * cfg.weight_decay;
                 m[static_cast<size_t>(i)] = 0.9 * m[static_cast<size_t>(i)] + 0.1 * g[static_cast<size_t>(i)];
-                v[static_cast<size_t>(i)] = 0.95 * v[static_cast<size_t>(i)] + 0.05 * double(g[static_cast<size_t>(i)]) * g[static_cast<size_t>(i)];
-                double mh = m[static_cast<size_t>(i)] / (1 - std::pow(0.9, step)), vh = v[static_cast<size_t>(i)] / (1 - std::pow(0.95, step));
+                v[static_cast<size_t>(i)] = 0.95 * v[static_cast<size_t>(i)] +
+                                            0.05 * double(g[static_cast<size_t>(i)]) * g[static_cast<size_t>(i)];
+                double mh = m[static_cast<size_t>(i)] / (1 - std::pow(0.9, step)),
+                       vh = v[static_cast<size_t>(i)] / (1 - std::pow(0.95, step));
                 p[static_cast<size_t>(i)] -= lr * mh / (std::sqrt(vh) + 1e-8);
             }
         };

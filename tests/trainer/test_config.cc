@@ -31,7 +31,7 @@ CliRun run_cli(const std::string& args) {
 }
 
 class BadConfig : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override { dir_ = test::temp_dir("config"); }
     void TearDown() override { fs::remove_all(dir_); }
     std::string write(const std::string& yaml) {
@@ -44,30 +44,40 @@ protected:
         // data.dir points nowhere: a config that passed validation would fail later with exit 1, not 2.
         CliRun r = run_cli("train " + write(yaml) + " --set data.dir=" + (dir_ / "no-data").string() + " " + extra);
         EXPECT_EQ(r.code, 2) << r.output;
-        for (const auto& n : needles) EXPECT_NE(r.output.find(n), std::string::npos) << "missing '" << n << "' in\n" << r.output;
+        for (const auto& n : needles)
+            EXPECT_NE(r.output.find(n), std::string::npos) << "missing '" << n << "' in\n" << r.output;
     }
     fs::path dir_;
 };
 
 TEST_F(BadConfig, UnknownKeySuggestsNearestWithLine) {
-    expect_rejected("model:\n  d_model: 64\n  n_layer: 3\n", {"model.n_layer", "did you mean 'model.n_layers'", "c.yaml:3"});
+    expect_rejected("model:\n  d_model: 64\n  n_layer: 3\n",
+                    {"model.n_layer", "did you mean 'model.n_layers'", "c.yaml:3"});
 }
 TEST_F(BadConfig, UnknownSection) { expect_rejected("trian:\n  steps: 3\n", {"trian.steps", "train.steps"}); }
-TEST_F(BadConfig, WrongType) { expect_rejected("train:\n  steps: many\n", {"train.steps", "expected an integer", "many"}); }
+TEST_F(BadConfig, WrongType) {
+    expect_rejected("train:\n  steps: many\n", {"train.steps", "expected an integer", "many"});
+}
 TEST_F(BadConfig, OutOfRange) { expect_rejected("optim:\n  lr: -1\n", {"optim.lr", "out of range"}); }
 TEST_F(BadConfig, BadChoice) { expect_rejected("moe:\n  score_func: relu\n", {"moe.score_func", "softmax, sigmoid"}); }
 TEST_F(BadConfig, HeadsNotDivisibleByKvHeads) {
     expect_rejected("model:\n  n_heads: 4\n  n_kv_heads: 3\n", {"model.n_heads (4)", "model.n_kv_heads (3)"});
 }
-TEST_F(BadConfig, TopKAboveExperts) { expect_rejected("moe:\n  n_experts: 4\n  top_k: 5\n", {"moe.top_k (5)", "moe.n_experts (4)"}); }
+TEST_F(BadConfig, TopKAboveExperts) {
+    expect_rejected("moe:\n  n_experts: 4\n  top_k: 5\n", {"moe.top_k (5)", "moe.n_experts (4)"});
+}
 TEST_F(BadConfig, GlobalBatchNotMultipleOfMicroBatch) {
-    expect_rejected("train:\n  global_batch: 10\n  micro_batch: 4\n", {"train.global_batch (10)", "train.micro_batch (4)"});
+    expect_rejected("train:\n  global_batch: 10\n  micro_batch: 4\n",
+                    {"train.global_batch (10)", "train.micro_batch (4)"});
 }
 TEST_F(BadConfig, SequenceLongerThanModel) {
-    expect_rejected("train:\n  seq_len: 512\nmodel:\n  max_seq_len: 256\n", {"train.seq_len (512)", "model.max_seq_len"});
+    expect_rejected("train:\n  seq_len: 512\nmodel:\n  max_seq_len: 256\n",
+                    {"train.seq_len (512)", "model.max_seq_len"});
 }
 TEST_F(BadConfig, ExpertsNotDivisibleByEp) { expect_rejected("parallel:\n  ep: 3\n", {"parallel.ep (3)"}); }
-TEST_F(BadConfig, MistypedOverride) { expect_rejected("{}\n", {"train.stepz", "did you mean 'train.steps'"}, "--set train.stepz=5"); }
+TEST_F(BadConfig, MistypedOverride) {
+    expect_rejected("{}\n", {"train.stepz", "did you mean 'train.steps'"}, "--set train.stepz=5");
+}
 TEST_F(BadConfig, InvalidYaml) { expect_rejected("model: [\n", {"not valid YAML"}); }
 TEST_F(BadConfig, KeyWithoutValue) { expect_rejected("model:\n  d_model:\n", {"model.d_model"}); }
 
@@ -82,7 +92,8 @@ TEST(Cli, HelpOnEveryCommand) {
 }
 
 TEST(Cli, MissingDataIsAClearError) {
-    CliRun r = run_cli("train " + std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set data.dir=/nonexistent/dir");
+    CliRun r =
+        run_cli("train " + std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set data.dir=/nonexistent/dir");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.output.find("prepare-data"), std::string::npos) << r.output;
 }
@@ -95,7 +106,8 @@ TEST(Docs, ConfigReferenceIsCurrent) {
 }
 
 TEST(Config, DemoConfigLoadsAndResolvedYamlRoundTrips) {
-    trainer::TrainConfig cfg = trainer::load_config(std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml", {"train.steps=7"}, 1);
+    trainer::TrainConfig cfg =
+        trainer::load_config(std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml", {"train.steps=7"}, 1);
     EXPECT_EQ(cfg.train.steps, 7);
     fs::path dir = test::temp_dir("roundtrip");
     std::ofstream(dir / "resolved.yaml") << trainer::to_yaml(cfg);

@@ -86,8 +86,9 @@ TEST(Training, TwentyStepsAreBitwiseDeterministic) {
         last = line;
     }
     EXPECT_GE(lines, 2);
-    for (const char* key : {"\"step\": 20", "\"loss\":", "\"lr\":", "\"grad_norm\":", "\"tokens_per_s\":", "\"val_loss\":",
-                            "\"moe\": [{\"layer\": 1, \"tokens_per_expert\": [", "\"imbalance\":", "\"z_loss\":"})
+    for (const char* key :
+         {"\"step\": 20", "\"loss\":", "\"lr\":", "\"grad_norm\":", "\"tokens_per_s\":", "\"val_loss\":",
+          "\"moe\": [{\"layer\": 1, \"tokens_per_expert\": [", "\"imbalance\":", "\"z_loss\":"})
         EXPECT_NE(last.find(key), std::string::npos) << key << " missing in " << last;
     fs::remove_all(a.run.out_dir);
     fs::remove_all(b.run.out_dir);

@@ -23,8 +23,8 @@ void gemm(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t ldb, i
 
 // Probabilities of one (batch, head): p[i][j] for j <= i, straight from the definition.
 template <typename T>
-static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_t h, int64_t s, int64_t hq,
-                                      int64_t hkv, int64_t hd) {
+static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_t h, int64_t s, int64_t hq, int64_t hkv,
+                                      int64_t hd) {
     const int64_t kvh = h / (hq / hkv);
     std::vector<double> p(size_t(s * s), 0.0);
     for (int64_t i = 0; i < s; ++i) {
@@ -32,7 +32,8 @@ static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_
         for (int64_t j = 0; j <= i; ++j) {
             double dot = 0;
             for (int64_t x = 0; x < hd; ++x)
-                dot += double(q[(bi * s + i) * hq * hd + h * hd + x]) * double(k[(bi * s + j) * hkv * hd + kvh * hd + x]);
+                dot +=
+                    double(q[(bi * s + i) * hq * hd + h * hd + x]) * double(k[(bi * s + j) * hkv * hd + kvh * hd + x]);
             p[i * s + j] = dot / std::sqrt(double(hd));
             mx = std::max(mx, p[i * s + j]);
         }
@@ -53,7 +54,8 @@ void attention_forward(T* out, const T* q, const T* k, const T* v, int64_t b, in
             for (int64_t i = 0; i < s; ++i)
                 for (int64_t x = 0; x < hd; ++x) {
                     double acc = 0;
-                    for (int64_t j = 0; j <= i; ++j) acc += p[i * s + j] * double(v[(bi * s + j) * hkv * hd + kvh * hd + x]);
+                    for (int64_t j = 0; j <= i; ++j)
+                        acc += p[i * s + j] * double(v[(bi * s + j) * hkv * hd + kvh * hd + x]);
                     out[(bi * s + i) * hq * hd + h * hd + x] = T(acc);
                 }
         }
@@ -100,13 +102,12 @@ void rmsnorm_forward(T* out_ND, const T* x_ND, const T* w_D, int64_t n, int64_t 
     }
 }
 
-#define FRUGAL_INSTANTIATE(T)                                                                                        \
-    template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool, \
-                          T);                                                                                        \
-    template void attention_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,         \
-                                       int64_t);                                                                     \
-    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t,        \
-                                        int64_t, int64_t, int64_t);                                                  \
+#define FRUGAL_INSTANTIATE(T)                                                                                          \
+    template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool,    \
+                          T);                                                                                          \
+    template void attention_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t); \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
+                                        int64_t, int64_t);                                                             \
     template void rmsnorm_forward<T>(T*, const T*, const T*, int64_t, int64_t, double);
 
 FRUGAL_INSTANTIATE(float)
