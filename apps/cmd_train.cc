@@ -2,6 +2,8 @@
 
 #include "apps/commands.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "parallel/mpi_comm.h"
 #include "trainer/trainer.h"
 
 namespace frugal::apps {
@@ -14,35 +16,82 @@ const char* kHelp =
     "resolved configuration) and run.out_dir/metrics.jsonl (one JSON object per logged step), and prints a\n"
     "progress line every run.log_every steps.\n"
     "\n"
-    "  --set key=value   override one configuration key (repeatable), e.g. --set train.steps=50\n"
+    "Started by mpirun or srun (or `frugal launch`), every rank runs this command; the ranks share the experts\n"
+    "(parallel.ep) and the global batch.\n"
     "\n"
-    "Exit codes: 0 done, 1 failure while running, 2 bad configuration or arguments.\n";
+    "  --set key=value   override one configuration key (repeatable), e.g. --set train.steps=100\n"
+    "\n"
+    "Exit codes: 0 done, 1 failure while running, 2 bad configuration or arguments, 3 a collective timed out.\n";
+
+struct Args2 {
+    std::string config_path;
+    std::vector<std::string> overrides;
+};
+
+Args2 parse(const Args& args) {
+    Args2 a;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--set") {
+            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), "--set needs key=value, e.g. --set train.steps=100");
+            a.overrides.push_back(args[++i]);
+        } else if (args[i].rfind("--set=", 0) == 0) {
+            a.overrides.push_back(args[i].substr(6));
+        } else if (args[i].rfind("-", 0) == 0) {
+            FRUGAL_CONFIG_ERROR("frugal train: unknown option '", args[i], "' (see frugal train --help)");
+        } else {
+            FRUGAL_CONFIG_CHECK(a.config_path.empty(), "frugal train: two config files given ('", a.config_path,
+                                "' and '", args[i], "'): pass one");
+            a.config_path = args[i];
+        }
+    }
+    FRUGAL_CONFIG_CHECK(!a.config_path.empty(), "frugal train: no config file given (see frugal train --help)");
+    return a;
 }
+}  // namespace
 
 int cmd_train(const Args& args) {
     if (wants_help(args)) {
         std::fputs(kHelp, stdout);
         return 0;
     }
-    std::string config_path;
-    std::vector<std::string> overrides;
-    for (size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--set") {
-            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), "--set needs key=value, e.g. --set train.steps=100");
-            overrides.push_back(args[++i]);
-        } else if (args[i].rfind("--set=", 0) == 0) {
-            overrides.push_back(args[i].substr(6));
-        } else if (args[i].rfind("-", 0) == 0) {
-            FRUGAL_CONFIG_ERROR("frugal train: unknown option '", args[i], "' (see frugal train --help)");
-        } else {
-            FRUGAL_CONFIG_CHECK(config_path.empty(), "frugal train: two config files given ('", config_path, "' and '",
-                                args[i], "'): pass one");
-            config_path = args[i];
-        }
+    if (!parallel::launched_by_mpi()) {
+        Args2 a = parse(args);
+        trainer::TrainConfig cfg = trainer::load_config(a.config_path, a.overrides, 1);
+        trainer::train(cfg);
+        return 0;
     }
-    FRUGAL_CONFIG_CHECK(!config_path.empty(), "frugal train: no config file given (see frugal train --help)");
-    trainer::TrainConfig cfg = trainer::load_config(config_path, overrides, 1);
-    trainer::train(cfg);
+
+    // Under mpirun/srun. Configuration errors are found identically on every rank before any communication: rank 0
+    // reports, every rank exits 2. Any later failure may hit one rank only: it reports and aborts the whole job, so
+    // no rank is left waiting in a collective.
+    parallel::mpi_init();
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    log::set_rank(rank, size);
+    trainer::TrainConfig cfg;
+    try {
+        Args2 a = parse(args);
+        cfg = trainer::load_config(a.config_path, a.overrides, size);
+    } catch (const ConfigError& e) {
+        if (rank == 0) log::error(e.what());
+        parallel::mpi_finalize();
+        return 2;
+    }
+    try {
+        auto world = parallel::MpiComm::world(cfg.parallel.timeout_s);
+        trainer::train(cfg, *world);
+    } catch (const ConfigError& e) {
+        log::error(e.what());
+        parallel::mpi_abort(2);
+    } catch (const Error& e) {
+        log::error(e.what(), " [", e.where(), "]");
+        parallel::mpi_abort(1);
+    } catch (const std::exception& e) {
+        log::error(e.what());
+        parallel::mpi_abort(1);
+    }
+    parallel::mpi_finalize();
     return 0;
 }
 

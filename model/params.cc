@@ -34,13 +34,20 @@ void ParamStore::allocate(DType dtype) {
     int64_t total = numel();
     values_ = Tensor::zeros({total}, dtype);
     grads_ = Tensor::zeros({total}, dtype);
+    // Replicated parameters first, expert parameters after: each gradient-sync group then owns one contiguous
+    // range, [0, dense_numel) over the data-parallel group and [dense_numel, numel) over the expert-data-parallel one.
     int64_t off = 0;
-    for (Param* p : params_) {
-        int64_t n = shape_numel(p->shape);
-        p->value = values_.slice(0, off, off + n).view(p->shape);
-        p->grad = grads_.slice(0, off, off + n).view(p->shape);
-        off += n;
-    }
+    for (bool expert : {false, true})
+        for (Param* p : params_) {
+            if (p->is_expert != expert) continue;
+            int64_t n = shape_numel(p->shape);
+            p->value = values_.slice(0, off, off + n).view(p->shape);
+            p->grad = grads_.slice(0, off, off + n).view(p->shape);
+            off += n;
+        }
+    dense_numel_ = 0;
+    for (Param* p : params_)
+        if (!p->is_expert) dense_numel_ += shape_numel(p->shape);
 }
 
 template <typename T>

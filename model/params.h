@@ -1,8 +1,8 @@
 // Parameters and their gradients, held in two flat buffers (values, grads) so that the optimizer, the global
 // gradient norm and the later bucketed gradient sync walk contiguous memory.
 //
-// Registration happens while layers are constructed (add()); allocate() then lays every parameter out in
-// registration order and hands each its views; init() fills values from the counter-based RNG keyed by
+// Registration happens while layers are constructed (add()); allocate() then lays the parameters out, replicated
+// ones first and expert ones after, each group in registration order, and hands each its views; init() fills values from the counter-based RNG keyed by
 // (seed, name), indexed by the element's position in the parameter's GLOBAL tensor, so a sharded expert gets the
 // same numbers as the unsharded one.
 #pragma once
@@ -43,6 +43,8 @@ class ParamStore {
     const std::vector<Param*>& params() const { return params_; }
     Param* find(const std::string& name) const;
     int64_t numel() const;
+    // Elements of the replicated (non-expert) parameters; they come first in the flat buffers.
+    int64_t dense_numel() const { return dense_numel_; }
     Tensor& flat_values() { return values_; }
     Tensor& flat_grads() { return grads_; }
 
@@ -51,6 +53,7 @@ class ParamStore {
     std::vector<Param*> params_;
     Tensor values_;
     Tensor grads_;
+    int64_t dense_numel_ = 0;
 };
 
 }  // namespace frugal::model

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "parallel/parallel_dims.h"
 
 namespace frugal::trainer {
 
@@ -31,7 +32,14 @@ ConfigFields TrainConfig::fields() {
     f.add("train.threads", &train.threads, "OpenMP threads per rank; 0 = all available cores", 0, 4096);
     optim.register_fields(f, "optim.");
     f.add("data.dir", &data.dir, "directory of train.bin and val.bin written by `frugal prepare-data`");
-    f.add("parallel.ep", &parallel.ep, "expert-parallel ranks that together hold one copy of the experts", 1);
+    f.add("parallel.ep", &parallel.ep,
+          "expert-parallel ranks that together hold one copy of the experts (n_experts / ep each); must divide the "
+          "number of ranks and moe.n_experts",
+          1);
+    f.add("parallel.timeout_s", &parallel.timeout_s,
+          "a collective (all-to-all, all-reduce) not finished after this many seconds stops the whole job with a "
+          "message naming the step, the layer and the collective; 0 = wait forever",
+          0.0);
     f.add("precision.recipe", &precision.recipe, "numeric recipe of the matrix products; this build runs fp32 only",
           {"fp32", "bf16", "fp8-tensorwise", "fp8-delayed", "fp8-blockwise"});
     f.add("checkpoint.every", &checkpoint.every,
@@ -47,11 +55,7 @@ void TrainConfig::validate(int64_t world_size) const {
     FRUGAL_CONFIG_CHECK(train.seq_len <= model.max_seq_len, "train.seq_len (", train.seq_len,
                         ") exceeds model.max_seq_len (", model.max_seq_len, "): raise model.max_seq_len to at least ",
                         train.seq_len);
-    FRUGAL_CONFIG_CHECK(world_size % parallel.ep == 0, "parallel.ep (", parallel.ep, ") must divide the world size (",
-                        world_size, "): set parallel.ep to a divisor of ", world_size);
-    FRUGAL_CONFIG_CHECK(model.moe.n_experts == 0 || model.moe.n_experts % parallel.ep == 0, "moe.n_experts (",
-                        model.moe.n_experts, ") must be divisible by parallel.ep (", parallel.ep,
-                        "): choose parallel.ep among the divisors of n_experts");
+    parallel::ParallelDims::make(int(world_size), 0, parallel.ep, model.moe.n_experts);  // the layout's checks
     const int64_t per_step = train.micro_batch * world_size;
     FRUGAL_CONFIG_CHECK(train.global_batch % per_step == 0, "train.global_batch (", train.global_batch,
                         ") must be a multiple of train.micro_batch (", train.micro_batch, ") x ranks (", world_size,

@@ -36,6 +36,7 @@ struct DataSection {
 
 struct ParallelSection {
     int64_t ep = 1;
+    double timeout_s = 300;  // a collective unfinished after this long stops the job
 };
 
 struct PrecisionSection {

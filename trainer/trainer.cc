@@ -14,6 +14,9 @@
 #include "data/loader.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "parallel/all_to_all_dispatcher.h"
+#include "parallel/grad_sync.h"
+#include "parallel/parallel_dims.h"
 
 namespace frugal::trainer {
 
@@ -65,10 +68,23 @@ std::string moe_stats_json(const model::ModelConfig& m, const std::vector<model:
 }  // namespace
 
 TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)>& on_step) {
-    const int64_t dp_rank = 0, dp_size = 1;
+    parallel::SingleProcessComm world;
+    return train(cfg, world, on_step);
+}
+
+TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
+                  const std::function<void(const StepMetrics&)>& on_step) {
+    const int64_t n_experts = cfg.model.moe.n_experts;
+    const parallel::ParallelDims dims = parallel::ParallelDims::make(world.size(), world.rank(), cfg.parallel.ep,
+                                                                     n_experts);
+    const int64_t dp_rank = dims.rank, dp_size = dims.world;
+    const bool is_root = dims.rank == 0;
     if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
     const int64_t micro = cfg.train.micro_batch, s = cfg.train.seq_len;
     const int64_t accum = cfg.accum_steps(dp_size);
+    // ep group: same edp_rank, ordered by ep_rank; edp group: same ep_rank, ordered by edp_rank.
+    auto ep_comm = world.split(dims.edp_rank, dims.ep_rank, "ep");
+    auto edp_comm = world.split(dims.ep_rank, dims.edp_rank, "edp");
 
     data::Loader train_data((fs::path(cfg.data.dir) / "train.bin").string(), s, uint64_t(cfg.run.seed), true);
     data::Loader val_data((fs::path(cfg.data.dir) / "val.bin").string(), s, uint64_t(cfg.run.seed), false);
@@ -76,37 +92,51 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
                         " uses a vocabulary of ", train_data.vocab_size(), " tokens but model.vocab_size is ",
                         cfg.model.vocab_size, ": set model.vocab_size to at least ", train_data.vocab_size());
 
-    model::Transformer<float> net(cfg.model);
+    model::Transformer<float> net(cfg.model, dims.expert_shard(n_experts));
     net.init(uint64_t(cfg.run.seed));
+    auto moe_layers = net.moe_layers();
+    if (dims.ep > 1) {
+        size_t i = 0;
+        for (int64_t l = 0; l < cfg.model.n_layers; ++l)
+            if (cfg.model.is_moe_layer(l))
+                moe_layers[i++]->set_dispatcher(std::make_unique<parallel::AllToAllDispatcher<float>>(
+                    *ep_comm, n_experts, "layer " + std::to_string(l) + " MoE dispatch"));
+    }
     auto oparams = optim_params(net.params(), cfg.optim);
     optim::AdamW opt(cfg.optim, oparams);
-    auto moe_layers = net.moe_layers();
+    parallel::GradSync grad_sync(net.params(), world, *edp_comm, *ep_comm);
 
-    fs::create_directories(cfg.run.out_dir);
-    {
-        std::ofstream out(fs::path(cfg.run.out_dir) / "config.yaml");
-        out << to_yaml(cfg);
+    std::ofstream metrics;
+    if (is_root) {
+        fs::create_directories(cfg.run.out_dir);
+        std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
+        metrics.open(fs::path(cfg.run.out_dir) / "metrics.jsonl");
+        FRUGAL_CHECK(metrics.good(), "cannot write ", (fs::path(cfg.run.out_dir) / "metrics.jsonl").string(),
+                     ": check run.out_dir");
     }
-    std::ofstream metrics(fs::path(cfg.run.out_dir) / "metrics.jsonl");
-    FRUGAL_CHECK(metrics.good(), "cannot write ", (fs::path(cfg.run.out_dir) / "metrics.jsonl").string(),
-                 ": check run.out_dir");
 
-    log::info("frugal: ", net.params().numel(), " parameters, ", moe_layers.size(), " MoE layers, ", accum,
-              " micro-batches of ", micro, " x ", s, " tokens per step, ", omp_get_max_threads(), " threads");
+    log::info("frugal: ", net.params().numel(), " parameters on this rank (", net.params().dense_numel(),
+              " replicated), ", moe_layers.size(), " MoE layers, ", dims.world, " ranks (ep ", dims.ep, ", edp ",
+              dims.edp, "), ", accum, " micro-batches of ", micro, " x ", s, " tokens per rank per step, ",
+              omp_get_max_threads(), " threads per rank");
 
     // Token buffers for all micro-batches of a step: [accum, micro, S].
     std::vector<int32_t> tokens(size_t(accum * micro * s)), targets(size_t(accum * micro * s));
+    // Validation: every rank runs the same number of forward passes (the all-to-all needs them all); rank r reads
+    // batches i * ranks + r, so a layout of n ranks evaluates n times eval_batches micro-batches.
     auto evaluate = [&]() {
-        double ce = 0;
-        int64_t valid = 0;
+        double sums[2] = {0, 0};  // cross-entropy sum, valid targets
         for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
             val_data.read_samples(tokens.data(), targets.data(), (i * dp_size + dp_rank) * micro, micro);
             model::ForwardResult r = net.forward(tokens.data(), targets.data(), micro, s);
-            ce += r.ce_sum;
-            valid += r.num_valid;
+            sums[0] += r.ce_sum;
+            sums[1] += double(r.num_valid);
         }
-        return valid > 0 ? ce / double(valid) : 0.0;
+        world.set_layer("validation loss");
+        world.all_reduce(sums, 2, DType::kF64, parallel::ReduceOp::kSum);
+        return sums[1] > 0 ? sums[0] / sums[1] : 0.0;
     };
+    std::vector<int64_t> counts(size_t(2 * std::max<int64_t>(n_experts, 1) + 1));
 
     TrainResult result;
     const auto t_start = Clock::now();
@@ -114,7 +144,8 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
     int64_t window_tokens = 0;
     int64_t skipped_in_a_row = 0;
     for (int64_t step = 0; step < cfg.train.steps; ++step) {
-        for (auto* layer : moe_layers) layer->router().stats().reset(cfg.model.moe.n_experts);
+        world.set_step(step + 1);
+        for (auto* layer : moe_layers) layer->router().stats().reset(n_experts);
         net.params().zero_grad();
         int64_t total_valid = 0;
         for (int64_t m = 0; m < accum; ++m) {
@@ -123,30 +154,36 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
             train_data.micro_batch(tk, tg, step, m, cfg.train.global_batch, micro, dp_rank, dp_size);
             for (int64_t i = 0; i < micro * s; ++i) total_valid += tg[i] != model::kIgnoreIndex;
         }
+        world.set_layer("token count");
+        world.all_reduce(&total_valid, 1, DType::kI64, parallel::ReduceOp::kSum);
         const float ce_scale = total_valid > 0 ? 1.0f / float(total_valid) : 0.0f;
         const float aux_scale = 1.0f / float(accum * dp_size);
-        double ce_sum = 0, aux = 0;
+        double sums[2] = {0, 0};  // cross-entropy sum, scaled aux + z losses
         for (int64_t m = 0; m < accum; ++m) {
             model::ForwardResult r =
                 net.forward(tokens.data() + m * micro * s, targets.data() + m * micro * s, micro, s);
-            ce_sum += r.ce_sum;
-            aux += (r.aux_loss + r.z_loss) * aux_scale;
+            sums[0] += r.ce_sum;
+            sums[1] += (r.aux_loss + r.z_loss) * aux_scale;
             net.backward(ce_scale, aux_scale);
         }
+        grad_sync.sync();
+        world.set_layer("loss");
+        world.all_reduce(sums, 2, DType::kF64, parallel::ReduceOp::kSum);
         StepMetrics sm;
         sm.step = step + 1;
-        sm.loss = total_valid > 0 ? ce_sum / double(total_valid) : 0.0;
-        sm.aux_loss = aux;
-        sm.grad_norm = std::sqrt(optim::grad_sq_sum(oparams));
+        sm.loss = total_valid > 0 ? sums[0] / double(total_valid) : 0.0;
+        sm.aux_loss = sums[1];
+        sm.grad_norm = std::sqrt(grad_sync.grad_sq_norm());
         sm.lr = optim::lr_at(cfg.optim, step, cfg.train.steps);
         window_tokens += cfg.train.global_batch * s;
 
         if (!std::isfinite(sm.loss) || !std::isfinite(sm.grad_norm)) {
             ++result.skipped_steps;
             ++skipped_in_a_row;
-            FRUGAL_CHECK(
-                cfg.train.nonfinite == "skip", "step ", step + 1, ": loss ", sm.loss, ", gradient norm ", sm.grad_norm,
-                " is not finite; stopping (train.nonfinite: stop). Lower optim.lr or raise optim.warmup_steps");
+            FRUGAL_CHECK(cfg.train.nonfinite == "skip", "step ", step + 1, ": loss ", sm.loss, ", gradient norm ",
+                         sm.grad_norm,
+                         " is not finite; stopping (train.nonfinite: stop). Lower optim.lr or raise "
+                         "optim.warmup_steps");
             FRUGAL_CHECK(skipped_in_a_row <= cfg.train.max_skipped_steps, "step ", step + 1, ": ", skipped_in_a_row,
                          " non-finite steps in a row (train.max_skipped_steps = ", cfg.train.max_skipped_steps,
                          "); stopping. Lower optim.lr or raise optim.warmup_steps");
@@ -158,11 +195,22 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
             if (cfg.optim.grad_clip > 0 && sm.grad_norm > cfg.optim.grad_clip)
                 optim::scale_grads(oparams, float(cfg.optim.grad_clip / sm.grad_norm));
             opt.step(sm.lr);
-            for (auto* layer : moe_layers) layer->router().update_bias(layer->router().stats().selected_per_expert);
         }
+        // Expert loads summed over every rank: the bias update and the statistics see the global batch, so every
+        // replica of an expert moves its bias the same way.
         for (auto* layer : moe_layers) {
-            sm.max_imbalance = std::max(sm.max_imbalance, layer->router().stats().imbalance());
-            sm.dropped += layer->router().stats().dropped;
+            model::MoEStats& st = layer->router().stats();
+            std::copy(st.selected_per_expert.begin(), st.selected_per_expert.end(), counts.begin());
+            std::copy(st.tokens_per_expert.begin(), st.tokens_per_expert.end(), counts.begin() + n_experts);
+            counts[size_t(2 * n_experts)] = st.dropped;
+            world.set_layer("expert load");
+            world.all_reduce(counts.data(), 2 * n_experts + 1, DType::kI64, parallel::ReduceOp::kSum);
+            std::copy(counts.begin(), counts.begin() + n_experts, st.selected_per_expert.begin());
+            std::copy(counts.begin() + n_experts, counts.begin() + 2 * n_experts, st.tokens_per_expert.begin());
+            st.dropped = counts[size_t(2 * n_experts)];
+            if (!sm.skipped) layer->router().update_bias(st.selected_per_expert);
+            sm.max_imbalance = std::max(sm.max_imbalance, st.imbalance());
+            sm.dropped += st.dropped;
         }
         const bool last = step + 1 == cfg.train.steps;
         const bool log_step = last || (step + 1) % cfg.run.log_every == 0 || step == 0;
@@ -184,6 +232,7 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
             if (!moe_layers.empty()) line << "  imbalance " << std::setprecision(2) << sm.max_imbalance;
             line << "  elapsed " << std::setprecision(1) << sm.elapsed_s << "s";
             log::info(line.str());
+            if (is_root) {
             metrics << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
                     << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
                     << ", \"grad_norm\": " << json_number(sm.grad_norm)
@@ -195,6 +244,7 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
             if (!moe_json.empty()) metrics << ", \"moe\": " << moe_json;
             metrics << "}\n";
             metrics.flush();
+            }
         }
         if (on_step) on_step(sm);
         result.history.push_back(sm);

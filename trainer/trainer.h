@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/communicator.h"
 #include "trainer/run_config.h"
 
 namespace frugal::trainer {
@@ -35,7 +36,10 @@ struct TrainResult {
     int64_t skipped_steps = 0;
 };
 
-// Runs cfg (already validated). on_step, if set, is called after every step (tests use it).
+// Runs cfg (already validated) on the ranks of world; every rank calls it. on_step, if set, is called after every
+// step (tests use it). The first overload runs on a single process.
 TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)>& on_step = {});
+TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
+                  const std::function<void(const StepMetrics&)>& on_step = {});
 
 }  // namespace frugal::trainer

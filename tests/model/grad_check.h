@@ -41,13 +41,16 @@ inline void check_gradient(const std::function<double()>& loss, double* x, const
 
 // Every parameter of a store, each on a sample of its elements.
 inline void check_all_params(model::ParamStore& store, const std::function<double()>& loss, int64_t per_param = 12) {
-    // Snapshot analytic gradients: loss() runs forward only, but keep them safe from any reuse.
-    std::vector<double> grads(static_cast<size_t>(store.numel()));
-    std::copy_n(store.flat_grads().data<double>(), store.numel(), grads.data());
-    int64_t off = 0;
+    // Snapshot the analytic gradients first: the numeric loss() calls run forward passes only, but keep the
+    // comparison independent of any buffer reuse.
+    std::vector<std::vector<double>> grads;
     for (model::Param* p : store.params()) {
-        check_gradient(loss, p->value.data<double>(), grads.data() + off, p->value.numel(), p->name, per_param);
-        off += p->value.numel();
+        const double* g = p->grad.data<double>();
+        grads.emplace_back(g, g + p->grad.numel());
+    }
+    for (size_t i = 0; i < store.params().size(); ++i) {
+        model::Param* p = store.params()[i];
+        check_gradient(loss, p->value.data<double>(), grads[i].data(), p->value.numel(), p->name, per_param);
     }
 }
 

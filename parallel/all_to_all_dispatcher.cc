@@ -1,0 +1,181 @@
+#include "parallel/all_to_all_dispatcher.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "model/layers/common.h"
+
+namespace frugal::parallel {
+
+using model::ensure;
+using model::ensure_zero;
+
+template <typename T>
+AllToAllDispatcher<T>::AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer)
+    : comm_(ep_comm), n_experts_(n_experts), ep_(ep_comm.size()), layer_(std::move(layer)) {
+    FRUGAL_CHECK(n_experts % ep_ == 0, "moe.n_experts (", n_experts, ") must be divisible by parallel.ep (", ep_, ")");
+    local_ = n_experts / ep_;
+    send_rows_.assign(size_t(ep_), 0);
+    recv_rows_.assign(size_t(ep_), 0);
+    send_cnt_.assign(size_t(ep_), 0);
+    send_dsp_.assign(size_t(ep_), 0);
+    recv_cnt_.assign(size_t(ep_), 0);
+    recv_dsp_.assign(size_t(ep_), 0);
+    recv_count_SE_.assign(size_t(ep_ * local_), 0);
+    recv_off_SE_.assign(size_t(ep_ * local_), 0);
+    exp_off_ES_.assign(size_t(local_ * ep_), 0);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k,
+                                             int64_t e, int64_t d) {
+    FRUGAL_CHECK(e == n_experts_, "dispatcher built for ", n_experts_, " experts, router has ", e);
+    auto& h = this->handle_;
+    h.d = d;
+    model::build_permutation(h.perm, expert_TK, t, k, e);
+    T* rows = ensure<T>(h.send_rows_RD, std::max<int64_t>(h.perm.num_rows, 1) * d);
+    model::permute_rows(rows, x_TD, h.perm, d);
+    for (int64_t j = 0; j < ep_; ++j)
+        send_rows_[size_t(j)] = h.perm.offset_E[size_t((j + 1) * local_)] - h.perm.offset_E[size_t(j * local_)];
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::dispatch_communicate() {
+    auto& h = this->handle_;
+    const int64_t d = h.d;
+    comm_.set_layer(layer_);
+    // Counts: rank j receives, from every source S, the E_l counts of its own experts.
+    comm_.all_to_all(h.perm.tokens_per_expert_E.data(), recv_count_SE_.data(), local_, DType::kI64);
+    num_recv_ = 0;
+    for (int64_t s = 0; s < ep_; ++s) {
+        int64_t rows = 0;
+        for (int64_t e = 0; e < local_; ++e) {
+            recv_off_SE_[size_t(s * local_ + e)] = num_recv_ + rows;
+            rows += recv_count_SE_[size_t(s * local_ + e)];
+        }
+        recv_rows_[size_t(s)] = rows;
+        num_recv_ += rows;
+    }
+    int64_t off = 0;
+    for (int64_t e = 0; e < local_; ++e)
+        for (int64_t s = 0; s < ep_; ++s) {
+            exp_off_ES_[size_t(e * ep_ + s)] = off;
+            off += recv_count_SE_[size_t(s * local_ + e)];
+        }
+    T* recv = ensure<T>(recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
+    exchange_forward(h.send_rows_RD.template data<T>(), recv);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::dispatch_finish() {
+    auto& h = this->handle_;
+    T* rows = ensure<T>(expert_rows_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
+    to_expert_major(rows, recv_rows_RD_.template data<T>());
+    h.tokens_per_local_expert.assign(size_t(local_), 0);
+    for (int64_t s = 0; s < ep_; ++s)
+        for (int64_t e = 0; e < local_; ++e)
+            h.tokens_per_local_expert[size_t(e)] += recv_count_SE_[size_t(s * local_ + e)];
+    h.expert_rows = rows;
+    h.num_expert_rows = num_recv_;
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::exchange_forward(const T* send, T* recv) {
+    const int64_t d = this->handle_.d;
+    int64_t so = 0, ro = 0;
+    for (int64_t j = 0; j < ep_; ++j) {
+        send_cnt_[size_t(j)] = send_rows_[size_t(j)] * d;
+        send_dsp_[size_t(j)] = so;
+        so += send_cnt_[size_t(j)];
+        recv_cnt_[size_t(j)] = recv_rows_[size_t(j)] * d;
+        recv_dsp_[size_t(j)] = ro;
+        ro += recv_cnt_[size_t(j)];
+    }
+    comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
+                       DTypeOf<T>::value);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::exchange_backward(const T* send, T* recv) {
+    const int64_t d = this->handle_.d;
+    int64_t so = 0, ro = 0;
+    for (int64_t j = 0; j < ep_; ++j) {
+        send_cnt_[size_t(j)] = recv_rows_[size_t(j)] * d;
+        send_dsp_[size_t(j)] = so;
+        so += send_cnt_[size_t(j)];
+        recv_cnt_[size_t(j)] = send_rows_[size_t(j)] * d;
+        recv_dsp_[size_t(j)] = ro;
+        ro += recv_cnt_[size_t(j)];
+    }
+    comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
+                       DTypeOf<T>::value);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::to_expert_major(T* dst, const T* src) const {
+    const int64_t d = this->handle_.d;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t e = 0; e < local_; ++e)
+        for (int64_t s = 0; s < ep_; ++s) {
+            const int64_t n = recv_count_SE_[size_t(s * local_ + e)];
+            std::memcpy(dst + exp_off_ES_[size_t(e * ep_ + s)] * d, src + recv_off_SE_[size_t(s * local_ + e)] * d,
+                        size_t(n * d) * sizeof(T));
+        }
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::to_source_major(T* dst, const T* src) const {
+    const int64_t d = this->handle_.d;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t e = 0; e < local_; ++e)
+        for (int64_t s = 0; s < ep_; ++s) {
+            const int64_t n = recv_count_SE_[size_t(s * local_ + e)];
+            std::memcpy(dst + recv_off_SE_[size_t(s * local_ + e)] * d, src + exp_off_ES_[size_t(e * ep_ + s)] * d,
+                        size_t(n * d) * sizeof(T));
+        }
+}
+
+template <typename T>
+const T* AllToAllDispatcher<T>::combine_communicate(const T* y_rows) {
+    auto& h = this->handle_;
+    T* back = ensure<T>(back_send_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
+    to_source_major(back, y_rows);
+    T* y_back = ensure<T>(y_back_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
+    comm_.set_layer(layer_);
+    exchange_backward(back, y_back);
+    return y_back;
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T*,
+                                                  const T* weight_TK) {
+    auto& h = this->handle_;
+    // On the source: gradient of each permuted row and of each routing weight, from the outputs y_back.
+    T* d_perm = ensure_zero<T>(grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
+    model::unpermute_combine_backward(d_perm, dweight_TK, dout_TD, y_back_RD_.template data<T>(), weight_TK, h.perm,
+                                      h.d);
+    // To the experts, as a dispatch would send it, then into expert-major order (adding, as backward does).
+    T* recv = ensure<T>(grad_recv_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
+    comm_.set_layer(layer_);
+    exchange_forward(d_perm, recv);
+    T* tmp = ensure<T>(back_send_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
+    to_expert_major(tmp, recv);
+    for (int64_t i = 0; i < num_recv_ * h.d; ++i) dy_rows[i] += tmp[i];
+}
+
+template <typename T>
+const T* AllToAllDispatcher<T>::dispatch_backward_communicate(const T* dexpert_rows) {
+    auto& h = this->handle_;
+    T* back = ensure<T>(back_send_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
+    to_source_major(back, dexpert_rows);
+    T* d_perm = ensure<T>(grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
+    comm_.set_layer(layer_);
+    exchange_backward(back, d_perm);
+    return d_perm;
+}
+
+template class AllToAllDispatcher<float>;
+template class AllToAllDispatcher<double>;
+
+}  // namespace frugal::parallel

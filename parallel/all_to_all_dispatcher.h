@@ -1,0 +1,70 @@
+// Expert-parallel token dispatcher: the ep ranks of a group each hold E_l = E / ep consecutive experts (rank j:
+// experts [j E_l, (j+1) E_l)) and exchange token rows by all-to-all (Megatron's MoEAlltoAllTokenDispatcher).
+//
+// Dispatch, per MoE layer and micro-batch (D = model dim, S = source rank, e = local expert):
+//   prepare      build_permutation over all E experts; send_rows_RD (R_send rows) is grouped by global expert,
+//                so the rows for rank j are the contiguous range offset_E[j E_l] .. offset_E[(j+1) E_l]
+//   communicate  all_to_all of the per-expert counts: send_counts_E viewed as [ep, E_l] -> recv_count_SE [ep, E_l]
+//                all_to_all_v of the rows:  send block j = rows for rank j (sum_e count_E[j E_l + e] rows x D)
+//                recv_rows_RD layout: [S][e][rows], block (S, e) at row recv_off_SE[S][e]
+//   finish       expert_rows_RD layout: [e][S][rows], block (e, S) at row exp_off_ES[e][S]; tokens of local
+//                expert e = sum_S recv_count_SE[S][e]
+// Combine mirrors it: expert outputs [e][S] -> [S][e] (back_send_RD) -> all_to_all_v back -> rows in the
+// source's permuted order (y_back_RD) -> weighted un-permute on the source rank.
+// Backward: combine's backward runs on the source rank (it has y_back) and sends row gradients forward like a
+// dispatch; dispatch's backward sends expert-input gradients back like a combine.
+//
+// Every buffer is a member that grows to the largest micro-batch and is reused across steps. A rank, or an
+// expert, that receives no tokens takes part in every exchange with zero counts.
+#pragma once
+
+#include <vector>
+
+#include "model/moe/dispatcher.h"
+#include "parallel/communicator.h"
+
+namespace frugal::parallel {
+
+template <typename T>
+class AllToAllDispatcher final : public model::Dispatcher<T> {
+public:
+    // ep_comm: the expert-parallel group (its rank is this rank's ep_rank). layer: name for messages.
+    AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer);
+    int64_t first_local_expert() const override { return int64_t(comm_.rank()) * local_; }
+    int64_t num_local_experts() const override { return local_; }
+
+    // Per-rank row counts of the last dispatch (for tests and statistics).
+    const std::vector<int64_t>& send_rows_per_rank() const { return send_rows_; }
+    const std::vector<int64_t>& recv_rows_per_rank() const { return recv_rows_; }
+    // Received rows in arrival layout [S][e][rows] (tests read the source tags here).
+    const std::vector<int64_t>& recv_count_SE() const { return recv_count_SE_; }
+
+protected:
+    void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
+                          int64_t d) override;
+    void dispatch_communicate() override;
+    void dispatch_finish() override;
+    const T* combine_communicate(const T* y_rows) override;
+    void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
+                               const T* weight_TK) override;
+    const T* dispatch_backward_communicate(const T* dexpert_rows) override;
+
+private:
+    // [S][e] arrival layout <-> [e][S] expert layout.
+    void to_expert_major(T* dst, const T* src) const;
+    void to_source_major(T* dst, const T* src) const;
+    // Rows from sources to experts (dispatch direction) and back (combine direction), elements = rows x D.
+    void exchange_forward(const T* send, T* recv);
+    void exchange_backward(const T* send, T* recv);
+
+    Communicator& comm_;
+    int64_t n_experts_, local_, ep_;
+    std::string layer_;
+    std::vector<int64_t> send_rows_, recv_rows_;         // [ep] rows
+    std::vector<int64_t> send_cnt_, send_dsp_, recv_cnt_, recv_dsp_;  // [ep] elements
+    std::vector<int64_t> recv_count_SE_, recv_off_SE_, exp_off_ES_;
+    int64_t num_recv_ = 0;
+    Tensor recv_rows_RD_, expert_rows_RD_, back_send_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
+};
+
+}  // namespace frugal::parallel

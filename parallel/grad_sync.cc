@@ -1,0 +1,50 @@
+#include "parallel/grad_sync.h"
+
+#include <algorithm>
+
+namespace frugal::parallel {
+
+double sum_squares(const float* x, int64_t n) {
+    constexpr int64_t kChunks = 64;
+    double partial[kChunks] = {};
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < kChunks; ++c) {
+        const int64_t begin = n * c / kChunks, end = n * (c + 1) / kChunks;
+        double s = 0;
+        for (int64_t j = begin; j < end; ++j) s += double(x[j]) * double(x[j]);
+        partial[c] = s;
+    }
+    double total = 0;
+    for (double s : partial) total += s;
+    return total;
+}
+
+GradSync::GradSync(model::ParamStore& store, Communicator& dp, Communicator& edp, Communicator& ep,
+                   int64_t bucket_elems)
+    : store_(store), dp_(dp), edp_(edp), ep_(ep), bucket_elems_(bucket_elems) {}
+
+void GradSync::sync() {
+    float* g = store_.flat_grads().data<float>();
+    const int64_t dense = store_.dense_numel(), total = store_.numel();
+    auto reduce = [&](Communicator& comm, int64_t begin, int64_t end) {
+        if (comm.size() == 1) return;
+        comm.set_layer("gradient sync");
+        for (int64_t b = begin; b < end; b += bucket_elems_)
+            comm.all_reduce(g + b, std::min(bucket_elems_, end - b), DType::kF32, ReduceOp::kSum);
+    };
+    reduce(dp_, 0, dense);
+    reduce(edp_, dense, total);
+}
+
+double GradSync::grad_sq_norm() {
+    const float* g = store_.flat_grads().data<float>();
+    const int64_t dense = store_.dense_numel(), total = store_.numel();
+    double expert_sq = sum_squares(g + dense, total - dense);
+    if (ep_.size() > 1) {
+        ep_.set_layer("gradient norm");
+        ep_.all_reduce(&expert_sq, 1, DType::kF64, ReduceOp::kSum);
+    }
+    return sum_squares(g, dense) + expert_sq;
+}
+
+}  // namespace frugal::parallel

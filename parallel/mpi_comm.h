@@ -1,0 +1,59 @@
+// MPI implementation of the Communicator, and the process-level MPI life cycle (init, finalize, abort).
+//
+// Every call's return code is checked and a failure names the call. Collectives are issued non-blocking
+// (MPI_Iallreduce, MPI_Ialltoallv, ...) and polled until done or until the deadline of parallel.timeout_s, after
+// which the job is aborted with the step, the layer and the collective in the message: no rank hangs silently.
+#pragma once
+
+#include <mpi.h>
+
+#include <vector>
+
+#include "parallel/communicator.h"
+
+namespace frugal::parallel {
+
+// True when this process was started by mpirun/mpiexec or srun (their environment variables are present).
+bool launched_by_mpi();
+// MPI_Init_thread (funneled) once; errors return codes instead of aborting, so they become Frugal errors.
+void mpi_init();
+bool mpi_initialized();
+void mpi_finalize();
+// Stops every rank of the job with the given exit code.
+[[noreturn]] void mpi_abort(int code);
+
+class MpiComm final : public Communicator {
+public:
+    // MPI_COMM_WORLD (mpi_init() must have run).
+    static std::unique_ptr<MpiComm> world(double timeout_s);
+    ~MpiComm() override;
+
+    int rank() const override { return rank_; }
+    int size() const override { return size_; }
+    std::string name() const override { return name_; }
+    void all_reduce(void* buf, int64_t count, DType dtype, ReduceOp op) override;
+    void all_to_all(const void* send, void* recv, int64_t count_per_rank, DType dtype) override;
+    void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
+                      const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) override;
+    void all_gather(const void* send, void* recv, int64_t count, DType dtype) override;
+    void broadcast(void* buf, int64_t count, DType dtype, int root) override;
+    void barrier() override;
+    std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
+
+    void set_timeout(double seconds) { timeout_s_ = seconds; }
+
+private:
+    MpiComm(MPI_Comm comm, bool owned, double timeout_s, std::string name);
+    // Polls request until it completes; aborts the job past the deadline.
+    void wait(MPI_Request& request, const char* collective);
+
+    MPI_Comm comm_;
+    bool owned_;
+    double timeout_s_;
+    std::string name_;
+    int rank_ = 0, size_ = 1;
+    // int copies of the 64-bit counts MPI_Ialltoallv takes; they must outlive the request, so they are members.
+    std::vector<int> sc_, sd_, rc_, rd_;
+};
+
+}  // namespace frugal::parallel
