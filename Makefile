@@ -21,7 +21,7 @@ corpus/fortunes/train.bin: | build
 	$(BUILD_DIR)/frugal prepare-data /usr/share/games/fortunes --out corpus/fortunes
 
 demo: build corpus/fortunes/train.bin
-	$(BUILD_DIR)/frugal train configs/demo.yaml
+	$(BUILD_DIR)/frugal launch -n 4 configs/demo.yaml
 
 test: build
 	cd $(BUILD_DIR) && $(MPI_ROOT_ENV) ctest --output-on-failure

@@ -17,7 +17,8 @@ const char* kUsage =
     "usage: frugal <command> [options]\n"
     "\n"
     "commands:\n"
-    "  train CONFIG.yaml [--set key=value]...   run a training job\n"
+    "  launch -n N CONFIG.yaml [options]        start N ranks of `frugal train` (mpirun or srun)\n"
+    "  train CONFIG.yaml [--set key=value]...   run a training job (one rank; every rank under mpirun)\n"
     "  prepare-data INPUT... --out DIR          turn text files into token shards\n"
     "  config [--docs | --print CONFIG.yaml]    list configuration keys, or print a resolved config\n"
     "\n"
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
         if (cmd == "train") return apps::cmd_train(args);
         if (cmd == "prepare-data") return apps::cmd_prepare_data(args);
         if (cmd == "config") return apps::cmd_config(args);
+        if (cmd == "launch") return apps::cmd_launch(args);
         std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const ConfigError& e) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "core/rng.h"
 
 namespace frugal::test {
@@ -68,5 +70,9 @@ inline std::filesystem::path temp_dir(const std::string& name) {
     std::filesystem::create_directories(p);
     return p;
 }
+
+// A few Debian fortune files prepared once into the build tree and reused by later tests and runs. Empty when the
+// fortunes package is missing (scripts/setup.sh installs it).
+std::filesystem::path test_corpus();
 
 }  // namespace frugal::test

@@ -46,6 +46,13 @@ ConfigFields TrainConfig::fields() {
           "steps between checkpoints; 0 = none (this build writes no checkpoints yet)", 0);
     f.add("checkpoint.resume", &checkpoint.resume, "none, or auto: continue from the newest valid checkpoint",
           {"none", "auto"});
+    f.add("fault.kill_rank", &fault.kill_rank,
+          "fault injection: this rank fails at the start of step fault.at_step, once per run directory; -1 = off", -1);
+    f.add("fault.at_step", &fault.at_step, "fault injection: the step (1-based) at which fault.kill_rank fails", 1);
+    f.add("fault.kind", &fault.kind,
+          "fault injection: kill (SIGKILL, as a crashed node), throw (an error, as a bug) or hang (stop responding, "
+          "as a stuck rank)",
+          {"kill", "throw", "hang"});
     return f;
 }
 
@@ -67,7 +74,8 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") / checkpoint.resume (", checkpoint.resume,
                         "): this build cannot write or read checkpoints yet: leave checkpoint.every at 0 and "
                         "checkpoint.resume at none");
-    FRUGAL_CONFIG_CHECK(model.vocab_size >= 2, "model.vocab_size must be at least 2");
+    FRUGAL_CONFIG_CHECK(fault.kill_rank < world_size, "fault.kill_rank (", fault.kill_rank,
+                        ") is not a rank of this job (", world_size, " ranks): use -1 or a rank below ", world_size);
 }
 
 namespace {

@@ -48,6 +48,14 @@ struct CheckpointSection {
     std::string resume = "none";
 };
 
+// Fault injection for tests and drills: rank kill_rank fails at the start of step at_step, once per run
+// directory (a marker file in run.out_dir keeps a relaunched job from failing again).
+struct FaultSection {
+    int64_t kill_rank = -1;  // -1 = off
+    int64_t at_step = 1;
+    std::string kind = "kill";  // kill: SIGKILL itself; throw: raise an error as a bug would; hang: stop responding
+};
+
 struct TrainConfig {
     RunSection run;
     model::ModelConfig model;
@@ -57,6 +65,7 @@ struct TrainConfig {
     ParallelSection parallel;
     PrecisionSection precision;
     CheckpointSection checkpoint;
+    FaultSection fault;
 
     // The key registry over this object's members (pointers into *this: rebuild after a copy).
     ConfigFields fields();

@@ -3,12 +3,14 @@
 #include <omp.h>
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
+#include <thread>
 
 #include "core/log.h"
 #include "data/loader.h"
@@ -63,6 +65,22 @@ std::string moe_stats_json(const model::ModelConfig& m, const std::vector<model:
     }
     os << "]";
     return os.str();
+}
+
+// The configured fault, once per run directory.
+void inject_fault(const TrainConfig& cfg) {
+    const fs::path marker = fs::path(cfg.run.out_dir) / "fault_injected";
+    if (fs::exists(marker)) return;
+    fs::create_directories(cfg.run.out_dir);
+    std::ofstream(marker) << "rank " << cfg.fault.kill_rank << " step " << cfg.fault.at_step << "\n";
+    if (cfg.fault.kind == "throw")
+        FRUGAL_THROW("injected fault (fault.kind: throw) at step ", cfg.fault.at_step, " on rank ", cfg.fault.kill_rank);
+    if (cfg.fault.kind == "hang") {
+        log::error("injected fault: rank ", cfg.fault.kill_rank, " stops responding at step ", cfg.fault.at_step);
+        for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    log::error("injected fault: rank ", cfg.fault.kill_rank, " kills itself (SIGKILL) at step ", cfg.fault.at_step);
+    std::raise(SIGKILL);
 }
 
 }  // namespace
@@ -145,6 +163,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     int64_t skipped_in_a_row = 0;
     for (int64_t step = 0; step < cfg.train.steps; ++step) {
         world.set_step(step + 1);
+        if (cfg.fault.kill_rank == dims.rank && cfg.fault.at_step == step + 1) inject_fault(cfg);
         for (auto* layer : moe_layers) layer->router().stats().reset(n_experts);
         net.params().zero_grad();
         int64_t total_valid = 0;

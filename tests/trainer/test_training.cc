@@ -5,7 +5,6 @@
 #include <cstring>
 #include <fstream>
 
-#include "data/prepare.h"
 #include "tests/util.h"
 #include "trainer/trainer.h"
 
@@ -14,23 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A few fortune files: the demo corpus, small enough for a quick run.
-fs::path corpus_dir() {
-    static fs::path dir = [] {
-        fs::path d = test::temp_dir("corpus");
-        data::PrepareOptions opt;
-        for (const char* f : {"fortunes", "computers", "science", "wisdom"}) {
-            fs::path p = fs::path("/usr/share/games/fortunes") / f;
-            if (fs::exists(p)) opt.inputs.push_back(p.string());
-        }
-        if (opt.inputs.empty()) return fs::path();
-        opt.out_dir = d.string();
-        opt.val_fraction = 0.05;
-        data::prepare_data(opt);
-        return d;
-    }();
-    return dir;
-}
+fs::path corpus_dir() { return test::test_corpus(); }
 
 trainer::TrainConfig small_config(const std::string& name) {
     trainer::TrainConfig cfg;

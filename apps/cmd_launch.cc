@@ -1,0 +1,66 @@
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "launch/launcher.h"
+
+namespace frugal::apps {
+
+namespace {
+const char* kHelp =
+    "usage: frugal launch -n N CONFIG [--set key=value]... [--hostfile FILE] [--max-restarts K] [--dry-run]\n"
+    "                     [-- MPIRUN-ARGS...]\n"
+    "       frugal launch --slurm-script OUT --nodes K --gpus-per-node G [--time HH:MM:SS] CONFIG [--set ...]\n"
+    "\n"
+    "Starts N ranks of `frugal train CONFIG` with mpirun, or with srun inside a Slurm allocation. Options may come\n"
+    "before or after CONFIG. More ranks than cores are oversubscribed; otherwise each rank is bound to its own\n"
+    "cores with OMP_NUM_THREADS set to match. The exit code is the job's; when one rank fails every rank stops.\n"
+    "\n"
+    "  -n N                 ranks to start\n"
+    "  --set key=value      configuration override for every rank (repeatable)\n"
+    "  --hostfile FILE      mpirun host file for multi-node runs\n"
+    "  --max-restarts K     relaunch after a failure, up to K times (not after a configuration error, exit 2)\n"
+    "  --dry-run            print the command instead of running it\n"
+    "  -- ARGS              passed to mpirun (or srun) unchanged\n"
+    "  --slurm-script OUT   write an sbatch script for --nodes K x --gpus-per-node G ranks instead of running\n"
+    "\n"
+    "See docs/launching.md.\n";
+
+std::string self_path() {
+    std::error_code ec;
+    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+    FRUGAL_CHECK(!ec, "cannot locate the frugal executable (/proc/self/exe): ", ec.message());
+    return p.string();
+}
+}  // namespace
+
+int cmd_launch(const Args& args) {
+    if (wants_help(args)) {
+        std::fputs(kHelp, stdout);
+        return 0;
+    }
+    launch::LaunchOptions opt = launch::parse_launch_args(args);
+    opt.frugal_binary = self_path();
+    if (!opt.slurm_script.empty()) {
+        const std::string tmp = opt.slurm_script + ".tmp";
+        {
+            std::ofstream out(tmp);
+            out << launch::slurm_script(opt);
+            FRUGAL_CHECK(out.good(), "cannot write ", tmp);
+        }
+        std::filesystem::rename(tmp, opt.slurm_script);
+        std::filesystem::permissions(opt.slurm_script, std::filesystem::perms::owner_exec,
+                                     std::filesystem::perm_options::add);
+        log::info("launch: wrote ", opt.slurm_script, " (", opt.nodes, " node(s) x ", opt.gpus_per_node,
+                  " rank(s)); submit it with: sbatch ", opt.slurm_script);
+        return 0;
+    }
+    return launch::run_job(opt);
+}
+
+}  // namespace frugal::apps

@@ -1,0 +1,205 @@
+#include "launch/launcher.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace frugal::launch {
+
+namespace fs = std::filesystem;
+
+namespace {
+int parse_int(const std::string& flag, const std::string& v, int min) {
+    char* end = nullptr;
+    long x = std::strtol(v.c_str(), &end, 10);
+    FRUGAL_CONFIG_CHECK(!v.empty() && *end == '\0', flag, ": expected an integer, got '", v, "'");
+    FRUGAL_CONFIG_CHECK(x >= min, flag, " = ", x, " must be at least ", min);
+    return int(x);
+}
+}  // namespace
+
+LaunchOptions parse_launch_args(const std::vector<std::string>& args) {
+    LaunchOptions o;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&]() -> const std::string& {
+            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), a, " needs a value (see frugal launch --help)");
+            return args[++i];
+        };
+        if (a == "--") {
+            o.mpirun_args.assign(args.begin() + long(i) + 1, args.end());
+            break;
+        } else if (a == "-n" || a == "--ranks") {
+            o.ranks = parse_int(a, value(), 1);
+        } else if (a == "--set") {
+            o.overrides.push_back(value());
+            FRUGAL_CONFIG_CHECK(o.overrides.back().find('=') != std::string::npos, "--set ", o.overrides.back(),
+                                ": expected key=value");
+        } else if (a == "--hostfile") {
+            o.hostfile = value();
+        } else if (a == "--max-restarts") {
+            o.max_restarts = parse_int(a, value(), 0);
+        } else if (a == "--dry-run") {
+            o.dry_run = true;
+        } else if (a == "--slurm-script") {
+            o.slurm_script = value();
+        } else if (a == "--nodes") {
+            o.nodes = parse_int(a, value(), 1);
+        } else if (a == "--gpus-per-node") {
+            o.gpus_per_node = parse_int(a, value(), 1);
+        } else if (a == "--time") {
+            o.time_limit = value();
+        } else if (a.rfind("-", 0) == 0) {
+            FRUGAL_CONFIG_ERROR("frugal launch: unknown option '", a, "' (see frugal launch --help)");
+        } else {
+            FRUGAL_CONFIG_CHECK(o.config.empty(), "frugal launch: two config files given ('", o.config, "' and '", a,
+                                "'): pass one");
+            o.config = a;
+        }
+    }
+    FRUGAL_CONFIG_CHECK(!o.config.empty(), "frugal launch: no config file given (see frugal launch --help)");
+    FRUGAL_CONFIG_CHECK(fs::exists(o.config), "config file ", o.config, " does not exist");
+    if (o.slurm_script.empty()) {
+        FRUGAL_CONFIG_CHECK(o.ranks > 0, "frugal launch: give the number of ranks with -n N");
+    } else {
+        FRUGAL_CONFIG_CHECK(o.gpus_per_node > 0,
+                            "--slurm-script needs --gpus-per-node G (ranks per node, one per device)");
+    }
+    return o;
+}
+
+Environment current_environment() {
+    Environment e;
+    e.cores = int(std::max(1u, std::thread::hardware_concurrency()));
+    e.in_slurm = std::getenv("SLURM_JOB_ID") != nullptr;
+    e.is_root = ::geteuid() == 0;
+    return e;
+}
+
+std::vector<std::string> build_command(const LaunchOptions& opt, const Environment& env) {
+    std::vector<std::string> cmd;
+    const std::string config = fs::absolute(opt.config).string();
+    if (env.in_slurm) {
+        // Inside an allocation srun knows the nodes; --kill-on-bad-exit stops every task when one fails.
+        cmd = {"srun", "-n", std::to_string(opt.ranks), "--kill-on-bad-exit=1"};
+    } else {
+        cmd = {"mpirun", "-n", std::to_string(opt.ranks)};
+        if (env.is_root) cmd.push_back("--allow-run-as-root");
+        if (!opt.hostfile.empty()) {
+            cmd.insert(cmd.end(), {"--hostfile", opt.hostfile});
+        } else if (opt.ranks > env.cores) {
+            // More ranks than cores: let them share, unbound (binding would pin several ranks to one core).
+            cmd.insert(cmd.end(), {"--oversubscribe", "--bind-to", "none"});
+            cmd.insert(cmd.end(), {"-x", "OMP_NUM_THREADS=1"});
+        } else {
+            // One block of cores per rank, its OpenMP threads inside it.
+            const int threads = env.cores / opt.ranks;
+            cmd.insert(cmd.end(), {"--map-by", "slot:PE=" + std::to_string(threads), "--bind-to", "core"});
+            cmd.insert(cmd.end(), {"-x", "OMP_NUM_THREADS=" + std::to_string(threads)});
+        }
+        // Remote ranks get the launching shell's search paths.
+        for (const char* v : {"PATH", "LD_LIBRARY_PATH"})
+            if (std::getenv(v)) cmd.insert(cmd.end(), {"-x", v});
+    }
+    cmd.insert(cmd.end(), opt.mpirun_args.begin(), opt.mpirun_args.end());
+    cmd.insert(cmd.end(), {opt.frugal_binary, "train", config});
+    for (const auto& s : opt.overrides) cmd.insert(cmd.end(), {"--set", s});
+    return cmd;
+}
+
+std::string shell_quote(const std::string& arg) {
+    if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,+@%") ==
+                            std::string::npos)
+        return arg;
+    std::string out = "'";
+    for (char c : arg) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+namespace {
+std::string join_command(const std::vector<std::string>& cmd) {
+    std::string s;
+    for (const auto& a : cmd) s += (s.empty() ? "" : " ") + shell_quote(a);
+    return s;
+}
+
+// Runs cmd, waits, returns its exit code (128 + signal when killed by one).
+int run_once(const std::vector<std::string>& cmd) {
+    pid_t pid = ::fork();
+    FRUGAL_CHECK(pid >= 0, "fork failed while starting ", cmd[0]);
+    if (pid == 0) {
+        std::vector<char*> argv;
+        for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execvp(argv[0], argv.data());
+        std::fprintf(stderr, "error: cannot run %s: %s (is it installed and on PATH?)\n", argv[0], std::strerror(errno));
+        std::_Exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return 1;
+}
+}  // namespace
+
+int run_job(const LaunchOptions& opt) {
+    const Environment env = current_environment();
+    const std::vector<std::string> cmd = build_command(opt, env);
+    if (opt.dry_run) {
+        std::printf("%s\n", join_command(cmd).c_str());
+        return 0;
+    }
+    log::info("launch: ", join_command(cmd));
+    for (int attempt = 0;; ++attempt) {
+        const int rc = run_once(cmd);
+        if (rc == 0) return 0;
+        // Exit code 2 is a configuration error: running it again cannot help.
+        if (rc == 2 || attempt >= opt.max_restarts) {
+            if (opt.max_restarts > 0 && rc != 2)
+                log::error("launch: the job failed with exit code ", rc, " after ", attempt, " restart(s); giving up");
+            return rc;
+        }
+        log::warn("launch: the job failed with exit code ", rc, "; restart ", attempt + 1, " of ", opt.max_restarts);
+    }
+}
+
+std::string slurm_script(const LaunchOptions& opt) {
+    const std::string config = fs::absolute(opt.config).string();
+    const std::string name = "frugal-" + fs::path(opt.config).stem().string();
+    std::ostringstream s;
+    s << "#!/bin/bash\n"
+      << "# Generated by `frugal launch --slurm-script`: " << opt.nodes << " node(s) x " << opt.gpus_per_node
+      << " rank(s), one per device. Submit with: sbatch " << opt.slurm_script << "\n"
+      << "#SBATCH --job-name=" << name << "\n"
+      << "#SBATCH --nodes=" << opt.nodes << "\n"
+      << "#SBATCH --ntasks-per-node=" << opt.gpus_per_node << "\n"
+      << "#SBATCH --gpus-per-node=" << opt.gpus_per_node << "\n"
+      << "#SBATCH --time=" << opt.time_limit << "\n"
+      << "#SBATCH --output=" << name << "-%j.out\n"
+      << "set -euo pipefail\n"
+      << "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
+      << "# Inside the allocation `frugal launch` starts the ranks with srun (--kill-on-bad-exit: one failing rank\n"
+      << "# stops them all) and relaunches after a failure up to --max-restarts times.\n"
+      << shell_quote(opt.frugal_binary) << " launch -n " << opt.nodes * opt.gpus_per_node << " " << shell_quote(config);
+    for (const auto& o : opt.overrides) s << " --set " << shell_quote(o);
+    if (opt.max_restarts > 0) s << " --max-restarts " << opt.max_restarts;
+    if (!opt.mpirun_args.empty()) {
+        s << " --";
+        for (const auto& a : opt.mpirun_args) s << " " << shell_quote(a);
+    }
+    s << "\n";
+    return s.str();
+}
+
+}  // namespace frugal::launch

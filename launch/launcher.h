@@ -1,0 +1,47 @@
+// The launcher: turns `frugal launch` into an mpirun (or, inside a Slurm allocation, srun) command line that starts
+// N ranks of `frugal train`, runs it, and relaunches it after a failure up to --max-restarts times. It also writes
+// sbatch scripts for multi-node runs. No training logic lives here.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace frugal::launch {
+
+struct LaunchOptions {
+    int ranks = 0;
+    std::string config;
+    std::vector<std::string> overrides;      // key=value, passed as --set
+    std::string hostfile;
+    int max_restarts = 0;
+    bool dry_run = false;
+    std::vector<std::string> mpirun_args;    // after "--"
+    std::string slurm_script;                // write an sbatch script here instead of running
+    int nodes = 1;
+    int gpus_per_node = 0;
+    std::string time_limit = "24:00:00";
+    std::string frugal_binary;               // absolute path of the frugal executable
+};
+
+// Parses the arguments after `launch`; throws ConfigError (exit code 2) on bad usage.
+LaunchOptions parse_launch_args(const std::vector<std::string>& args);
+
+struct Environment {
+    int cores = 1;
+    bool in_slurm = false;   // SLURM_JOB_ID is set
+    bool is_root = false;
+};
+Environment current_environment();
+
+// The command that starts the job, one argument per element.
+std::vector<std::string> build_command(const LaunchOptions& opt, const Environment& env);
+// Quotes an argument for display in a shell.
+std::string shell_quote(const std::string& arg);
+
+// Runs the job (with restarts); returns the exit code of the last attempt.
+int run_job(const LaunchOptions& opt);
+
+// An sbatch script for opt.nodes nodes with opt.gpus_per_node ranks (one per GPU) each.
+std::string slurm_script(const LaunchOptions& opt);
+
+}  // namespace frugal::launch

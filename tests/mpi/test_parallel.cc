@@ -1,0 +1,202 @@
+// Expert parallelism under mpirun (2 and 4 ranks): communicator collectives, tagged-token dispatch, count
+// invariants, combine(dispatch(x)) with identity experts and its gradient, empty experts and ranks, gradient sync.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "model/params.h"
+#include "parallel/all_to_all_dispatcher.h"
+#include "parallel/grad_sync.h"
+#include "parallel/mpi_comm.h"
+#include "parallel/parallel_dims.h"
+
+namespace frugal {
+namespace {
+
+using parallel::MpiComm;
+using parallel::ReduceOp;
+
+std::unique_ptr<MpiComm>& world() {
+    static std::unique_ptr<MpiComm> w = MpiComm::world(60.0);
+    return w;
+}
+
+TEST(Communicator, CollectivesAndSplit) {
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    ASSERT_GE(n, 2) << "run under mpirun with 2 or more ranks";
+    double v[2] = {double(r), double(r + 1)};
+    w.all_reduce(v, 2, DType::kF64, ReduceOp::kSum);
+    EXPECT_EQ(v[0], n * (n - 1) / 2.0);
+    int64_t mx = r;
+    w.all_reduce(&mx, 1, DType::kI64, ReduceOp::kMax);
+    EXPECT_EQ(mx, n - 1);
+    std::vector<int32_t> gathered(static_cast<size_t>(n));
+    int32_t mine = 10 * r;
+    w.all_gather(&mine, gathered.data(), 1, DType::kI32);
+    for (int i = 0; i < n; ++i) EXPECT_EQ(gathered[static_cast<size_t>(i)], 10 * i);
+    float b = r == 0 ? 3.5f : 0.f;
+    w.broadcast(&b, 1, DType::kF32, 0);
+    EXPECT_EQ(b, 3.5f);
+    // all_to_all: rank r sends value 100 r + j to rank j.
+    std::vector<int64_t> send(static_cast<size_t>(n)), recv(static_cast<size_t>(n));
+    for (int j = 0; j < n; ++j) send[static_cast<size_t>(j)] = 100 * r + j;
+    w.all_to_all(send.data(), recv.data(), 1, DType::kI64);
+    for (int i = 0; i < n; ++i) EXPECT_EQ(recv[static_cast<size_t>(i)], 100 * i + r);
+    // Split into even and odd ranks.
+    auto sub = w.split(r % 2, r, "parity");
+    EXPECT_EQ(sub->size(), (n + 1 - r % 2) / 2);
+    EXPECT_EQ(sub->rank(), r / 2);
+    w.barrier();
+}
+
+// Routing of source rank s, token t, choice k over E experts: a fixed function every rank can evaluate, so each
+// rank knows what every other rank sent. avoid_rank's experts are never chosen (that rank receives nothing);
+// expert 0 is never chosen either (an expert with zero tokens); drop marks some assignments dropped (-1).
+int32_t route(int s, int64_t t, int64_t k, int64_t e, int64_t local, int avoid_rank, bool drop) {
+    if (drop && (t + k) % 5 == 3) return -1;
+    for (int64_t shift = 0;; ++shift) {
+        int64_t ex = (s * 7 + t * 3 + k * 5 + shift) % e;
+        if (ex == 0 || ex / local == avoid_rank) continue;
+        return int32_t(ex);
+    }
+}
+
+struct DispatchCase {
+    int avoid_rank;
+    bool drop;
+};
+
+class TaggedDispatch : public ::testing::TestWithParam<DispatchCase> {};
+
+TEST_P(TaggedDispatch, RowsArriveWhereTheyShouldAndCombineInverts) {
+    const DispatchCase dc = GetParam();
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    const int64_t local = 2, e = local * n, k = 2, d = 4;
+    const int64_t t = 11 + r;  // ranks hold different token counts
+    // Token rows tagged with (source rank, token index).
+    std::vector<double> x(static_cast<size_t>(t * d));
+    for (int64_t i = 0; i < t; ++i) {
+        x[static_cast<size_t>(i * d + 0)] = r;
+        x[static_cast<size_t>(i * d + 1)] = double(i);
+        x[static_cast<size_t>(i * d + 2)] = 0.25 * double(i + r);
+        x[static_cast<size_t>(i * d + 3)] = -1.0 - double(r);
+    }
+    std::vector<int32_t> expert(static_cast<size_t>(t * k));
+    for (int64_t i = 0; i < t; ++i)
+        for (int64_t j = 0; j < k; ++j)
+            expert[static_cast<size_t>(i * k + j)] = route(r, i, j, e, local, dc.avoid_rank, dc.drop);
+    std::vector<double> weight(static_cast<size_t>(t * k));
+    for (int64_t i = 0; i < t * k; ++i) weight[static_cast<size_t>(i)] = 0.1 + 0.05 * double((i + r) % 7);
+
+    parallel::AllToAllDispatcher<double> disp(w, e, "test layer");
+    auto& h = disp.dispatch(x.data(), expert.data(), t, k, e, d);
+    ASSERT_EQ(int64_t(h.tokens_per_local_expert.size()), local);
+
+    // Expected arrivals: for each local expert, rows from source 0, 1, ... in (token, choice) order.
+    int64_t row = 0, kept_here = 0;
+    for (int64_t el = 0; el < local; ++el) {
+        const int64_t ge = r * local + el;
+        int64_t count = 0;
+        for (int s = 0; s < n; ++s)
+            for (int64_t i = 0; i < 11 + s; ++i)
+                for (int64_t j = 0; j < k; ++j) {
+                    if (route(s, i, j, e, local, dc.avoid_rank, dc.drop) != ge) continue;
+                    ASSERT_LT(row, h.num_expert_rows);
+                    EXPECT_EQ(h.expert_rows[row * d + 0], s) << "expert " << ge << " row " << row;
+                    EXPECT_EQ(h.expert_rows[row * d + 1], double(i)) << "expert " << ge << " row " << row;
+                    EXPECT_EQ(h.expert_rows[row * d + 2], 0.25 * double(i + s));
+                    ++row;
+                    ++count;
+                }
+        EXPECT_EQ(h.tokens_per_local_expert[static_cast<size_t>(el)], count) << "expert " << ge;
+        kept_here += count;
+        if (ge == 0) {
+            EXPECT_EQ(count, 0);
+        }
+    }
+    EXPECT_EQ(h.num_expert_rows, kept_here);
+    if (r == dc.avoid_rank) {
+        EXPECT_EQ(h.num_expert_rows, 0) << "this rank's experts were never chosen";
+    }
+
+    // sum(num_tokens_per_expert) == T*K - dropped, globally.
+    int64_t dropped_local = 0;
+    for (int32_t ex : expert) dropped_local += ex < 0;
+    int64_t tot[3] = {kept_here, t * k, dropped_local};
+    w.all_reduce(tot, 3, DType::kI64, ReduceOp::kSum);
+    EXPECT_EQ(tot[0], tot[1] - tot[2]);
+    if (dc.drop) {
+        EXPECT_GT(tot[2], 0);
+    }
+
+    // Identity experts: combine returns x times the sum of the kept choices' weights.
+    std::vector<double> y(h.expert_rows, h.expert_rows + h.num_expert_rows * d);
+    std::vector<double> out(static_cast<size_t>(t * d), 0.0);
+    disp.combine(out.data(), y.data(), weight.data());
+    for (int64_t i = 0; i < t; ++i) {
+        double wsum = 0;
+        for (int64_t j = 0; j < k; ++j) wsum += expert[static_cast<size_t>(i * k + j)] >= 0 ? weight[static_cast<size_t>(i * k + j)] : 0.0;
+        for (int64_t c = 0; c < d; ++c)
+            EXPECT_NEAR(out[static_cast<size_t>(i * d + c)], wsum * x[static_cast<size_t>(i * d + c)], 1e-12) << "token " << i;
+    }
+    // And its gradient: dx = g * sum of kept weights, dweight = <g, x> for kept choices, 0 for dropped ones.
+    std::vector<double> g(static_cast<size_t>(t * d));
+    for (int64_t i = 0; i < t * d; ++i) g[static_cast<size_t>(i)] = std::sin(double(i + 3 * r));
+    std::vector<double> dy(static_cast<size_t>(std::max<int64_t>(h.num_expert_rows, 1) * d), 0.0), dw(static_cast<size_t>(t * k), 0.0),
+        dx(static_cast<size_t>(t * d), 0.0);
+    disp.combine_backward(dy.data(), dw.data(), g.data(), y.data(), weight.data());
+    disp.dispatch_backward(dx.data(), dy.data());
+    for (int64_t i = 0; i < t; ++i) {
+        double wsum = 0, gx = 0;
+        for (int64_t j = 0; j < k; ++j) wsum += expert[static_cast<size_t>(i * k + j)] >= 0 ? weight[static_cast<size_t>(i * k + j)] : 0.0;
+        for (int64_t c = 0; c < d; ++c) {
+            EXPECT_NEAR(dx[static_cast<size_t>(i * d + c)], wsum * g[static_cast<size_t>(i * d + c)], 1e-12) << "token " << i;
+            gx += g[static_cast<size_t>(i * d + c)] * x[static_cast<size_t>(i * d + c)];
+        }
+        for (int64_t j = 0; j < k; ++j)
+            EXPECT_NEAR(dw[static_cast<size_t>(i * k + j)], expert[static_cast<size_t>(i * k + j)] >= 0 ? gx : 0.0, 1e-12);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, TaggedDispatch,
+                         ::testing::Values(DispatchCase{-1, false}, DispatchCase{1, false}, DispatchCase{0, true}));
+
+TEST(GradSync, SumsReplicatedOverAllAndExpertsOverTheirReplicas) {
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    const int64_t ep = n >= 4 ? 2 : n;  // with 4 ranks: 2 expert groups of 2, expert replicas in pairs
+    auto dims = parallel::ParallelDims::make(n, r, ep, 4);
+    auto ep_comm = w.split(dims.edp_rank, dims.ep_rank, "ep");
+    auto edp_comm = w.split(dims.ep_rank, dims.edp_rank, "edp");
+    model::ParamStore store;
+    model::Param* dense = store.add("dense", {5}, model::ParamKind::kWeight, 0.1);
+    model::Param* experts = store.add("experts", {2, 3}, model::ParamKind::kWeight, 0.1, true, {4, 3},
+                                      dims.ep_rank * 6);
+    store.allocate(DType::kF32);
+    for (int64_t i = 0; i < 5; ++i) dense->grad.data<float>()[i] = float(r + 1) * float(i);
+    for (int64_t i = 0; i < 6; ++i) experts->grad.data<float>()[i] = float(r + 1);
+    parallel::GradSync sync(store, w, *edp_comm, *ep_comm, /*bucket_elems=*/2);  // several buckets
+    sync.sync();
+    const float world_sum = float(n * (n + 1) / 2);
+    for (int64_t i = 0; i < 5; ++i) EXPECT_EQ(dense->grad.data<float>()[i], world_sum * float(i));
+    // Replicas of this rank's experts: ranks with the same ep_rank.
+    float replica_sum = 0;
+    for (int q = 0; q < n; ++q)
+        if (q % ep == dims.ep_rank) replica_sum += float(q + 1);
+    for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(experts->grad.data<float>()[i], replica_sum);
+    // The norm counts every expert once: sum over the ep group of its replica sums.
+    double expect_sq = 0;
+    for (int64_t i = 0; i < 5; ++i) expect_sq += double(world_sum * float(i)) * double(world_sum * float(i));
+    for (int e = 0; e < ep; ++e) {
+        float rs = 0;
+        for (int q = 0; q < n; ++q)
+            if (q % ep == e) rs += float(q + 1);
+        expect_sq += 6.0 * double(rs) * double(rs);
+    }
+    EXPECT_NEAR(sync.grad_sq_norm(), expect_sq, 1e-9 * expect_sq);
+}
+
+}  // namespace
+}  // namespace frugal
