@@ -93,7 +93,7 @@ TEST(Cli, HelpOnEveryCommand) {
 
 TEST(Cli, MissingDataIsAClearError) {
     CliRun r =
-        run_cli("train " + std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set data.dir=/nonexistent/dir");
+        run_cli("train " + std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set parallel.ep=1 --set data.dir=/nonexistent/dir");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.output.find("prepare-data"), std::string::npos) << r.output;
 }
@@ -107,11 +107,11 @@ TEST(Docs, ConfigReferenceIsCurrent) {
 
 TEST(Config, DemoConfigLoadsAndResolvedYamlRoundTrips) {
     trainer::TrainConfig cfg =
-        trainer::load_config(std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml", {"train.steps=7"}, 1);
+        trainer::load_config(std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml", {"train.steps=7"}, 4);
     EXPECT_EQ(cfg.train.steps, 7);
     fs::path dir = test::temp_dir("roundtrip");
     std::ofstream(dir / "resolved.yaml") << trainer::to_yaml(cfg);
-    trainer::TrainConfig again = trainer::load_config((dir / "resolved.yaml").string(), {}, 1);
+    trainer::TrainConfig again = trainer::load_config((dir / "resolved.yaml").string(), {}, 4);
     EXPECT_EQ(trainer::to_yaml(again), trainer::to_yaml(cfg));
     fs::remove_all(dir);
 }
