@@ -107,9 +107,9 @@ void MpiComm::wait(MPI_Request& request, const char* collective) {
     for (int64_t spin = 0;; ++spin) {
         FRUGAL_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
         if (done) return;
-        // Spin briefly (collectives of a step finish in microseconds to milliseconds), then yield the core:
-        // with more ranks than cores a spinning rank would starve the one it waits for.
-        if (spin > 2000) std::this_thread::sleep_for(std::chrono::microseconds(spin > 20000 ? 500 : 20));
+        // MPI progresses a non-blocking collective only inside MPI calls, so keep testing; yield the core between
+        // tests so that, with more ranks than cores, a waiting rank does not starve the one it waits for.
+        std::this_thread::yield();
         if (timeout_s_ > 0 && (spin & 63) == 0 &&
             std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_) {
             const CommContext& ctx = context();
