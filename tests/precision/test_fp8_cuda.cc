@@ -1,0 +1,81 @@
+// Frugal's FP8 and BF16 encoders against CUDA's host-side conversions (cuda_fp8.h, cuda_bf16.h compile with g++):
+// every BF16 bit pattern, 10^7 random float bit patterns, and constructed cases (exact midpoints between adjacent
+// codes and their neighbours, subnormals, overflow, infinities, NaNs of every sign and payload).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "precision/fp8.h"
+
+#ifdef FRUGAL_HAVE_CUDA_FP8_HEADERS
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#endif
+
+namespace frugal {
+namespace {
+
+using namespace precision;
+
+#ifdef FRUGAL_HAVE_CUDA_FP8_HEADERS
+struct Mismatches {
+    int64_t checked = 0, e4m3 = 0, e5m2 = 0, bf16 = 0;
+};
+
+void check(float x, Mismatches& m) {
+    ++m.checked;
+    const uint8_t c4 = __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
+    const uint8_t c5 = __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E5M2);
+    const __nv_bfloat16 b = __float2bfloat16_rn(x);
+    uint16_t cb;
+    std::memcpy(&cb, &b, 2);
+    if (c4 != encode_e4m3(x) && m.e4m3++ < 5)
+        ADD_FAILURE() << "e4m3 of " << std::hexfloat << x << ": cuda " << int(c4) << ", frugal " << int(encode_e4m3(x));
+    if (c5 != encode_e5m2(x) && m.e5m2++ < 5)
+        ADD_FAILURE() << "e5m2 of " << std::hexfloat << x << ": cuda " << int(c5) << ", frugal " << int(encode_e5m2(x));
+    if (cb != encode_bf16(x) && m.bf16++ < 5)
+        ADD_FAILURE() << "bf16 of " << std::hexfloat << x << ": cuda " << cb << ", frugal " << encode_bf16(x);
+}
+#endif
+
+TEST(Fp8Cuda, EncodersMatchCudaConversions) {
+#ifndef FRUGAL_HAVE_CUDA_FP8_HEADERS
+    GTEST_SKIP() << "cuda_fp8.h not found at configure time (CUDA toolkit absent): the exhaustive comparison needs it";
+#else
+    Mismatches m;
+    // Every BF16 bit pattern, as a float.
+    for (uint32_t b = 0; b < 65536; ++b) check(detail::bits_float(b << 16), m);
+    // Random bit patterns: every exponent, sign, NaN payload.
+    std::mt19937 gen(20261129);
+    for (int i = 0; i < 10'000'000; ++i) check(detail::bits_float(gen()), m);
+    // Random values in the FP8 ranges themselves, where most rounding happens.
+    std::uniform_real_distribution<float> mant(1.0f, 2.0f);
+    std::uniform_int_distribution<int> ex(-30, 17);
+    for (int i = 0; i < 1'000'000; ++i) check((i & 1 ? -1.0f : 1.0f) * std::ldexp(mant(gen), ex(gen)), m);
+    // Midpoints between adjacent codes (ties) and one float either side, for both formats, both signs.
+    using Decode = float (*)(uint8_t);
+    for (Decode decode : {Decode(decode_e4m3), Decode(decode_e5m2)}) {
+        for (int c = 0; c < 127; ++c) {
+            float lo = decode(uint8_t(c)), hi = decode(uint8_t(c + 1));
+            if (!std::isfinite(lo) || !std::isfinite(hi)) continue;
+            float mid = 0.5f * (lo + hi);
+            for (float v : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY), lo, hi}) {
+                check(v, m);
+                check(-v, m);
+            }
+        }
+    }
+    // Overflow boundaries, infinities, NaNs, zeros and FP32 subnormals.
+    for (float v : {448.0f, 464.0f, 479.9f, 480.0f, 57344.0f, 61440.0f, 65536.0f, 3.4e38f, INFINITY})
+        for (float s : {1.0f, -1.0f}) check(s * v, m);
+    for (uint32_t nan : {0x7FC00000u, 0x7F800001u, 0xFFC00000u, 0xFF800001u, 0x7FFFFFFFu}) check(detail::bits_float(nan), m);
+    check(0.0f, m);
+    check(-0.0f, m);
+    for (uint32_t sub = 1; sub < 0x00800000u; sub += 997) check(detail::bits_float(sub), m);
+    EXPECT_EQ(m.e4m3 + m.e5m2 + m.bf16, 0) << m.checked << " values checked";
+    std::printf("checked %lld values against CUDA's conversions\n", (long long)m.checked);
+#endif
+}
+
+}  // namespace
+}  // namespace frugal
