@@ -48,6 +48,18 @@ template <typename T>
 Transformer<T>::~Transformer() = default;
 
 template <typename T>
+void Transformer<T>::set_precision(const precision::PrecisionConfig& cfg) {
+    for (auto& b : blocks_) {
+        b->attn->set_precision(cfg);
+        if (b->moe)
+            b->moe->set_precision(cfg);
+        else
+            b->mlp->set_precision(cfg);
+    }
+    head_.set_precision(cfg, "head");
+}
+
+template <typename T>
 std::vector<MoELayer<T>*> Transformer<T>::moe_layers() {
     std::vector<MoELayer<T>*> out;
     for (auto& b : blocks_)

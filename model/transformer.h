@@ -40,6 +40,8 @@ class Transformer {
     ParamStore& params() { return store_; }
     const ModelConfig& config() const { return cfg_; }
     void init(uint64_t seed) { store_.init(seed); }
+    // Gives every linear layer its recipe (precision/recipe.h); until then all run in FP32.
+    void set_precision(const precision::PrecisionConfig& cfg);
 
     ForwardResult forward(const int32_t* tokens_BS, const int32_t* targets_BS, int64_t b, int64_t s);
     void backward(T ce_scale, T aux_scale);

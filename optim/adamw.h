@@ -39,7 +39,9 @@ struct OptimParam {
 
 class AdamW {
   public:
-    AdamW(const OptimConfig& cfg, std::vector<OptimParam> params);
+    // bf16_state: keep the moments in BF16 (rounded to nearest even after every update), halving their memory;
+    // the update itself is computed in FP32.
+    AdamW(const OptimConfig& cfg, std::vector<OptimParam> params, bool bf16_state = false);
     // One update with learning rate lr; increments the step count used for bias correction.
     void step(double lr);
     int64_t steps_taken() const { return t_; }
@@ -51,6 +53,7 @@ class AdamW {
     std::vector<OptimParam> params_;
     std::vector<Tensor> m_, v_;
     int64_t t_ = 0;
+    bool bf16_state_ = false;
 };
 
 // Sum of squares of all gradients (double accumulation); the caller all-reduces it across ranks when sharded.

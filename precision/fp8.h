@@ -19,6 +19,8 @@
 #include <cstring>
 #include <limits>
 
+#include "core/bf16.h"
+
 namespace frugal::precision {
 
 namespace detail {
@@ -109,12 +111,8 @@ inline const std::array<float, 256>& e5m2_table() {
 inline float decode_e4m3(uint8_t c) { return e4m3_table()[c]; }
 inline float decode_e5m2(uint8_t c) { return e5m2_table()[c]; }
 
-inline uint16_t encode_bf16(float x) {
-    const uint32_t u = detail::float_bits(x);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FFF;
-    return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-inline float decode_bf16(uint16_t b) { return detail::bits_float(uint32_t(b) << 16); }
+inline uint16_t encode_bf16(float x) { return float_to_bf16_bits(x); }
+inline float decode_bf16(uint16_t b) { return bf16_bits_to_float(b); }
 
 enum class Fp8Format : uint8_t { kE4M3, kE5M2 };
 

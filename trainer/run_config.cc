@@ -40,8 +40,7 @@ ConfigFields TrainConfig::fields() {
           "a collective (all-to-all, all-reduce) not finished after this many seconds stops the whole job with a "
           "message naming the step, the layer and the collective; 0 = wait forever",
           0.0);
-    f.add("precision.recipe", &precision.recipe, "numeric recipe of the matrix products; this build runs fp32 only",
-          {"fp32", "bf16", "fp8-tensorwise", "fp8-delayed", "fp8-blockwise"});
+    precision.register_fields(f, "precision.");
     f.add("checkpoint.every", &checkpoint.every,
           "steps between checkpoints; 0 = none (this build writes no checkpoints yet)", 0);
     f.add("checkpoint.resume", &checkpoint.resume, "none, or auto: continue from the newest valid checkpoint",
@@ -68,8 +67,7 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") must be a multiple of train.micro_batch (", train.micro_batch, ") x ranks (", world_size,
                         ") = ", per_step, ": set train.global_batch to ",
                         std::max<int64_t>(1, train.global_batch / per_step) * per_step);
-    FRUGAL_CONFIG_CHECK(precision.recipe == "fp32", "precision.recipe '", precision.recipe,
-                        "' is not available in this build yet: use fp32");
+    precision.validate();
     FRUGAL_CONFIG_CHECK(checkpoint.every == 0 && checkpoint.resume == "none", "checkpoint.every (", checkpoint.every,
                         ") / checkpoint.resume (", checkpoint.resume,
                         "): this build cannot write or read checkpoints yet: leave checkpoint.every at 0 and "

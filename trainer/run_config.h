@@ -9,6 +9,7 @@
 #include "core/config_fields.h"
 #include "model/config.h"
 #include "optim/adamw.h"
+#include "precision/recipe.h"
 
 namespace frugal::trainer {
 
@@ -39,10 +40,6 @@ struct ParallelSection {
     double timeout_s = 300;  // a collective unfinished after this long stops the job
 };
 
-struct PrecisionSection {
-    std::string recipe = "fp32";
-};
-
 struct CheckpointSection {
     int64_t every = 0;
     std::string resume = "none";
@@ -63,7 +60,7 @@ struct TrainConfig {
     TrainSection train;
     DataSection data;
     ParallelSection parallel;
-    PrecisionSection precision;
+    precision::PrecisionConfig precision;
     CheckpointSection checkpoint;
     FaultSection fault;
 

@@ -112,6 +112,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
 
     model::Transformer<float> net(cfg.model, dims.expert_shard(n_experts));
     net.init(uint64_t(cfg.run.seed));
+    net.set_precision(cfg.precision);
     auto moe_layers = net.moe_layers();
     if (dims.ep > 1) {
         size_t i = 0;
@@ -121,7 +122,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
                     *ep_comm, n_experts, "layer " + std::to_string(l) + " MoE dispatch"));
     }
     auto oparams = optim_params(net.params(), cfg.optim);
-    optim::AdamW opt(cfg.optim, oparams);
+    optim::AdamW opt(cfg.optim, oparams, cfg.precision.optimizer_state == "bf16");
     parallel::GradSync grad_sync(net.params(), world, *edp_comm, *ep_comm);
 
     std::ofstream metrics;

@@ -18,6 +18,10 @@ class Attention {
     void forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
     // dx_ND += d(loss)/dx ; parameter gradients added into their Params.
     void backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
+    // The four projections use the recipe of role "attention"; the attention core stays in T.
+    void set_precision(const precision::PrecisionConfig& cfg) {
+        for (Linear<T>* l : {&wq_, &wk_, &wv_, &wo_}) l->set_precision(cfg, "attention");
+    }
 
   private:
     int64_t d_, hq_, hkv_, hd_;

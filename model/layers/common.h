@@ -11,6 +11,7 @@
 #include "backend/cpu/ops.h"
 #include "core/tensor.h"
 #include "model/params.h"
+#include "precision/recipe.h"
 
 namespace frugal::model {
 
@@ -39,21 +40,27 @@ T* grad(Param* p) {
     return p->grad.data<T>();
 }
 
-// y_NO = x_NI w_OI^T. The weight lives in the ParamStore; this object is a view with the dims.
+// y_NO = x_NI w_OI^T. The weight lives in the ParamStore; this object is a view with the dims and the precision
+// recipe of its matrix products (FP32 until set_precision() gives it another): the layer code is the same for
+// every number format.
 template <typename T>
 struct Linear {
     Param* w = nullptr;
     int64_t in = 0, out = 0;
+    std::unique_ptr<precision::MatmulRecipe<T>> recipe = precision::make_fp32_recipe<T>();
 
     Linear() = default;
     Linear(ParamStore& store, const std::string& name, int64_t in_features, int64_t out_features, double std)
         : w(store.add(name, {out_features, in_features}, ParamKind::kWeight, std)),
           in(in_features),
           out(out_features) {}
-    void forward(T* y_NO, const T* x_NI, int64_t n) const { ops::linear_forward(y_NO, x_NI, value<T>(w), n, in, out); }
+    void forward(T* y_NO, const T* x_NI, int64_t n) const { recipe->forward(y_NO, x_NI, value<T>(w), n, in, out); }
     // dx_NI += dy w ; dw += dy^T x  (dx may be null)
     void backward(T* dx_NI, const T* dy_NO, const T* x_NI, int64_t n) const {
-        ops::linear_backward(dx_NI, grad<T>(w), dy_NO, x_NI, value<T>(w), n, in, out);
+        recipe->backward(dx_NI, grad<T>(w), dy_NO, x_NI, value<T>(w), n, in, out);
+    }
+    void set_precision(const precision::PrecisionConfig& cfg, const std::string& role) {
+        recipe = precision::make_matmul_recipe<T>(cfg, role);
     }
 };
 

@@ -13,13 +13,20 @@ namespace frugal::model {
 template <typename T>
 class MLP {
   public:
-    MLP(ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std, double out_std);
+    // role: "dense_ffn" or "shared_experts", the precision role of both matrices.
+    MLP(ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std, double out_std,
+        std::string role = "dense_ffn");
     void forward(T* out_ND, const T* x_ND, int64_t n);
     // dx_ND += ...; parameter gradients added.
     void backward(T* dx_ND, const T* dout_ND, const T* x_ND, int64_t n);
+    void set_precision(const precision::PrecisionConfig& cfg) {
+        w13_.set_precision(cfg, role_);
+        w2_.set_precision(cfg, role_);
+    }
 
   private:
     int64_t d_, f_;
+    std::string role_;
     Linear<T> w13_, w2_;
     Tensor gu_N2F_, h_NF_, dh_NF_, dgu_N2F_;
 };

@@ -14,6 +14,20 @@ Experts<T>::Experts(ParamStore& store, const ModelConfig& cfg, const std::string
                      first_expert * 2 * f_ * d_);
     w2_ = store.add(prefix + "w2", {num_local, d_, f_}, ParamKind::kWeight, out_std, true, {e, d_, f_},
                     first_expert * d_ * f_);
+    for (int64_t i = 0; i < num_local; ++i) {
+        r13_.push_back(precision::make_fp32_recipe<T>());
+        r2_.push_back(precision::make_fp32_recipe<T>());
+    }
+}
+
+template <typename T>
+void Experts<T>::set_precision(const precision::PrecisionConfig& cfg) {
+    r13_.clear();
+    r2_.clear();
+    for (int64_t e = 0; e < num_local_; ++e) {
+        r13_.push_back(precision::make_matmul_recipe<T>(cfg, "experts"));
+        r2_.push_back(precision::make_matmul_recipe<T>(cfg, "experts"));
+    }
 }
 
 template <typename T>
@@ -28,9 +42,9 @@ void Experts<T>::forward(T* y_RD, const T* x_RD, const std::vector<int64_t>& tok
     for (int64_t e = 0; e < num_local_; ++e) {
         const int64_t n = tokens_per_expert[size_t(e)];
         if (n == 0) continue;  // an expert with no tokens does no work and touches no buffer
-        ops::linear_forward(gu + off * 2 * f_, x_RD + off * d_, w13 + e * 2 * f_ * d_, n, d_, 2 * f_);
+        r13_[size_t(e)]->forward(gu + off * 2 * f_, x_RD + off * d_, w13 + e * 2 * f_ * d_, n, d_, 2 * f_);
         ops::swiglu_forward(h + off * f_, gu + off * 2 * f_, n, f_);
-        ops::linear_forward(y_RD + off * d_, h + off * f_, w2 + e * d_ * f_, n, f_, d_);
+        r2_[size_t(e)]->forward(y_RD + off * d_, h + off * f_, w2 + e * d_ * f_, n, f_, d_);
         off += n;
     }
 }
@@ -51,10 +65,10 @@ void Experts<T>::backward(T* dx_RD, const T* dy_RD, const T* x_RD, const std::ve
     for (int64_t e = 0; e < num_local_; ++e) {
         const int64_t n = tokens_per_expert[size_t(e)];
         if (n == 0) continue;
-        ops::linear_backward(dh + off * f_, dw2 + e * d_ * f_, dy_RD + off * d_, h + off * f_, w2 + e * d_ * f_, n, f_,
+        r2_[size_t(e)]->backward(dh + off * f_, dw2 + e * d_ * f_, dy_RD + off * d_, h + off * f_, w2 + e * d_ * f_, n, f_,
                              d_);
         ops::swiglu_backward(dgu + off * 2 * f_, dh + off * f_, gu + off * 2 * f_, n, f_);
-        ops::linear_backward(dx_RD + off * d_, dw13 + e * 2 * f_ * d_, dgu + off * 2 * f_, x_RD + off * d_,
+        r13_[size_t(e)]->backward(dx_RD + off * d_, dw13 + e * 2 * f_ * d_, dgu + off * 2 * f_, x_RD + off * d_,
                              w13 + e * 2 * f_ * d_, n, d_, 2 * f_);
         off += n;
     }

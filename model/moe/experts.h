@@ -24,6 +24,8 @@ class Experts {
     void forward(T* y_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert);
     void backward(T* dx_RD, const T* dy_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert);
     void forward_reference(T* y_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert) const;
+    // One recipe object per expert and matrix (delayed scaling keeps a history per GEMM), role "experts".
+    void set_precision(const precision::PrecisionConfig& cfg);
 
     Param* w13() const { return w13_; }
     Param* w2() const { return w2_; }
@@ -32,6 +34,7 @@ class Experts {
     int64_t d_, f_, num_local_;
     Param* w13_;
     Param* w2_;
+    std::vector<std::unique_ptr<precision::MatmulRecipe<T>>> r13_, r2_;
     Tensor gu_R2F_, h_RF_, dh_RF_, dgu_R2F_;
 };
 

@@ -14,7 +14,7 @@ MoELayer<T>::MoELayer(ParamStore& store, const ModelConfig& cfg, const std::stri
     if (cfg.moe.n_shared_experts > 0) {
         const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
         shared_ = std::make_unique<MLP<T>>(store, prefix + "shared.", d_, cfg.moe.n_shared_experts * cfg.moe.d_expert,
-                                           cfg.init_std, out_std);
+                                           cfg.init_std, out_std, "shared_experts");
     }
     dispatcher_ = std::make_unique<LocalDispatcher<T>>(e_);
 }

@@ -31,6 +31,11 @@ class MoELayer {
     void backward(T* dx_TD, const T* dout_TD, const T* x_TD, int64_t b, int64_t s, T aux_scale);
 
     void set_dispatcher(std::unique_ptr<Dispatcher<T>> dispatcher) { dispatcher_ = std::move(dispatcher); }
+    // Routed and shared experts take the configured recipe; the router stays FP32.
+    void set_precision(const precision::PrecisionConfig& cfg) {
+        experts_.set_precision(cfg);
+        if (shared_) shared_->set_precision(cfg);
+    }
     Dispatcher<T>& dispatcher() { return *dispatcher_; }
     Router<T>& router() { return router_; }
     Experts<T>& experts() { return experts_; }
