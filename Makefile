@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DFRUGAL_WERROR=ON
 MPI_ROOT_ENV = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-.PHONY: setup build demo test bench format clean docs
+.PHONY: setup build demo test bench bench-fp8 format clean docs
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,9 @@ bench: build corpus/fortunes/train.bin
 	$(BUILD_DIR)/bench_train configs/demo.yaml
 	$(MPI_ROOT_ENV) mpirun -n 2 --bind-to core -x OMP_NUM_THREADS=1 $(BUILD_DIR)/bench_dispatch
 	$(MPI_ROOT_ENV) bash bench/scaling.sh $(BUILD_DIR)/frugal
+
+bench-fp8: build corpus/fortunes/train.bin
+	$(BUILD_DIR)/bench_precision configs/demo.yaml
 
 docs: build
 	$(BUILD_DIR)/frugal config --docs > docs/config.md

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "core/error.h"
 #include "model/layers/common.h"
+#include "precision/quantize.h"
 
 namespace frugal::parallel {
 
@@ -12,8 +14,10 @@ using model::ensure;
 using model::ensure_zero;
 
 template <typename T>
-AllToAllDispatcher<T>::AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer)
-    : comm_(ep_comm), n_experts_(n_experts), ep_(ep_comm.size()), layer_(std::move(layer)) {
+AllToAllDispatcher<T>::AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer, bool fp8)
+    : comm_(ep_comm), n_experts_(n_experts), ep_(ep_comm.size()), layer_(std::move(layer)), fp8_(fp8) {
+    constexpr bool kIsFloat = std::is_same_v<T, float>;
+    FRUGAL_CHECK(!fp8 || kIsFloat, "FP8 dispatch quantizes float rows");
     FRUGAL_CHECK(n_experts % ep_ == 0, "moe.n_experts (", n_experts, ") must be divisible by parallel.ep (", ep_, ")");
     local_ = n_experts / ep_;
     send_rows_.assign(size_t(ep_), 0);
@@ -64,7 +68,34 @@ void AllToAllDispatcher<T>::dispatch_communicate() {
             off += recv_count_SE_[size_t(s * local_ + e)];
         }
     T* recv = ensure<T>(recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
-    exchange_forward(h.send_rows_RD.template data<T>(), recv);
+    if (fp8_) {
+        exchange_forward_fp8(h.send_rows_RD.template data<T>(), recv);
+    } else {
+        exchange_forward(h.send_rows_RD.template data<T>(), recv);
+        dispatch_bytes_sent_ = (h.perm.num_rows - send_rows_[size_t(comm_.rank())]) * d * int64_t(sizeof(T));
+    }
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::exchange_forward_fp8(const T* send, T* recv) {
+    if constexpr (std::is_same_v<T, float>) {
+        const int64_t d = this->handle_.d, tile = 128, groups = (d + tile - 1) / tile;
+        const int64_t rows_out = this->handle_.perm.num_rows;
+        codes_send_.resize(size_t(std::max<int64_t>(rows_out, 1) * d));
+        scales_send_.resize(size_t(std::max<int64_t>(rows_out, 1) * groups));
+        codes_recv_.resize(size_t(std::max<int64_t>(num_recv_, 1) * d));
+        scales_recv_.resize(size_t(std::max<int64_t>(num_recv_, 1) * groups));
+        precision::quantize_row_tiles(codes_send_.data(), scales_send_.data(), send, rows_out, d, tile,
+                                      precision::Fp8Format::kE4M3, true);
+        exchange(codes_send_.data(), codes_recv_.data(), d, DType::kU8, true);
+        exchange(scales_send_.data(), scales_recv_.data(), groups, DType::kF32, true);
+        precision::dequantize_row_tiles(recv, codes_recv_.data(), scales_recv_.data(), num_recv_, d, tile,
+                                        precision::Fp8Format::kE4M3);
+        dispatch_bytes_sent_ = (rows_out - send_rows_[size_t(comm_.rank())]) * (d + groups * int64_t(sizeof(float)));
+    } else {
+        (void)send;
+        (void)recv;
+    }
 }
 
 template <typename T>
@@ -81,35 +112,19 @@ void AllToAllDispatcher<T>::dispatch_finish() {
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::exchange_forward(const T* send, T* recv) {
-    const int64_t d = this->handle_.d;
+void AllToAllDispatcher<T>::exchange(const void* send, void* recv, int64_t width, DType dtype, bool forward) {
+    const std::vector<int64_t>& out_rows = forward ? send_rows_ : recv_rows_;
+    const std::vector<int64_t>& in_rows = forward ? recv_rows_ : send_rows_;
     int64_t so = 0, ro = 0;
     for (int64_t j = 0; j < ep_; ++j) {
-        send_cnt_[size_t(j)] = send_rows_[size_t(j)] * d;
+        send_cnt_[size_t(j)] = out_rows[size_t(j)] * width;
         send_dsp_[size_t(j)] = so;
         so += send_cnt_[size_t(j)];
-        recv_cnt_[size_t(j)] = recv_rows_[size_t(j)] * d;
+        recv_cnt_[size_t(j)] = in_rows[size_t(j)] * width;
         recv_dsp_[size_t(j)] = ro;
         ro += recv_cnt_[size_t(j)];
     }
-    comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
-                       DTypeOf<T>::value);
-}
-
-template <typename T>
-void AllToAllDispatcher<T>::exchange_backward(const T* send, T* recv) {
-    const int64_t d = this->handle_.d;
-    int64_t so = 0, ro = 0;
-    for (int64_t j = 0; j < ep_; ++j) {
-        send_cnt_[size_t(j)] = recv_rows_[size_t(j)] * d;
-        send_dsp_[size_t(j)] = so;
-        so += send_cnt_[size_t(j)];
-        recv_cnt_[size_t(j)] = send_rows_[size_t(j)] * d;
-        recv_dsp_[size_t(j)] = ro;
-        ro += recv_cnt_[size_t(j)];
-    }
-    comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
-                       DTypeOf<T>::value);
+    comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(), dtype);
 }
 
 template <typename T>

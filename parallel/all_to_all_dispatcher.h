@@ -29,7 +29,9 @@ template <typename T>
 class AllToAllDispatcher final : public model::Dispatcher<T> {
 public:
     // ep_comm: the expert-parallel group (its rank is this rank's ep_rank). layer: name for messages.
-    AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer);
+    // fp8: quantize the dispatched rows to E4M3 in 1 x 128 tiles with power-of-two scales (DeepSeek-V3 section
+    // 3.3) and send codes and scales; the receiver dequantizes. Combine and every backward exchange stay in T.
+    AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer, bool fp8 = false);
     int64_t first_local_expert() const override { return int64_t(comm_.rank()) * local_; }
     int64_t num_local_experts() const override { return local_; }
 
@@ -38,6 +40,8 @@ public:
     const std::vector<int64_t>& recv_rows_per_rank() const { return recv_rows_; }
     // Received rows in arrival layout [S][e][rows] (tests read the source tags here).
     const std::vector<int64_t>& recv_count_SE() const { return recv_count_SE_; }
+    // Bytes this rank sent to other ranks in the last dispatch (rows it keeps are not counted).
+    int64_t dispatch_bytes_sent() const { return dispatch_bytes_sent_; }
 
 protected:
     void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
@@ -53,9 +57,14 @@ private:
     // [S][e] arrival layout <-> [e][S] expert layout.
     void to_expert_major(T* dst, const T* src) const;
     void to_source_major(T* dst, const T* src) const;
-    // Rows from sources to experts (dispatch direction) and back (combine direction), elements = rows x D.
-    void exchange_forward(const T* send, T* recv);
-    void exchange_backward(const T* send, T* recv);
+    // Rows from sources to experts (forward: the dispatch direction) or back (the combine direction); each row is
+    // `width` elements of dtype.
+    void exchange(const void* send, void* recv, int64_t width, DType dtype, bool forward);
+    void exchange_forward(const T* send, T* recv) { exchange(send, recv, this->handle_.d, DTypeOf<T>::value, true); }
+    void exchange_backward(const T* send, T* recv) { exchange(send, recv, this->handle_.d, DTypeOf<T>::value, false); }
+    // The FP8 dispatch: codes_send [R_send, D] u8 and scales_send [R_send, ceil(D / 128)] f32 go out, the received
+    // ones are dequantized into recv.
+    void exchange_forward_fp8(const T* send, T* recv);
 
     Communicator& comm_;
     int64_t n_experts_, local_, ep_;
@@ -64,6 +73,10 @@ private:
     std::vector<int64_t> send_cnt_, send_dsp_, recv_cnt_, recv_dsp_;  // [ep] elements
     std::vector<int64_t> recv_count_SE_, recv_off_SE_, exp_off_ES_;
     int64_t num_recv_ = 0;
+    bool fp8_;
+    int64_t dispatch_bytes_sent_ = 0;
+    std::vector<uint8_t> codes_send_, codes_recv_;
+    std::vector<float> scales_send_, scales_recv_;
     Tensor recv_rows_RD_, expert_rows_RD_, back_send_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
 };
 

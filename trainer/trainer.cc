@@ -114,12 +114,17 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     net.init(uint64_t(cfg.run.seed));
     net.set_precision(cfg.precision);
     auto moe_layers = net.moe_layers();
-    if (dims.ep > 1) {
+    {
         size_t i = 0;
-        for (int64_t l = 0; l < cfg.model.n_layers; ++l)
-            if (cfg.model.is_moe_layer(l))
+        for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
+            if (!cfg.model.is_moe_layer(l)) continue;
+            if (dims.ep > 1)
                 moe_layers[i++]->set_dispatcher(std::make_unique<parallel::AllToAllDispatcher<float>>(
-                    *ep_comm, n_experts, "layer " + std::to_string(l) + " MoE dispatch"));
+                    *ep_comm, n_experts, "layer " + std::to_string(l) + " MoE dispatch", cfg.precision.fp8_dispatch));
+            else
+                moe_layers[i++]->set_dispatcher(
+                    std::make_unique<model::LocalDispatcher<float>>(n_experts, cfg.precision.fp8_dispatch));
+        }
     }
     auto oparams = optim_params(net.params(), cfg.optim);
     optim::AdamW opt(cfg.optim, oparams, cfg.precision.optimizer_state == "bf16");

@@ -1,9 +1,11 @@
 #include "model/moe/dispatcher.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "core/error.h"
 #include "model/layers/common.h"
+#include "precision/quantize.h"
 
 namespace frugal::model {
 
@@ -110,6 +112,12 @@ void LocalDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* expert_T
     build_permutation(h.perm, expert_TK, t, k, e);
     T* rows = ensure<T>(h.send_rows_RD, std::max<int64_t>(h.perm.num_rows, 1) * d);
     permute_rows(rows, x_TD, h.perm, d);
+    if constexpr (std::is_same_v<T, float>) {
+        if (fp8_)
+            precision::fake_quant_row_tiles(rows, rows, h.perm.num_rows, d, 128, precision::Fp8Format::kE4M3, true);
+    } else {
+        FRUGAL_CHECK(!fp8_, "FP8 dispatch quantizes float rows");
+    }
 }
 
 template <typename T>

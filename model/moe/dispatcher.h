@@ -104,7 +104,9 @@ class Dispatcher {
 template <typename T>
 class LocalDispatcher final : public Dispatcher<T> {
   public:
-    explicit LocalDispatcher(int64_t n_experts) : n_experts_(n_experts) {}
+    // fp8: the rows pass through the same E4M3 1 x 128 quantization as the FP8 all-to-all dispatch (so one rank
+    // computes what many do).
+    explicit LocalDispatcher(int64_t n_experts, bool fp8 = false) : n_experts_(n_experts), fp8_(fp8) {}
     int64_t first_local_expert() const override { return 0; }
     int64_t num_local_experts() const override { return n_experts_; }
 
@@ -122,6 +124,7 @@ class LocalDispatcher final : public Dispatcher<T> {
 
   private:
     int64_t n_experts_;
+    bool fp8_;
 };
 
 }  // namespace frugal::model

@@ -9,6 +9,7 @@
 #include "parallel/grad_sync.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/parallel_dims.h"
+#include "precision/quantize.h"
 
 namespace frugal {
 namespace {
@@ -196,6 +197,49 @@ TEST(GradSync, SumsReplicatedOverAllAndExpertsOverTheirReplicas) {
         expect_sq += 6.0 * double(rs) * double(rs);
     }
     EXPECT_NEAR(sync.grad_sq_norm(), expect_sq, 1e-9 * expect_sq);
+}
+
+}  // namespace
+}  // namespace frugal
+
+namespace frugal {
+namespace {
+
+TEST(Fp8Dispatch, RowsArriveAsTheirE4M3TileQuantizationAndBytesShrink) {
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    const int64_t local = 2, e = local * n, k = 2, d = 300, t = 9;  // 300 = two full tiles and a ragged one
+    auto make_x = [&](int s) {
+        std::vector<float> x(static_cast<size_t>(t * d));
+        for (int64_t i = 0; i < t * d; ++i)
+            x[static_cast<size_t>(i)] = std::sin(float(i + 17 * s)) * std::ldexp(1.0f, int(i % 13) - 6);
+        return x;
+    };
+    auto route_of = [&](int s, int64_t i, int64_t j) { return int32_t((s + i * 3 + j * 5) % e); };
+    std::vector<float> x = make_x(r);
+    std::vector<int32_t> expert(static_cast<size_t>(t * k));
+    for (int64_t i = 0; i < t; ++i)
+        for (int64_t j = 0; j < k; ++j) expert[static_cast<size_t>(i * k + j)] = route_of(r, i, j);
+    parallel::AllToAllDispatcher<float> plain(w, e, "fp32 layer"), fp8(w, e, "fp8 layer", true);
+    auto& hp = plain.dispatch(x.data(), expert.data(), t, k, e, d);
+    std::vector<float> exact(hp.expert_rows, hp.expert_rows + hp.num_expert_rows * d);
+    auto& hq = fp8.dispatch(x.data(), expert.data(), t, k, e, d);
+    ASSERT_EQ(hq.num_expert_rows, hp.num_expert_rows);
+    // Each received row equals the 1x128 E4M3 quantization (power-of-two scales) of the row its source sent.
+    std::vector<float> want(exact.size());
+    precision::fake_quant_row_tiles(want.data(), exact.data(), hp.num_expert_rows, d, 128,
+                                    precision::Fp8Format::kE4M3, true);
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(hq.expert_rows[i], want[i]) << "element " << i;
+    // Bytes to other ranks: D codes + 3 scales per row instead of 4 D.
+    const int64_t rows_out = plain.dispatch_bytes_sent() / (d * 4);
+    EXPECT_EQ(fp8.dispatch_bytes_sent(), rows_out * (d + 3 * 4));
+    // Combine stays in full precision: identity experts return the quantized rows times the weights.
+    std::vector<float> wts(static_cast<size_t>(t * k), 0.5f), out(static_cast<size_t>(t * d), 0.0f);
+    std::vector<float> y(hq.expert_rows, hq.expert_rows + hq.num_expert_rows * d);
+    fp8.combine(out.data(), y.data(), wts.data());
+    std::vector<float> xq(x.size());
+    precision::fake_quant_row_tiles(xq.data(), x.data(), t, d, 128, precision::Fp8Format::kE4M3, true);
+    for (size_t i = 0; i < xq.size(); ++i) ASSERT_FLOAT_EQ(out[i], xq[i]) << "element " << i;
 }
 
 }  // namespace
