@@ -96,6 +96,23 @@ TEST(Bf16, RoundToNearestEvenAndNaN) {
     }
 }
 
+TEST(Fp8, BulkEncodersMatchScalarOnEveryBf16PatternAndNaN) {
+    std::vector<float> x;
+    for (uint32_t b = 0; b < 65536; ++b) x.push_back(decode_bf16(uint16_t(b)));
+    for (uint32_t u : {0x7F800001u, 0xFFC00000u, 0x00000001u, 0x807FFFFFu, 0x3A800000u, 0x3A7FFFFFu}) {
+        float f;
+        std::memcpy(&f, &u, 4);
+        x.push_back(f);
+    }
+    std::vector<uint8_t> q4(x.size()), q5(x.size());
+    encode_e4m3(q4.data(), x.data(), int64_t(x.size()));
+    encode_e5m2(q5.data(), x.data(), int64_t(x.size()));
+    for (size_t i = 0; i < x.size(); ++i) {
+        ASSERT_EQ(q4[i], encode_e4m3(x[i])) << std::hexfloat << x[i];
+        ASSERT_EQ(q5[i], encode_e5m2(x[i])) << std::hexfloat << x[i];
+    }
+}
+
 TEST(Fp8, BulkMatchesScalarWithScale) {
     std::vector<float> x(1000);
     for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i)) * 30.0f;

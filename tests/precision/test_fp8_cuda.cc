@@ -33,6 +33,11 @@ void check(float x, Mismatches& m) {
         ADD_FAILURE() << "e4m3 of " << std::hexfloat << x << ": cuda " << int(c4) << ", frugal " << int(encode_e4m3(x));
     if (c5 != encode_e5m2(x) && m.e5m2++ < 5)
         ADD_FAILURE() << "e5m2 of " << std::hexfloat << x << ": cuda " << int(c5) << ", frugal " << int(encode_e5m2(x));
+    uint8_t b4 = 0, b5 = 0;
+    encode_e4m3(&b4, &x, 1);  // the bulk (vectorizable) path
+    encode_e5m2(&b5, &x, 1);
+    if (b4 != c4 && m.e4m3++ < 5) ADD_FAILURE() << "bulk e4m3 of " << std::hexfloat << x << ": " << int(b4);
+    if (b5 != c5 && m.e5m2++ < 5) ADD_FAILURE() << "bulk e5m2 of " << std::hexfloat << x << ": " << int(b5);
     if (cb != encode_bf16(x) && m.bf16++ < 5)
         ADD_FAILURE() << "bf16 of " << std::hexfloat << x << ": cuda " << cb << ", frugal " << encode_bf16(x);
 }
