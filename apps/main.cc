@@ -21,6 +21,7 @@ const char* kUsage =
     "  train CONFIG.yaml [--set key=value]...   run a training job (one rank; every rank under mpirun)\n"
     "  prepare-data INPUT... --out DIR          turn text files into token shards\n"
     "  config [--docs | --print CONFIG.yaml]    list configuration keys, or print a resolved config\n"
+    "  ckpt inspect|verify PATH                 describe or fully check a checkpoint\n"
     "\n"
     "options:\n"
     "  -h, --help      this text; `frugal <command> --help` describes a command\n"
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
         if (cmd == "prepare-data") return apps::cmd_prepare_data(args);
         if (cmd == "config") return apps::cmd_config(args);
         if (cmd == "launch") return apps::cmd_launch(args);
+        if (cmd == "ckpt") return apps::cmd_ckpt(args);
         std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const ConfigError& e) {

@@ -155,13 +155,17 @@ int run_once(const std::vector<std::string>& cmd) {
 
 int run_job(const LaunchOptions& opt) {
     const Environment env = current_environment();
-    const std::vector<std::string> cmd = build_command(opt, env);
+    std::vector<std::string> cmd = build_command(opt, env);
     if (opt.dry_run) {
         std::printf("%s\n", join_command(cmd).c_str());
         return 0;
     }
     log::info("launch: ", join_command(cmd));
     for (int attempt = 0;; ++attempt) {
+        if (attempt == 1) {
+            // Relaunches continue from the newest checkpoint that verifies (none yet: from the start).
+            cmd.insert(cmd.end(), {"--set", "checkpoint.resume=auto"});
+        }
         const int rc = run_once(cmd);
         if (rc == 0) return 0;
         // Exit code 2 is a configuration error: running it again cannot help.

@@ -45,6 +45,8 @@ class AdamW {
     // One update with learning rate lr; increments the step count used for bias correction.
     void step(double lr);
     int64_t steps_taken() const { return t_; }
+    void set_steps_taken(int64_t t) { t_ = t; }
+    bool bf16_state() const { return bf16_state_; }
     std::vector<Tensor>& exp_avg() { return m_; }
     std::vector<Tensor>& exp_avg_sq() { return v_; }
 

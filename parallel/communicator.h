@@ -42,6 +42,8 @@ public:
     virtual void all_gather(const void* send, void* recv, int64_t count, DType dtype) = 0;
     virtual void broadcast(void* buf, int64_t count, DType dtype, int root) = 0;
     virtual void barrier() = 0;
+    // The underlying MPI_Comm* for libraries that take one (parallel HDF5); nullptr for a single process.
+    virtual void* native_handle() { return nullptr; }
     // Ranks with the same color form a new communicator, ordered by key.
     virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
 

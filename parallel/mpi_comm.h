@@ -39,6 +39,7 @@ public:
     void broadcast(void* buf, int64_t count, DType dtype, int root) override;
     void barrier() override;
     std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
+    void* native_handle() override { return &comm_; }
 
     void set_timeout(double seconds) { timeout_s_ = seconds; }
 

@@ -41,17 +41,14 @@ ConfigFields TrainConfig::fields() {
           "message naming the step, the layer and the collective; 0 = wait forever",
           0.0);
     precision.register_fields(f, "precision.");
-    f.add("checkpoint.every", &checkpoint.every,
-          "steps between checkpoints; 0 = none (this build writes no checkpoints yet)", 0);
-    f.add("checkpoint.resume", &checkpoint.resume, "none, or auto: continue from the newest valid checkpoint",
-          {"none", "auto"});
+    checkpoint.register_fields(f, "checkpoint.");
     f.add("fault.kill_rank", &fault.kill_rank,
           "fault injection: this rank fails at the start of step fault.at_step, once per run directory; -1 = off", -1);
     f.add("fault.at_step", &fault.at_step, "fault injection: the step (1-based) at which fault.kill_rank fails", 1);
     f.add("fault.kind", &fault.kind,
-          "fault injection: kill (SIGKILL, as a crashed node), throw (an error, as a bug) or hang (stop responding, "
-          "as a stuck rank)",
-          {"kill", "throw", "hang"});
+          "fault injection: kill (SIGKILL, as a crashed node), throw (an error, as a bug), hang (stop responding, as "
+          "a stuck rank) or kill_in_checkpoint (rank 0 dies between writing the step's checkpoint and committing it)",
+          {"kill", "throw", "hang", "kill_in_checkpoint"});
     return f;
 }
 
@@ -68,10 +65,7 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") = ", per_step, ": set train.global_batch to ",
                         std::max<int64_t>(1, train.global_batch / per_step) * per_step);
     precision.validate();
-    FRUGAL_CONFIG_CHECK(checkpoint.every == 0 && checkpoint.resume == "none", "checkpoint.every (", checkpoint.every,
-                        ") / checkpoint.resume (", checkpoint.resume,
-                        "): this build cannot write or read checkpoints yet: leave checkpoint.every at 0 and "
-                        "checkpoint.resume at none");
+
     FRUGAL_CONFIG_CHECK(fault.kill_rank < world_size, "fault.kill_rank (", fault.kill_rank,
                         ") is not a rank of this job (", world_size, " ranks): use -1 or a rank below ", world_size);
 }

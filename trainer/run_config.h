@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/config_fields.h"
+#include "checkpoint/checkpoint.h"
 #include "model/config.h"
 #include "optim/adamw.h"
 #include "precision/recipe.h"
@@ -40,17 +41,14 @@ struct ParallelSection {
     double timeout_s = 300;  // a collective unfinished after this long stops the job
 };
 
-struct CheckpointSection {
-    int64_t every = 0;
-    std::string resume = "none";
-};
-
 // Fault injection for tests and drills: rank kill_rank fails at the start of step at_step, once per run
 // directory (a marker file in run.out_dir keeps a relaunched job from failing again).
 struct FaultSection {
     int64_t kill_rank = -1;  // -1 = off
     int64_t at_step = 1;
-    std::string kind = "kill";  // kill: SIGKILL itself; throw: raise an error as a bug would; hang: stop responding
+    // kill: SIGKILL itself; throw: raise an error as a bug would; hang: stop responding; kill_in_checkpoint: rank 0
+    // dies after writing the checkpoint of step at_step and before committing it (the rename).
+    std::string kind = "kill";
 };
 
 struct TrainConfig {
@@ -61,7 +59,7 @@ struct TrainConfig {
     DataSection data;
     ParallelSection parallel;
     precision::PrecisionConfig precision;
-    CheckpointSection checkpoint;
+    checkpoint::CheckpointConfig checkpoint;
     FaultSection fault;
 
     // The key registry over this object's members (pointers into *this: rebuild after a copy).

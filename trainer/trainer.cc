@@ -12,7 +12,10 @@
 #include <sstream>
 #include <thread>
 
+#include "checkpoint/checkpoint.h"
+#include "core/bf16.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "data/loader.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
@@ -65,6 +68,84 @@ std::string moe_stats_json(const model::ModelConfig& m, const std::vector<model:
     }
     os << "]";
     return os.str();
+}
+
+// The checkpoint's view of the training state: a TensorSlot per parameter, AdamW moment and expert bias.
+// BF16 moments are staged through FP32 buffers (BF16 values are exact in FP32), so the file format does not
+// depend on precision.optimizer_state.
+struct CheckpointSlots {
+    std::vector<checkpoint::TensorSlot> slots;
+    std::vector<std::vector<float>> staged;        // FP32 copies of BF16 moments
+    std::vector<std::pair<Tensor*, size_t>> bf16;  // moment tensor -> staged index
+
+    CheckpointSlots(model::Transformer<float>& net, optim::AdamW& opt, std::vector<model::MoELayer<float>*>& moe,
+                    const model::ModelConfig& m, const parallel::ParallelDims& dims) {
+        auto& params = net.params().params();
+        auto add = [&](const std::string& name, model::Param* p, float* data) {
+            int64_t row = 1;
+            for (size_t i = 1; i < p->global_shape.size(); ++i) row *= p->global_shape[i];
+            checkpoint::TensorSlot s;
+            s.name = name;
+            s.global_shape = p->global_shape;
+            s.row_begin = p->global_offset / std::max<int64_t>(row, 1);
+            s.local_shape = p->shape;
+            s.writer = p->is_expert ? dims.edp_rank == 0 : dims.rank == 0;
+            s.data = data;
+            slots.push_back(s);
+        };
+        for (model::Param* p : params) add("params/" + p->name, p, p->value.data<float>());
+        staged.reserve(2 * params.size());
+        for (size_t i = 0; i < params.size(); ++i)
+            for (auto [kind, moments] : {std::pair<const char*, std::vector<Tensor>*>{"exp_avg", &opt.exp_avg()},
+                                         {"exp_avg_sq", &opt.exp_avg_sq()}}) {
+                Tensor& t = (*moments)[i];
+                float* data;
+                if (opt.bf16_state()) {
+                    staged.emplace_back(size_t(t.numel()));
+                    bf16.push_back({&t, staged.size() - 1});
+                    data = staged.back().data();
+                } else {
+                    data = t.data<float>();
+                }
+                add(std::string("optim/") + kind + "/" + params[i]->name, params[i], data);
+            }
+        size_t i = 0;
+        for (int64_t l = 0; l < m.n_layers; ++l) {
+            if (!m.is_moe_layer(l)) continue;
+            checkpoint::TensorSlot s;
+            s.name = "moe/layers." + std::to_string(l) + ".expert_bias";
+            s.global_shape = {m.moe.n_experts};
+            s.local_shape = {m.moe.n_experts};
+            s.writer = dims.rank == 0;
+            s.data = moe[i++]->router().expert_bias().data();
+            slots.push_back(s);
+        }
+    }
+    void before_save() {
+        for (auto [t, k] : bf16) {
+            const uint16_t* src = static_cast<const uint16_t*>(t->raw_data());
+            for (size_t j = 0; j < staged[k].size(); ++j) staged[k][j] = bf16_bits_to_float(src[j]);
+        }
+    }
+    void after_load() {
+        for (auto [t, k] : bf16) {
+            uint16_t* dst = static_cast<uint16_t*>(t->raw_data());
+            for (size_t j = 0; j < staged[k].size(); ++j) dst[j] = float_to_bf16_bits(staged[k][j]);
+        }
+    }
+};
+
+// Steps computed after the checkpoint a run resumes from were lost to the failure: recorded in
+// run.out_dir/failures.jsonl for the accounting.
+void record_lost_steps(const std::string& out_dir, int64_t resumed_step) {
+    std::ifstream in(fs::path(out_dir) / "progress");
+    int64_t reached = resumed_step;
+    if (in >> reached && reached > resumed_step) {
+        std::ofstream(fs::path(out_dir) / "failures.jsonl", std::ios::app)
+            << "{\"resumed_from_step\": " << resumed_step << ", \"last_completed_step\": " << reached
+            << ", \"lost_steps\": " << reached - resumed_step << "}\n";
+        log::warn("steps ", resumed_step + 1, "..", reached, " were lost to the failure and are computed again");
+    }
 }
 
 // The configured fault, once per run directory.
@@ -130,11 +211,47 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     optim::AdamW opt(cfg.optim, oparams, cfg.precision.optimizer_state == "bf16");
     parallel::GradSync grad_sync(net.params(), world, *edp_comm, *ep_comm);
 
+    // Checkpoint slots: every parameter, both AdamW moments and every expert bias, in their global shapes.
+    const std::string ckpt_dir =
+        cfg.checkpoint.dir.empty() ? (fs::path(cfg.run.out_dir) / "checkpoints").string() : cfg.checkpoint.dir;
+    CheckpointSlots ckpt(net, opt, moe_layers, cfg.model, dims);
+    int64_t start_step = 0, data_position = 0;
+    if (cfg.checkpoint.resume == "auto") {
+        int64_t found = -1;
+        std::string path;
+        if (is_root) {
+            path = checkpoint::find_resumable(ckpt_dir);
+            if (!path.empty()) found = checkpoint::read_state(path).step;
+        }
+        world.set_layer("checkpoint resume");
+        world.broadcast(&found, 1, DType::kI64, 0);
+        if (found >= 0) {
+            std::ostringstream name;
+            name << "step_" << std::setw(8) << std::setfill('0') << found << ".h5";
+            path = (fs::path(ckpt_dir) / name.str()).string();
+            checkpoint::TrainingState st;
+            checkpoint::load(path, ckpt.slots, st);
+            ckpt.after_load();
+            start_step = st.step;
+            data_position = st.data_position;
+            opt.set_steps_taken(st.optimizer_steps);
+            log::info("resumed from ", path, " (step ", st.step, ", written by ", st.world_size, " ranks with ep ",
+                      st.ep, ")");
+            if (is_root) record_lost_steps(cfg.run.out_dir, st.step);
+        } else {
+            log::info("checkpoint.resume: auto found no checkpoint in ", ckpt_dir, "; starting fresh");
+        }
+    }
+    if (start_step >= cfg.train.steps)
+        log::warn("the checkpoint is at step ", start_step, ", not before train.steps (", cfg.train.steps,
+                  "): nothing left to train");
+
     std::ofstream metrics;
     if (is_root) {
         fs::create_directories(cfg.run.out_dir);
         std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
-        metrics.open(fs::path(cfg.run.out_dir) / "metrics.jsonl");
+        metrics.open(fs::path(cfg.run.out_dir) / "metrics.jsonl",
+                     start_step > 0 ? std::ios::app : std::ios::trunc);
         FRUGAL_CHECK(metrics.good(), "cannot write ", (fs::path(cfg.run.out_dir) / "metrics.jsonl").string(),
                      ": check run.out_dir");
     }
@@ -167,7 +284,9 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     auto t_window = Clock::now();
     int64_t window_tokens = 0;
     int64_t skipped_in_a_row = 0;
-    for (int64_t step = 0; step < cfg.train.steps; ++step) {
+    for (int64_t step = start_step; step < cfg.train.steps; ++step) {
+        // Global index of this step's first sample: continues from where the checkpoint left the data stream.
+        const int64_t step_first_sample = data_position + (step - start_step) * cfg.train.global_batch;
         world.set_step(step + 1);
         if (cfg.fault.kill_rank == dims.rank && cfg.fault.at_step == step + 1) inject_fault(cfg);
         for (auto* layer : moe_layers) layer->router().stats().reset(n_experts);
@@ -176,7 +295,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         for (int64_t m = 0; m < accum; ++m) {
             int32_t* tk = tokens.data() + m * micro * s;
             int32_t* tg = targets.data() + m * micro * s;
-            train_data.micro_batch(tk, tg, step, m, cfg.train.global_batch, micro, dp_rank, dp_size);
+            train_data.read_samples(tk, tg, step_first_sample + (m * dp_size + dp_rank) * micro, micro);
             for (int64_t i = 0; i < micro * s; ++i) total_valid += tg[i] != model::kIgnoreIndex;
         }
         world.set_layer("token count");
@@ -238,6 +357,28 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             sm.dropped += st.dropped;
         }
         const bool last = step + 1 == cfg.train.steps;
+        if (is_root) std::ofstream(fs::path(cfg.run.out_dir) / "progress") << step + 1 << "\n";
+        if (cfg.checkpoint.every > 0 && ((step + 1) % cfg.checkpoint.every == 0 || last)) {
+            checkpoint::TrainingState st;
+            st.step = step + 1;
+            st.tokens_seen = (step + 1) * cfg.train.global_batch * s;
+            st.data_position = step_first_sample + cfg.train.global_batch;
+            st.optimizer_steps = opt.steps_taken();
+            st.seed = cfg.run.seed;
+            st.world_size = dims.world;
+            st.ep = dims.ep;
+            st.config_yaml = to_yaml(cfg);
+            st.frugal_version = kVersion;
+            st.accounting_seconds = seconds_since(t_start) * dims.world;
+            ckpt.before_save();
+            std::function<void()> drill;
+            if (cfg.fault.kind == "kill_in_checkpoint" && cfg.fault.kill_rank == 0 && cfg.fault.at_step == step + 1)
+                drill = [&cfg] { inject_fault(cfg); };
+            const auto t0 = Clock::now();
+            const std::string path = checkpoint::save(ckpt_dir, ckpt.slots, st, world, cfg.checkpoint.keep_last,
+                                                      cfg.checkpoint.keep_every, drill);
+            log::info("checkpoint ", path, " (", std::fixed, std::setprecision(2), seconds_since(t0), " s)");
+        }
         const bool log_step = last || (step + 1) % cfg.run.log_every == 0 || step == 0;
         // Taken before validation, whose forward passes also go through the routers.
         const std::string moe_json = log_step && !moe_layers.empty() ? moe_stats_json(cfg.model, moe_layers) : "";
@@ -275,11 +416,13 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         result.history.push_back(sm);
     }
     result.seconds = seconds_since(t_start);
-    result.tokens = cfg.train.steps * cfg.train.global_batch * s;
-    result.first_loss = result.history.front().loss;
-    result.final_loss = result.history.back().loss;
-    result.final_val_loss = result.history.back().val_loss;
-    log::info("done: ", cfg.train.steps, " steps, ", result.tokens, " tokens in ", std::fixed, std::setprecision(1),
+    result.tokens = (cfg.train.steps - start_step) * cfg.train.global_batch * s;
+    if (!result.history.empty()) {
+        result.first_loss = result.history.front().loss;
+        result.final_loss = result.history.back().loss;
+        result.final_val_loss = result.history.back().val_loss;
+    }
+    log::info("done: ", cfg.train.steps - start_step, " steps, ", result.tokens, " tokens in ", std::fixed, std::setprecision(1),
               result.seconds, " s (", std::setprecision(0), double(result.tokens) / result.seconds, " tokens/s); loss ",
               std::setprecision(4), result.first_loss, " -> ", result.final_loss, ", validation loss ",
               result.final_val_loss, "; skipped steps ", result.skipped_steps, "; outputs in ", cfg.run.out_dir);

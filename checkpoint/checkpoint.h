@@ -1,0 +1,92 @@
+// HDF5 checkpoints (format: docs/checkpoint-format.md).
+//
+// One file per checkpoint step, written collectively with parallel HDF5: every tensor is stored in its GLOBAL shape
+// (experts as [n_experts, ...]) and each rank writes its own hyperslab (replicated tensors: world rank 0; expert
+// tensors: the ranks of the first expert-parallel group). Datasets are chunked with the Fletcher32 checksum filter;
+// a manifest lists every dataset's name, dtype and shape. Loading reads each rank's slice of the global tensors, so
+// a checkpoint written with one layout loads into any other.
+//
+// Commit protocol (a crash at any point leaves the previous checkpoint loadable):
+//   1. every rank writes into DIR/step_NNNNNNNN.h5.tmp; the file is closed collectively
+//   2. rank 0 fsyncs it, renames it to DIR/step_NNNNNNNN.h5 and fsyncs DIR
+//   3. rank 0 writes DIR/latest.tmp (the file name), fsyncs, renames it to DIR/latest
+//   4. retention removes older checkpoints beyond checkpoint.keep_last (except every keep_every-th step)
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/config_fields.h"
+#include "core/tensor.h"
+#include "parallel/communicator.h"
+
+namespace frugal::checkpoint {
+
+inline constexpr int64_t kFormatVersion = 1;
+
+struct CheckpointConfig {
+    int64_t every = 0;            // steps between checkpoints; 0 = none
+    std::string resume = "none";  // none | auto
+    std::string dir;              // empty: run.out_dir/checkpoints
+    int64_t keep_last = 3;
+    int64_t keep_every = 0;       // also keep every keep_every-th step's checkpoint; 0 = off
+
+    void register_fields(ConfigFields& f, const std::string& prefix);
+};
+
+// Scalars and text stored with the tensors.
+struct TrainingState {
+    int64_t step = 0;             // optimizer steps completed
+    int64_t tokens_seen = 0;
+    int64_t data_position = 0;    // global index of the next training sample
+    int64_t optimizer_steps = 0;  // AdamW's bias-correction counter
+    int64_t seed = 0;             // the run's seed: every random draw is a function of it (counter-based RNG)
+    int64_t world_size = 1, ep = 1;  // layout of the writer (informational: any layout can load)
+    std::string config_yaml;      // resolved configuration of the writer
+    std::string frugal_version;
+    double accounting_seconds = 0;   // wall time charged so far, all ranks (the accounting module adds phases)
+};
+
+// One global tensor and this rank's part of it: rows [row_begin, row_begin + local_shape[0]) along dimension 0.
+struct TensorSlot {
+    std::string name;      // dataset path, e.g. "params/layers.1.attn.wq.weight"
+    Shape global_shape;
+    int64_t row_begin = 0;
+    Shape local_shape;
+    bool writer = false;   // this rank writes its rows (exactly one writer per row across the job)
+    float* data = nullptr; // [local_shape] FP32
+};
+
+// Writes the checkpoint of `step` into dir (collective over world). before_commit, if set, runs on rank 0 after
+// the file is complete and before it is renamed (fault drills use it). Returns the final path.
+std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, const TrainingState& state,
+                 parallel::Communicator& world, int64_t keep_last, int64_t keep_every,
+                 const std::function<void()>& before_commit = {});
+
+// Reads every slot's rows and the state. Throws ConfigError naming the first missing or mismatching dataset.
+void load(const std::string& path, std::vector<TensorSlot>& slots, TrainingState& state);
+
+struct VerifyReport {
+    bool ok = false;
+    std::string error;        // first problem found
+    int64_t datasets = 0, bytes = 0;
+};
+// Full integrity check: the file opens, the manifest lists every dataset with its dtype and shape, every dataset
+// exists as listed and reads back through its checksum, the state attributes are present.
+VerifyReport verify(const std::string& path);
+
+// The newest checkpoint in dir that verifies ("" when none): the one `latest` names first, then the others by
+// descending step. Problems with newer ones are logged.
+std::string find_resumable(const std::string& dir);
+
+// Reads the state only (for `frugal ckpt inspect`).
+TrainingState read_state(const std::string& path);
+// Manifest entries: name, dtype, shape.
+struct ManifestEntry {
+    std::string name, dtype;
+    Shape shape;
+};
+std::vector<ManifestEntry> read_manifest(const std::string& path);
+
+}  // namespace frugal::checkpoint
