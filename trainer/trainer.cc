@@ -288,7 +288,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         // Global index of this step's first sample: continues from where the checkpoint left the data stream.
         const int64_t step_first_sample = data_position + (step - start_step) * cfg.train.global_batch;
         world.set_step(step + 1);
-        if (cfg.fault.kill_rank == dims.rank && cfg.fault.at_step == step + 1) inject_fault(cfg);
+        if (cfg.fault.kill_rank == dims.rank && cfg.fault.at_step == step + 1 && cfg.fault.kind != "kill_in_checkpoint")
+            inject_fault(cfg);
         for (auto* layer : moe_layers) layer->router().stats().reset(n_experts);
         net.params().zero_grad();
         int64_t total_valid = 0;
