@@ -14,6 +14,7 @@ int cmd_prepare_data(const Args& args);
 int cmd_config(const Args& args);
 int cmd_launch(const Args& args);
 int cmd_ckpt(const Args& args);
+int cmd_report(const Args& args);
 
 // True when args hold -h or --help.
 bool wants_help(const Args& args);

@@ -22,6 +22,7 @@ const char* kUsage =
     "  prepare-data INPUT... --out DIR          turn text files into token shards\n"
     "  config [--docs | --print CONFIG.yaml]    list configuration keys, or print a resolved config\n"
     "  ckpt inspect|verify PATH                 describe or fully check a checkpoint\n"
+    "  report RUN_DIR                           print a run's cost report (device-hours, dollars, MFU)\n"
     "\n"
     "options:\n"
     "  -h, --help      this text; `frugal <command> --help` describes a command\n"
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
         if (cmd == "config") return apps::cmd_config(args);
         if (cmd == "launch") return apps::cmd_launch(args);
         if (cmd == "ckpt") return apps::cmd_ckpt(args);
+        if (cmd == "report") return apps::cmd_report(args);
         std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const ConfigError& e) {

@@ -2,9 +2,7 @@
 //
 // Prints tokens/s and model FLOP/s of full training steps (forward, backward, AdamW) next to the FLOP/s of one
 // Eigen sgemm with the model's largest matmul shape, on the same threads, and their ratio.
-// Model FLOPs follow Megatron-LM's convention (6 per parameter of every matmul a token passes through, causal
-// attention core 6 * S * Hq * hd per token per layer); the embedding lookup is not a matmul.
-// TODO(#6): take the FLOP count from accounting/ once the estimator lands.
+// Model FLOPs come from accounting/flops.h (Megatron-LM's convention).
 #include <omp.h>
 
 #include <algorithm>
@@ -12,6 +10,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "accounting/flops.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 #include "model/transformer.h"
@@ -20,22 +19,6 @@
 
 using namespace frugal;
 using Clock = std::chrono::steady_clock;
-
-static double model_flops_per_token(const model::ModelConfig& m, int64_t seq) {
-    const double d = double(m.d_model), hq = double(m.n_heads), hkv = double(m.kv_heads()), hd = double(m.hd());
-    double per_layer_attn = d * hd * (hq + 2 * hkv) + hq * hd * d;
-    double params = 0;
-    for (int64_t l = 0; l < m.n_layers; ++l) {
-        params += per_layer_attn;
-        if (m.is_moe_layer(l))
-            params += 3.0 * d * double(m.moe.d_expert) * double(m.moe.top_k + m.moe.n_shared_experts) +
-                      d * double(m.moe.n_experts);
-        else
-            params += 3.0 * d * double(m.d_ff);
-    }
-    params += d * double(m.vocab_size);
-    return 6.0 * params + 6.0 * double(m.n_layers) * double(seq) * hq * hd;
-}
 
 static double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -49,7 +32,7 @@ int main(int argc, char** argv) {
             std::puts("usage: bench_train [CONFIG.yaml]  (default configs/demo.yaml)");
             return 0;
         }
-        trainer::TrainConfig cfg = trainer::load_config(path, {}, 1);
+        trainer::TrainConfig cfg = trainer::load_config(path, {"parallel.ep=1"}, 1);
         const int64_t b = cfg.train.micro_batch, s = cfg.train.seq_len, n = b * s;
         model::Transformer<float> net(cfg.model);
         net.init(1);
@@ -91,12 +74,12 @@ int main(int argc, char** argv) {
             gemm_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / 5);
         }
         const double tok_s = double(n) / median(step_s);
-        const double model_flops = tok_s * model_flops_per_token(cfg.model, s);
+        const double model_flops = tok_s * accounting::training_flops_per_token(cfg.model, s);
         const double gemm_flops = 2.0 * double(n) * double(d) * double(out) / median(gemm_s);
         std::printf("config            %s (%lld x %lld tokens per micro-batch, %d threads)\n", path.c_str(),
                     (long long)b, (long long)s, omp_get_max_threads());
         std::printf("training          %.0f tokens/s, %.2f GFLOP/s model FLOPs (%.1f MFLOP/token)\n", tok_s,
-                    model_flops / 1e9, model_flops_per_token(cfg.model, s) / 1e6);
+                    model_flops / 1e9, accounting::training_flops_per_token(cfg.model, s) / 1e6);
         std::printf("eigen sgemm       %lld x %lld x %lld: %.2f GFLOP/s\n", (long long)n, (long long)d, (long long)out,
                     gemm_flops / 1e9);
         std::printf("ratio             %.2f (model FLOP/s / GEMM FLOP/s; goal >= 0.5)\n", model_flops / gemm_flops);

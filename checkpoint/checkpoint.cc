@@ -195,6 +195,7 @@ std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, c
         write_attr_f64(file, "accounting_seconds", state.accounting_seconds);
         write_string(file, "meta/config_yaml", state.config_yaml, root, dxpl);
         write_string(file, "meta/frugal_version", state.frugal_version, root, dxpl);
+        write_string(file, "meta/accounting_json", state.accounting_json, root, dxpl);
 
         std::string manifest;
         H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
@@ -279,6 +280,7 @@ TrainingState read_state(const std::string& path) {
     st.accounting_seconds = read_attr_f64(file, "accounting_seconds");
     st.config_yaml = read_string(file, "meta/config_yaml");
     st.frugal_version = read_string(file, "meta/frugal_version");
+    st.accounting_json = read_string(file, "meta/accounting_json");
     return st;
 }
 

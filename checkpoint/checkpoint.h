@@ -45,7 +45,8 @@ struct TrainingState {
     int64_t world_size = 1, ep = 1;  // layout of the writer (informational: any layout can load)
     std::string config_yaml;      // resolved configuration of the writer
     std::string frugal_version;
-    double accounting_seconds = 0;   // wall time charged so far, all ranks (the accounting module adds phases)
+    double accounting_seconds = 0;   // device-seconds charged so far, all ranks and phases
+    std::string accounting_json;     // per-phase device-seconds so far, {"compute": s, ...}
 };
 
 // One global tensor and this rank's part of it: rows [row_begin, row_begin + local_shape[0]) along dimension 0.

@@ -23,6 +23,7 @@ enum class ReduceOp { kSum, kMax, kMin };
 struct CommContext {
     int64_t step = -1;
     std::string layer;
+    double wait_seconds = 0;  // time spent inside collectives, all communicators split from one world together
 };
 
 class Communicator {

@@ -106,7 +106,10 @@ void MpiComm::wait(MPI_Request& request, const char* collective) {
     int done = 0;
     for (int64_t spin = 0;; ++spin) {
         FRUGAL_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-        if (done) return;
+        if (done) {
+            context_->wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+            return;
+        }
         // MPI progresses a non-blocking collective only inside MPI calls, so keep testing; yield the core between
         // tests so that, with more ranks than cores, a waiting rank does not starve the one it waits for.
         std::this_thread::yield();

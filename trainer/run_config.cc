@@ -42,6 +42,7 @@ ConfigFields TrainConfig::fields() {
           0.0);
     precision.register_fields(f, "precision.");
     checkpoint.register_fields(f, "checkpoint.");
+    accounting.register_fields(f, "accounting.");
     f.add("fault.kill_rank", &fault.kill_rank,
           "fault injection: this rank fails at the start of step fault.at_step, once per run directory; -1 = off", -1);
     f.add("fault.at_step", &fault.at_step, "fault injection: the step (1-based) at which fault.kill_rank fails", 1);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/config_fields.h"
+#include "accounting/config.h"
 #include "checkpoint/checkpoint.h"
 #include "model/config.h"
 #include "optim/adamw.h"
@@ -61,6 +62,7 @@ struct TrainConfig {
     precision::PrecisionConfig precision;
     checkpoint::CheckpointConfig checkpoint;
     FaultSection fault;
+    accounting::AccountingConfig accounting;
 
     // The key registry over this object's members (pointers into *this: rebuild after a copy).
     ConfigFields fields();

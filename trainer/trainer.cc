@@ -12,6 +12,12 @@
 #include <sstream>
 #include <thread>
 
+#include <yaml-cpp/yaml.h>
+
+#include "accounting/flops.h"
+#include "accounting/hardware.h"
+#include "accounting/meter.h"
+#include "accounting/report.h"
 #include "checkpoint/checkpoint.h"
 #include "core/bf16.h"
 #include "core/log.h"
@@ -148,6 +154,42 @@ void record_lost_steps(const std::string& out_dir, int64_t resumed_step) {
     }
 }
 
+std::string phases_json(const accounting::PhaseSeconds& p) {
+    std::ostringstream os;
+    os << std::setprecision(12) << "{";
+    for (int i = 0; i < accounting::kNumPhases; ++i)
+        os << (i ? ", " : "") << "\"" << accounting::phase_name(accounting::Phase(i)) << "\": " << p[size_t(i)];
+    os << "}";
+    return os.str();
+}
+
+accounting::PhaseSeconds parse_phases(const std::string& json) {
+    accounting::PhaseSeconds p{};
+    if (json.empty()) return p;
+    YAML::Node n = YAML::Load(json);
+    for (int i = 0; i < accounting::kNumPhases; ++i)
+        if (n[accounting::phase_name(accounting::Phase(i))])
+            p[size_t(i)] = n[accounting::phase_name(accounting::Phase(i))].as<double>();
+    return p;
+}
+
+// Device-seconds the previous attempt of this run spent after the state it resumes from: its last cost.json total
+// minus what the checkpoint carried.
+double lost_device_seconds(const TrainConfig& cfg, const accounting::PhaseSeconds& carried) {
+    const fs::path cost = fs::path(cfg.run.out_dir) / "cost.json";
+    if (!fs::exists(cost)) return 0;
+    try {
+        accounting::CostReport prev = accounting::read_cost_json(cost.string());
+        double carried_total = 0;
+        for (double x : carried) carried_total += x;
+        const double lost = prev.device_hours() * 3600.0 - carried_total;
+        if (lost > 0) log::warn("accounting: ", lost / 3600.0, " device-hours of the previous attempt were lost");
+        return std::max(0.0, lost);
+    } catch (const Error&) {
+        return 0;
+    }
+}
+
 // The configured fault, once per run directory.
 void inject_fault(const TrainConfig& cfg) {
     const fs::path marker = fs::path(cfg.run.out_dir) / "fault_injected";
@@ -173,6 +215,7 @@ TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)
 
 TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
                   const std::function<void(const StepMetrics&)>& on_step) {
+    accounting::Meter meter;
     const int64_t n_experts = cfg.model.moe.n_experts;
     const parallel::ParallelDims dims = parallel::ParallelDims::make(world.size(), world.rank(), cfg.parallel.ep,
                                                                      n_experts);
@@ -216,6 +259,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         cfg.checkpoint.dir.empty() ? (fs::path(cfg.run.out_dir) / "checkpoints").string() : cfg.checkpoint.dir;
     CheckpointSlots ckpt(net, opt, moe_layers, cfg.model, dims);
     int64_t start_step = 0, data_position = 0;
+    accounting::PhaseSeconds carried_accounting{};
     if (cfg.checkpoint.resume == "auto") {
         int64_t found = -1;
         std::string path;
@@ -235,6 +279,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             start_step = st.step;
             data_position = st.data_position;
             opt.set_steps_taken(st.optimizer_steps);
+            carried_accounting = parse_phases(st.accounting_json);
             log::info("resumed from ", path, " (step ", st.step, ", written by ", st.world_size, " ranks with ep ",
                       st.ep, ")");
             if (is_root) record_lost_steps(cfg.run.out_dir, st.step);
@@ -279,7 +324,33 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     };
     std::vector<int64_t> counts(size_t(2 * std::max<int64_t>(n_experts, 1) + 1));
 
+    // Accounting: the device, its price and peak, device-seconds carried over from the checkpoint and lost to a
+    // failure since then.
+    const auto catalogue = accounting::load_catalogue(cfg.accounting.hardware);
+    const accounting::Device device = accounting::find_device(catalogue, cfg.accounting.device, "accounting.device");
+    accounting::CostReport report;
+    report.device = device.key;
+    report.device_name = device.name;
+    report.price_per_hour = cfg.accounting.price_per_hour > 0 ? cfg.accounting.price_per_hour : device.price_per_hour;
+    report.ranks = dims.world;
+    report.flops_per_token = accounting::training_flops_per_token(cfg.model, s);
+    report.peak_tflops_per_device = device.peak_tflops(cfg.precision.recipe.rfind("fp8", 0) == 0);
+    report.projection_tokens = cfg.accounting.projection_tokens;
+    accounting::PhaseSeconds carried = carried_accounting;
+    if (is_root && cfg.checkpoint.resume == "auto") carried[size_t(accounting::Phase::kLost)] += lost_device_seconds(cfg, carried);
+    world.set_layer("accounting");
+    world.broadcast(carried.data(), accounting::kNumPhases, DType::kF64, 0);
+    auto totals = [&]() {
+        accounting::PhaseSeconds mine = meter.snapshot();
+        world.set_layer("accounting");
+        world.all_reduce(mine.data(), accounting::kNumPhases, DType::kF64, parallel::ReduceOp::kSum);
+        for (int i = 0; i < accounting::kNumPhases; ++i) mine[size_t(i)] += carried[size_t(i)];
+        return mine;
+    };
+    const std::string cost_path = (fs::path(cfg.run.out_dir) / "cost.json").string();
+
     TrainResult result;
+    meter.charge(accounting::Phase::kStartup, meter.wall());
     const auto t_start = Clock::now();
     auto t_window = Clock::now();
     int64_t window_tokens = 0;
@@ -293,12 +364,16 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         for (auto* layer : moe_layers) layer->router().stats().reset(n_experts);
         net.params().zero_grad();
         int64_t total_valid = 0;
+        auto data_scope = std::make_unique<accounting::Meter::Scope>(meter, accounting::Phase::kData);
         for (int64_t m = 0; m < accum; ++m) {
             int32_t* tk = tokens.data() + m * micro * s;
             int32_t* tg = targets.data() + m * micro * s;
             train_data.read_samples(tk, tg, step_first_sample + (m * dp_size + dp_rank) * micro, micro);
             for (int64_t i = 0; i < micro * s; ++i) total_valid += tg[i] != model::kIgnoreIndex;
         }
+        data_scope.reset();
+        const double comm0 = world.context().wait_seconds;
+        const auto t_compute = Clock::now();
         world.set_layer("token count");
         world.all_reduce(&total_valid, 1, DType::kI64, parallel::ReduceOp::kSum);
         const float ce_scale = total_valid > 0 ? 1.0f / float(total_valid) : 0.0f;
@@ -357,6 +432,11 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             sm.max_imbalance = std::max(sm.max_imbalance, st.imbalance());
             sm.dropped += st.dropped;
         }
+        {
+            const double comm = world.context().wait_seconds - comm0;
+            meter.charge(accounting::Phase::kCompute, seconds_since(t_compute) - comm);
+            meter.charge(accounting::Phase::kCommunication, comm);
+        }
         const bool last = step + 1 == cfg.train.steps;
         if (is_root) std::ofstream(fs::path(cfg.run.out_dir) / "progress") << step + 1 << "\n";
         if (cfg.checkpoint.every > 0 && ((step + 1) % cfg.checkpoint.every == 0 || last)) {
@@ -370,12 +450,15 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             st.ep = dims.ep;
             st.config_yaml = to_yaml(cfg);
             st.frugal_version = kVersion;
-            st.accounting_seconds = seconds_since(t_start) * dims.world;
+            const accounting::PhaseSeconds so_far = totals();
+            st.accounting_json = phases_json(so_far);
+            for (double x : so_far) st.accounting_seconds += x;
             ckpt.before_save();
             std::function<void()> drill;
             if (cfg.fault.kind == "kill_in_checkpoint" && cfg.fault.kill_rank == 0 && cfg.fault.at_step == step + 1)
                 drill = [&cfg] { inject_fault(cfg); };
             const auto t0 = Clock::now();
+            accounting::Meter::Scope io(meter, accounting::Phase::kCheckpoint);
             const std::string path = checkpoint::save(ckpt_dir, ckpt.slots, st, world, cfg.checkpoint.keep_last,
                                                       cfg.checkpoint.keep_every, drill);
             log::info("checkpoint ", path, " (", std::fixed, std::setprecision(2), seconds_since(t0), " s)");
@@ -383,7 +466,10 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         const bool log_step = last || (step + 1) % cfg.run.log_every == 0 || step == 0;
         // Taken before validation, whose forward passes also go through the routers.
         const std::string moe_json = log_step && !moe_layers.empty() ? moe_stats_json(cfg.model, moe_layers) : "";
-        if (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0)) sm.val_loss = evaluate();
+        if (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0)) {
+            accounting::Meter::Scope eval(meter, accounting::Phase::kEvaluation);
+            sm.val_loss = evaluate();
+        }
         sm.elapsed_s = seconds_since(t_start);
 
         if (log_step) {
@@ -397,7 +483,12 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             line << "  lr " << std::scientific << std::setprecision(2) << sm.lr << std::fixed << "  gnorm "
                  << std::setprecision(3) << sm.grad_norm << "  tok/s " << std::setprecision(0) << sm.tokens_per_s;
             if (!moe_layers.empty()) line << "  imbalance " << std::setprecision(2) << sm.max_imbalance;
+            report.device_seconds = totals();
+            report.tokens = double((step + 1 - start_step) * cfg.train.global_batch * s);
+            report.train_seconds = seconds_since(t_start);
+            line << "  cost $" << std::setprecision(4) << report.cost_usd();
             line << "  elapsed " << std::setprecision(1) << sm.elapsed_s << "s";
+            if (is_root) std::ofstream(cost_path) << accounting::to_json(report);
             log::info(line.str());
             if (is_root) {
             metrics << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
@@ -423,10 +514,15 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         result.final_loss = result.history.back().loss;
         result.final_val_loss = result.history.back().val_loss;
     }
+    report.device_seconds = totals();
+    report.tokens = double(result.tokens);
+    report.train_seconds = result.seconds;
+    if (is_root) std::ofstream(cost_path) << accounting::to_json(report);
     log::info("done: ", cfg.train.steps - start_step, " steps, ", result.tokens, " tokens in ", std::fixed, std::setprecision(1),
               result.seconds, " s (", std::setprecision(0), double(result.tokens) / result.seconds, " tokens/s); loss ",
               std::setprecision(4), result.first_loss, " -> ", result.final_loss, ", validation loss ",
               result.final_val_loss, "; skipped steps ", result.skipped_steps, "; outputs in ", cfg.run.out_dir);
+    log::info(accounting::format_report(report), "  written to ", cost_path);
     return result;
 }
 
