@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "accounting/hardware.h"
 #include "parallel/parallel_dims.h"
 
 namespace frugal::trainer {
@@ -66,6 +67,8 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") = ", per_step, ": set train.global_batch to ",
                         std::max<int64_t>(1, train.global_batch / per_step) * per_step);
     precision.validate();
+    // The device must be in the catalogue before anything is allocated.
+    accounting::find_device(accounting::load_catalogue(accounting.hardware), accounting.device, "accounting.device");
 
     FRUGAL_CONFIG_CHECK(fault.kill_rank < world_size, "fault.kill_rank (", fault.kill_rank,
                         ") is not a rank of this job (", world_size, " ranks): use -1 or a rank below ", world_size);
