@@ -18,7 +18,9 @@ struct ParamCounts {
     double active_no_embed = 0;  // active without the input embedding and the output head
 };
 
+// Main model only; multi-token-prediction modules are counted by mtp_params().
 ParamCounts count_params(const model::ModelConfig& m);
+double mtp_params(const model::ModelConfig& m);
 // Training FLOPs per token at sequence length seq_len.
 double training_flops_per_token(const model::ModelConfig& m, int64_t seq_len);
 

@@ -15,6 +15,7 @@ int cmd_config(const Args& args);
 int cmd_launch(const Args& args);
 int cmd_ckpt(const Args& args);
 int cmd_report(const Args& args);
+int cmd_estimate(const Args& args);
 
 // True when args hold -h or --help.
 bool wants_help(const Args& args);

@@ -23,6 +23,7 @@ const char* kUsage =
     "  config [--docs | --print CONFIG.yaml]    list configuration keys, or print a resolved config\n"
     "  ckpt inspect|verify PATH                 describe or fully check a checkpoint\n"
     "  report RUN_DIR                           print a run's cost report (device-hours, dollars, MFU)\n"
+    "  estimate MODEL --tokens N --gpu G ...    price a planned training run (GPU-hours, days, dollars, memory)\n"
     "\n"
     "options:\n"
     "  -h, --help      this text; `frugal <command> --help` describes a command\n"
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
         if (cmd == "launch") return apps::cmd_launch(args);
         if (cmd == "ckpt") return apps::cmd_ckpt(args);
         if (cmd == "report") return apps::cmd_report(args);
+        if (cmd == "estimate") return apps::cmd_estimate(args);
         std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const ConfigError& e) {

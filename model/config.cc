@@ -57,6 +57,16 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "init_std", &init_std,
           "standard deviation of the normal initialization; output projections use init_std / sqrt(2 n_layers)", 0.0,
           10.0);
+    f.add(p + "attention", &attention,
+          "gqa (multi-head / grouped-query) or mla (DeepSeek's multi-head latent attention: counted by the "
+          "accounting and `frugal estimate`, not trainable yet)",
+          {"gqa", "mla"});
+    f.add(p + "q_lora_rank", &q_lora_rank, "mla: rank of the query compression; 0 = no compression", 0);
+    f.add(p + "kv_lora_rank", &kv_lora_rank, "mla: rank of the key/value compression", 1);
+    f.add(p + "qk_nope_head_dim", &qk_nope_head_dim, "mla: per-head query/key width without rotary embedding", 1);
+    f.add(p + "qk_rope_head_dim", &qk_rope_head_dim, "mla: per-head query/key width with rotary embedding", 0);
+    f.add(p + "v_head_dim", &v_head_dim, "mla: per-head value width", 1);
+    f.add(p + "mtp_modules", &mtp_modules, "multi-token-prediction modules (counted separately; not trained yet)", 0);
     moe.register_fields(f, "moe.");
 }
 

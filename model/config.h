@@ -42,6 +42,16 @@ struct ModelConfig {
     bool qk_norm = false;  // per-head RMSNorm on queries and keys (Qwen3)
     bool tie_embeddings = false;
     double init_std = 0.02;
+    // Multi-head latent attention (DeepSeek-V2/V3). The accounting counts it; training it is not implemented yet
+    // and the trainer refuses it.
+    std::string attention = "gqa";  // gqa | mla
+    int64_t q_lora_rank = 0;        // 0: queries projected directly (DeepSeek-V2-Lite)
+    int64_t kv_lora_rank = 512;
+    int64_t qk_nope_head_dim = 128;
+    int64_t qk_rope_head_dim = 64;
+    int64_t v_head_dim = 128;
+    // Multi-token-prediction modules (DeepSeek-V3): counted separately by the accounting, not trained yet.
+    int64_t mtp_modules = 0;
     MoEConfig moe;
 
     void register_fields(ConfigFields& f, const std::string& prefix);

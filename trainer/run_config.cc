@@ -67,6 +67,10 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") = ", per_step, ": set train.global_batch to ",
                         std::max<int64_t>(1, train.global_batch / per_step) * per_step);
     precision.validate();
+    FRUGAL_CONFIG_CHECK(model.attention == "gqa", "model.attention '", model.attention,
+                        "' is counted by `frugal estimate` but cannot be trained yet: use gqa");
+    FRUGAL_CONFIG_CHECK(model.mtp_modules == 0, "model.mtp_modules (", model.mtp_modules,
+                        ") is counted by `frugal estimate` but cannot be trained yet: set it to 0");
     // The device must be in the catalogue before anything is allocated.
     accounting::find_device(accounting::load_catalogue(accounting.hardware), accounting.device, "accounting.device");
 

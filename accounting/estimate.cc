@@ -1,0 +1,150 @@
+#include "accounting/estimate.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <iomanip>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace frugal::accounting {
+
+double parse_count(const std::string& text, const std::string& what) {
+    FRUGAL_CONFIG_CHECK(!text.empty(), what, ": empty value");
+    double mult = 1;
+    std::string num = text;
+    switch (std::toupper(static_cast<unsigned char>(text.back()))) {
+        case 'K': mult = 1e3; break;
+        case 'M': mult = 1e6; break;
+        case 'B':
+        case 'G': mult = 1e9; break;
+        case 'T': mult = 1e12; break;
+        default: mult = 0;
+    }
+    if (mult != 0) num = text.substr(0, text.size() - 1);
+    else mult = 1;
+    char* end = nullptr;
+    const double v = std::strtod(num.c_str(), &end);
+    FRUGAL_CONFIG_CHECK(!num.empty() && *end == '\0' && std::isfinite(v), what, " '", text,
+                        "' is not a number: write e.g. 14.8T, 180K, 2.5e9 (suffixes K, M, B, T)");
+    FRUGAL_CONFIG_CHECK(v > 0, what, " '", text, "' must be positive");
+    return v * mult;
+}
+
+Estimate estimate(const EstimateInput& in) {
+    Estimate e;
+    const model::ModelConfig& m = in.model;
+    const int64_t seq = in.seq_len > 0 ? in.seq_len : m.max_seq_len;
+    e.params = count_params(m);
+    e.mtp_params = mtp_params(m);
+    e.flops_per_token = training_flops_per_token(m, seq);
+    e.total_flops = e.flops_per_token * in.tokens;
+    e.peak_tflops = in.device.peak_tflops(in.fp8);
+    const double peak = e.peak_tflops * 1e12;
+    if (in.mfu > 0) {
+        FRUGAL_CONFIG_CHECK(peak > 0, "--mfu needs a device peak; ", in.device.key, " has none for this precision");
+        e.tokens_per_gpu_second = in.mfu * peak / e.flops_per_token;
+    } else if (in.gpu_hours_per_trillion > 0) {
+        e.tokens_per_gpu_second = 1e12 / (in.gpu_hours_per_trillion * 3600.0);
+    } else {
+        e.tokens_per_gpu_second = in.tokens_per_gpu_second;
+    }
+    FRUGAL_CONFIG_CHECK(e.tokens_per_gpu_second > 0,
+                        "give the throughput: --mfu X, --gpu-hours-per-trillion-tokens X, --tokens-per-gpu-second X "
+                        "or --from-run RUN_DIR");
+    e.gpu_hours = in.tokens / e.tokens_per_gpu_second / 3600.0;
+    e.wall_days = e.gpu_hours / double(in.gpus) / 24.0;
+    e.cost_usd = e.gpu_hours * (in.price_per_hour > 0 ? in.price_per_hour : in.device.price_per_hour);
+    e.mfu = peak > 0 ? e.tokens_per_gpu_second * e.flops_per_token / peak : 0;
+
+    // Memory per GPU. Parameters: replicated ones split by tensor and pipeline parallelism, experts also by expert
+    // parallelism. Bytes per parameter (mixed precision): BF16 weights 2, FP32 gradients 4, FP32 master weights and
+    // two FP32 moments 12 (about 18 in all; ZeRO paper, arXiv 1910.02054). ZeRO stage z shards the optimizer (z >= 1),
+    // the gradients (z >= 2) and the weights (z >= 3) over the data-parallel group.
+    double expert_params = 0;
+    for (int64_t l = 0; l < m.n_layers; ++l)
+        if (m.is_moe_layer(l)) expert_params += 3.0 * double(m.d_model) * double(m.moe.d_expert) * double(m.moe.n_experts);
+    const double dense_params = e.params.total - expert_params;
+    const double per_gpu = dense_params / double(in.tp * in.pp) + expert_params / double(in.ep * in.tp * in.pp);
+    const double dp = std::max(1.0, double(in.gpus) / double(in.tp * in.pp));
+    e.mem_weights = 2.0 * per_gpu / (in.zero >= 3 ? dp : 1.0);
+    e.mem_grads = 4.0 * per_gpu / (in.zero >= 2 ? dp : 1.0);
+    e.mem_optimizer = 12.0 * per_gpu / (in.zero >= 1 ? dp : 1.0);
+    // Activations of one sequence per layer without recomputation, 16-bit (Korthikanti et al., arXiv 2205.05198):
+    // s h (34 + 5 a s / h) bytes; the 5 a s / h term is the stored attention-score matrix, which a fused
+    // (flash) attention kernel does not keep, so it is counted only with flash_attention = false. Split by tensor
+    // parallelism; with a 1F1B pipeline the first stage keeps pp micro-batches of its n_layers / pp layers in
+    // flight, i.e. n_layers layers' worth.
+    const double s = double(seq), h = double(m.d_model), a = double(m.n_heads);
+    const double per_token = 34.0 + (in.flash_attention ? 0.0 : 5.0 * a * s / h);
+    e.mem_activations = double(m.n_layers) * s * h * per_token / double(in.tp);
+    e.mem_total = e.mem_weights + e.mem_grads + e.mem_optimizer + e.mem_activations;
+    e.mem_capacity = in.device.memory_gb * 1e9;
+    e.fits = e.mem_capacity <= 0 || e.mem_total <= e.mem_capacity;
+    return e;
+}
+
+namespace {
+std::string human(double v) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(2);
+    if (v >= 1e12) os << v / 1e12 << "T";
+    else if (v >= 1e9) os << v / 1e9 << "B";
+    else if (v >= 1e6) os << v / 1e6 << "M";
+    else if (v >= 1e3) os << v / 1e3 << "K";
+    else os << v;
+    return os.str();
+}
+}  // namespace
+
+std::string format_estimate(const EstimateInput& in, const Estimate& e) {
+    std::ostringstream os;
+    os << std::fixed;
+    os << "model                 " << in.model_label << "\n";
+    os << "parameters            " << human(e.params.total) << " total, " << human(e.params.active)
+       << " activated per token (" << human(e.params.active_no_embed) << " without embedding and head)";
+    if (e.mtp_params > 0) os << "; multi-token prediction " << human(e.mtp_params) << " more";
+    os << "\n";
+    os << "FLOPs per token       " << human(e.flops_per_token) << " (training, 6 per matmul parameter + causal "
+       << "attention at sequence length " << (in.seq_len > 0 ? in.seq_len : in.model.max_seq_len) << ")\n";
+    os << "total FLOPs           " << std::scientific << std::setprecision(3) << e.total_flops << std::fixed << " for "
+       << human(in.tokens) << " tokens\n";
+    os << "throughput            " << std::setprecision(0) << e.tokens_per_gpu_second << " tokens per GPU-second\n";
+    os << "GPU-hours             " << std::setprecision(0) << e.gpu_hours << " (" << human(e.gpu_hours) << ")\n";
+    os << "wall clock            " << std::setprecision(1) << e.wall_days << " days on " << in.gpus << " x "
+       << in.device.name << "\n";
+    os << "cost                  $" << std::setprecision(0) << e.cost_usd << " at $" << std::setprecision(2)
+       << (in.price_per_hour > 0 ? in.price_per_hour : in.device.price_per_hour) << " per GPU-hour\n";
+    os << "MFU                   " << std::setprecision(1) << 100 * e.mfu << "% of " << std::setprecision(0)
+       << e.peak_tflops << " TFLOP/s (" << (in.fp8 ? "FP8" : "BF16") << " dense peak)";
+    if (in.mfu <= 0) os << ", implied";
+    os << "\n";
+    os << "memory per GPU        " << std::setprecision(1) << e.mem_total / 1e9 << " GB = weights "
+       << e.mem_weights / 1e9 << " + gradients " << e.mem_grads / 1e9 << " + optimizer " << e.mem_optimizer / 1e9
+       << " + activations " << e.mem_activations / 1e9 << " (ep " << in.ep << ", pp " << in.pp << ", tp " << in.tp
+       << ", ZeRO " << in.zero << ")";
+    if (!e.fits)
+        os << "\nwarning: " << std::setprecision(1) << e.mem_total / 1e9 << " GB does not fit in the " << in.device.name
+           << "'s " << in.device.memory_gb << " GB: raise --ep, --pp or --tp, or use --zero 2 or 3";
+    os << "\n";
+    return os.str();
+}
+
+std::string estimate_json(const EstimateInput& in, const Estimate& e) {
+    std::ostringstream os;
+    os << std::setprecision(12);
+    os << "{\"model\": \"" << in.model_label << "\", \"total_params\": " << e.params.total
+       << ", \"active_params\": " << e.params.active
+       << ", \"active_params_without_embeddings\": " << e.params.active_no_embed << ", \"mtp_params\": " << e.mtp_params
+       << ", \"flops_per_token\": " << e.flops_per_token << ", \"total_flops\": " << e.total_flops
+       << ", \"tokens\": " << in.tokens << ", \"gpu\": \"" << in.device.key << "\", \"gpus\": " << in.gpus
+       << ", \"tokens_per_gpu_second\": " << e.tokens_per_gpu_second << ", \"gpu_hours\": " << e.gpu_hours
+       << ", \"wall_days\": " << e.wall_days << ", \"cost_usd\": " << e.cost_usd << ", \"mfu\": " << e.mfu
+       << ", \"peak_tflops\": " << e.peak_tflops << ", \"memory_per_gpu_bytes\": {\"weights\": " << e.mem_weights
+       << ", \"gradients\": " << e.mem_grads << ", \"optimizer\": " << e.mem_optimizer
+       << ", \"activations\": " << e.mem_activations << ", \"total\": " << e.mem_total
+       << ", \"capacity\": " << e.mem_capacity << "}, \"fits\": " << (e.fits ? "true" : "false") << "}\n";
+    return os.str();
+}
+
+}  // namespace frugal::accounting
