@@ -51,6 +51,32 @@ TEST(Estimate, HuggingFaceConfigsLoadToTheSameCounts) {
     EXPECT_NEAR((lite.active_no_embed + 102400.0 * 2048) / 2.4e9, 1.0, 0.03) << lite.active_no_embed;
 }
 
+TEST(Estimate, EveryHuggingFaceFamilyLoadsWithItsPublishedSize) {
+    // (file, published total, published activated). Published: OLMoE-1B-7B 6.9B / 1.3B; Qwen1.5-MoE-A2.7B
+    // (qwen2_moe) 14.3B / 2.7B; GLM-4.5-Air (glm4_moe) 106B / 12B. Attention biases (qwen2_moe, glm4_moe) and
+    // the shared-expert gate (qwen2_moe) are not in Frugal's model: a few million parameters, well inside 1%.
+    struct Case {
+        const char* file;
+        double total, active;
+    };
+    for (Case c : {Case{"olmoe.json", 6.9e9, 1.3e9}, Case{"qwen2_moe.json", 14.3e9, 2.7e9},
+                   Case{"glm4_moe.json", 106e9, 12e9}}) {
+        auto n = accounting::count_params(accounting::model_from_hf_config(kHf + c.file));
+        EXPECT_NEAR(n.total / c.total, 1.0, 0.01) << c.file << " total " << n.total;
+        EXPECT_LE(std::min(std::fabs(n.active / c.active - 1), std::fabs(n.active_no_embed / c.active - 1)), 0.03)
+            << c.file << " active " << n.active << " / " << n.active_no_embed;
+    }
+    // ERNIE-4.5-21B-A3B publishes rounded figures ("21B", "3B"); check the count by hand instead: 27 MoE layers
+    // (64 experts of 3*2560*1536, 2 shared, router) and 1 dense layer (3*2560*12288), GQA 20/4 heads of 128, tied
+    // embedding 103424*2560, norms.
+    auto ernie = accounting::count_params(accounting::model_from_hf_config(kHf + "ernie4_5_moe.json"));
+    const double attn = 2560.0 * 128 * (20 + 8) + 20.0 * 128 * 2560, expert = 3.0 * 2560 * 1536, norms = 2 * 2560.0;
+    const double want = 27 * (attn + norms + 66 * expert + 2560.0 * 64) + (attn + norms + 3.0 * 2560 * 12288) +
+                        103424.0 * 2560 + 2560;
+    EXPECT_DOUBLE_EQ(ernie.total, want);
+    EXPECT_NEAR(ernie.active_no_embed / 3e9, 1.0, 0.03) << ernie.active_no_embed;
+}
+
 TEST(Estimate, DeepSeekV3BudgetIsReproducedExactly) {
     accounting::EstimateInput in;
     in.model = accounting::load_model("deepseek-v3", kPresets, nullptr);
