@@ -8,10 +8,10 @@
 namespace frugal::accounting {
 
 struct AccountingConfig {
-    std::string device = "cpu";     // a key of the hardware catalogue
-    double price_per_hour = 0;      // 0: the catalogue's price
-    std::string hardware;           // catalogue file; empty: the built-in configs/hardware.yaml
-    double projection_tokens = 1e9; // the cost report projects training this many tokens at the measured speed
+    std::string device = "cpu";      // a key of the hardware catalogue
+    double price_per_hour = 0;       // 0: the catalogue's price
+    std::string hardware;            // catalogue file; empty: the built-in configs/hardware.yaml
+    double projection_tokens = 1e9;  // the cost report projects training this many tokens at the measured speed
 
     void register_fields(ConfigFields& f, const std::string& p) {
         f.add(p + "device", &device,

@@ -14,15 +14,26 @@ double parse_count(const std::string& text, const std::string& what) {
     double mult = 1;
     std::string num = text;
     switch (std::toupper(static_cast<unsigned char>(text.back()))) {
-        case 'K': mult = 1e3; break;
-        case 'M': mult = 1e6; break;
+        case 'K':
+            mult = 1e3;
+            break;
+        case 'M':
+            mult = 1e6;
+            break;
         case 'B':
-        case 'G': mult = 1e9; break;
-        case 'T': mult = 1e12; break;
-        default: mult = 0;
+        case 'G':
+            mult = 1e9;
+            break;
+        case 'T':
+            mult = 1e12;
+            break;
+        default:
+            mult = 0;
     }
-    if (mult != 0) num = text.substr(0, text.size() - 1);
-    else mult = 1;
+    if (mult != 0)
+        num = text.substr(0, text.size() - 1);
+    else
+        mult = 1;
     char* end = nullptr;
     const double v = std::strtod(num.c_str(), &end);
     FRUGAL_CONFIG_CHECK(!num.empty() && *end == '\0' && std::isfinite(v), what, " '", text,
@@ -63,7 +74,8 @@ Estimate estimate(const EstimateInput& in) {
     // the gradients (z >= 2) and the weights (z >= 3) over the data-parallel group.
     double expert_params = 0;
     for (int64_t l = 0; l < m.n_layers; ++l)
-        if (m.is_moe_layer(l)) expert_params += 3.0 * double(m.d_model) * double(m.moe.d_expert) * double(m.moe.n_experts);
+        if (m.is_moe_layer(l))
+            expert_params += 3.0 * double(m.d_model) * double(m.moe.d_expert) * double(m.moe.n_experts);
     const double dense_params = e.params.total - expert_params;
     const double per_gpu = dense_params / double(in.tp * in.pp) + expert_params / double(in.ep * in.tp * in.pp);
     const double dp = std::max(1.0, double(in.gpus) / double(in.tp * in.pp));
@@ -88,11 +100,16 @@ namespace {
 std::string human(double v) {
     std::ostringstream os;
     os << std::fixed << std::setprecision(2);
-    if (v >= 1e12) os << v / 1e12 << "T";
-    else if (v >= 1e9) os << v / 1e9 << "B";
-    else if (v >= 1e6) os << v / 1e6 << "M";
-    else if (v >= 1e3) os << v / 1e3 << "K";
-    else os << v;
+    if (v >= 1e12)
+        os << v / 1e12 << "T";
+    else if (v >= 1e9)
+        os << v / 1e9 << "B";
+    else if (v >= 1e6)
+        os << v / 1e6 << "M";
+    else if (v >= 1e3)
+        os << v / 1e3 << "K";
+    else
+        os << v;
     return os.str();
 }
 }  // namespace

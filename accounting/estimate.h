@@ -18,10 +18,10 @@ struct EstimateInput {
     Device device;
     double price_per_hour = 0;  // 0: the device's
     int64_t gpus = 1;
-    int64_t seq_len = 0;        // 0: model.max_seq_len
+    int64_t seq_len = 0;  // 0: model.max_seq_len
     // Exactly one throughput source (the others < 0).
     double mfu = -1, gpu_hours_per_trillion = -1, tokens_per_gpu_second = -1;
-    bool fp8 = false;           // MFU against the FP8 peak
+    bool fp8 = false;  // MFU against the FP8 peak
     int64_t ep = 1, pp = 1, tp = 1, zero = 1;
     bool flash_attention = true;  // attention scores are not stored (fused attention kernel)
 };

@@ -15,8 +15,8 @@ LayerParams layer_params(const model::ModelConfig& m, int64_t layer) {
         const double qk = double(m.qk_nope_head_dim + m.qk_rope_head_dim), v = double(m.v_head_dim);
         const double qlr = double(m.q_lora_rank), kvr = double(m.kv_lora_rank);
         const double q_proj = m.q_lora_rank > 0 ? d * qlr + qlr * hq * qk : d * hq * qk;
-        p.attention = q_proj + d * (kvr + double(m.qk_rope_head_dim)) + kvr * hq * (double(m.qk_nope_head_dim) + v) +
-                      hq * v * d;
+        p.attention =
+            q_proj + d * (kvr + double(m.qk_rope_head_dim)) + kvr * hq * (double(m.qk_nope_head_dim) + v) + hq * v * d;
         p.norms = 2 * d + kvr + (m.q_lora_rank > 0 ? qlr : 0);
     } else {
         // GQA projections: d * hd * (q + 2 kv) + q * hd * d (Megatron's h*(q + 2kv) + q*h).

@@ -13,8 +13,8 @@
 namespace frugal::accounting {
 
 struct ParamCounts {
-    double total = 0;          // every parameter
-    double active = 0;         // what one token touches: embedding, head, attention, dense, shared, top-k, routers
+    double total = 0;            // every parameter
+    double active = 0;           // what one token touches: embedding, head, attention, dense, shared, top-k, routers
     double active_no_embed = 0;  // active without the input embedding and the output head
 };
 

@@ -4,14 +4,22 @@ namespace frugal::accounting {
 
 const char* phase_name(Phase p) {
     switch (p) {
-        case Phase::kStartup: return "startup";
-        case Phase::kCompute: return "compute";
-        case Phase::kCommunication: return "communication";
-        case Phase::kData: return "data";
-        case Phase::kCheckpoint: return "checkpoint";
-        case Phase::kEvaluation: return "evaluation";
-        case Phase::kIdle: return "idle";
-        case Phase::kLost: return "lost";
+        case Phase::kStartup:
+            return "startup";
+        case Phase::kCompute:
+            return "compute";
+        case Phase::kCommunication:
+            return "communication";
+        case Phase::kData:
+            return "data";
+        case Phase::kCheckpoint:
+            return "checkpoint";
+        case Phase::kEvaluation:
+            return "evaluation";
+        case Phase::kIdle:
+            return "idle";
+        case Phase::kLost:
+            return "lost";
     }
     return "?";
 }

@@ -15,7 +15,7 @@ const char* phase_name(Phase p);
 using PhaseSeconds = std::array<double, kNumPhases>;
 
 class Meter {
-public:
+  public:
     Meter() : start_(Clock::now()) {}
     void charge(Phase p, double seconds) { seconds_[size_t(p)] += seconds; }
     // Moves seconds from one phase to another (communication measured inside a compute interval).
@@ -29,19 +29,19 @@ public:
 
     // Charges the time between construction and destruction to a phase.
     class Scope {
-    public:
+      public:
         Scope(Meter& m, Phase p) : m_(m), p_(p), t0_(Clock::now()) {}
         ~Scope() { m_.charge(p_, std::chrono::duration<double>(Clock::now() - t0_).count()); }
         Scope(const Scope&) = delete;
         Scope& operator=(const Scope&) = delete;
 
-    private:
+      private:
         Meter& m_;
         Phase p_;
         std::chrono::steady_clock::time_point t0_;
     };
 
-private:
+  private:
     using Clock = std::chrono::steady_clock;
     Clock::time_point start_;
     PhaseSeconds seconds_{};

@@ -70,11 +70,13 @@ model::ModelConfig model_from_hf_config(const std::string& path) {
     } else if (type == "qwen3_moe" || type == "qwen2_moe" || type == "olmoe") {
         m.moe.n_experts = req("num_experts").as<int64_t>();
         m.moe.top_k = req("num_experts_per_tok").as<int64_t>();
-        m.moe.d_expert = type == "olmoe" ? req("intermediate_size").as<int64_t>() : req("moe_intermediate_size").as<int64_t>();
+        m.moe.d_expert =
+            type == "olmoe" ? req("intermediate_size").as<int64_t>() : req("moe_intermediate_size").as<int64_t>();
         m.qk_norm = type != "qwen2_moe";
         if (c["mlp_only_layers"] && c["mlp_only_layers"].IsSequence() && c["mlp_only_layers"].size() > 0)
-            FRUGAL_CONFIG_ERROR(path, ": \"mlp_only_layers\" (dense layers between MoE layers) cannot be expressed: "
-                                      "Frugal's dense layers are the first dense_layers blocks");
+            FRUGAL_CONFIG_ERROR(path,
+                                ": \"mlp_only_layers\" (dense layers between MoE layers) cannot be expressed: "
+                                "Frugal's dense layers are the first dense_layers blocks");
         FRUGAL_CONFIG_CHECK(opt_i("decoder_sparse_step", 1) == 1, path,
                             ": \"decoder_sparse_step\" != 1 (MoE every other layer) cannot be expressed");
         if (type == "qwen2_moe") {

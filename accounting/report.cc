@@ -103,10 +103,10 @@ std::string format_report(const CostReport& r) {
        << std::setprecision(2) << 100 * r.mfu() << "% of " << r.ranks << " x " << std::setprecision(3)
        << r.peak_tflops_per_device << " TFLOP/s peak\n";
     if (r.projection_tokens > 0 && r.tokens_per_s() > 0)
-        os << std::setprecision(0) << "  projection: " << r.projection_tokens << " tokens at this throughput = "
-           << std::setprecision(2) << r.projection_device_hours() << " device-hours, "
-           << r.projection_device_hours() / double(r.ranks) / 24.0 << " days on " << r.ranks << " devices, $"
-           << r.projection_device_hours() * r.price_per_hour << "\n";
+        os << std::setprecision(0) << "  projection: " << r.projection_tokens
+           << " tokens at this throughput = " << std::setprecision(2) << r.projection_device_hours()
+           << " device-hours, " << r.projection_device_hours() / double(r.ranks) / 24.0 << " days on " << r.ranks
+           << " devices, $" << r.projection_device_hours() * r.price_per_hour << "\n";
     return os.str();
 }
 

@@ -58,24 +58,42 @@ int cmd_estimate(const Args& args) {
             return args[++i];
         };
         auto count = [&]() { return accounting::parse_count(value(), a); };
-        if (a == "--tokens") tokens = count();
-        else if (a == "--gpu") gpu = value();
-        else if (a == "--gpus") gpus = count();
-        else if (a == "--mfu") in.mfu = count();
-        else if (a == "--gpu-hours-per-trillion-tokens") in.gpu_hours_per_trillion = count();
-        else if (a == "--tokens-per-gpu-second") in.tokens_per_gpu_second = count();
-        else if (a == "--from-run") from_run = value();
-        else if (a == "--seq-len") in.seq_len = int64_t(count());
-        else if (a == "--ep") in.ep = int64_t(count());
-        else if (a == "--pp") in.pp = int64_t(count());
-        else if (a == "--tp") in.tp = int64_t(count());
-        else if (a == "--zero") in.zero = int64_t(std::stoll(value()));
-        else if (a == "--fp8") in.fp8 = true;
-        else if (a == "--no-flash-attention") in.flash_attention = false;
-        else if (a == "--price") in.price_per_hour = count();
-        else if (a == "--hardware") hardware = value();
-        else if (a == "--json") json = true;
-        else if (a.rfind("-", 0) == 0) FRUGAL_CONFIG_ERROR("frugal estimate: unknown option '", a, "' (see --help)");
+        if (a == "--tokens")
+            tokens = count();
+        else if (a == "--gpu")
+            gpu = value();
+        else if (a == "--gpus")
+            gpus = count();
+        else if (a == "--mfu")
+            in.mfu = count();
+        else if (a == "--gpu-hours-per-trillion-tokens")
+            in.gpu_hours_per_trillion = count();
+        else if (a == "--tokens-per-gpu-second")
+            in.tokens_per_gpu_second = count();
+        else if (a == "--from-run")
+            from_run = value();
+        else if (a == "--seq-len")
+            in.seq_len = int64_t(count());
+        else if (a == "--ep")
+            in.ep = int64_t(count());
+        else if (a == "--pp")
+            in.pp = int64_t(count());
+        else if (a == "--tp")
+            in.tp = int64_t(count());
+        else if (a == "--zero")
+            in.zero = int64_t(std::stoll(value()));
+        else if (a == "--fp8")
+            in.fp8 = true;
+        else if (a == "--no-flash-attention")
+            in.flash_attention = false;
+        else if (a == "--price")
+            in.price_per_hour = count();
+        else if (a == "--hardware")
+            hardware = value();
+        else if (a == "--json")
+            json = true;
+        else if (a.rfind("-", 0) == 0)
+            FRUGAL_CONFIG_ERROR("frugal estimate: unknown option '", a, "' (see --help)");
         else {
             FRUGAL_CONFIG_CHECK(model_source.empty(), "frugal estimate: two models given ('", model_source, "' and '",
                                 a, "')");
@@ -87,10 +105,12 @@ int cmd_estimate(const Args& args) {
     FRUGAL_CONFIG_CHECK(!gpu.empty(), "frugal estimate: --gpu DEVICE is required, e.g. --gpu h800");
     FRUGAL_CONFIG_CHECK(gpus >= 1, "frugal estimate: --gpus N is required, e.g. --gpus 2048");
     FRUGAL_CONFIG_CHECK(in.zero >= 0 && in.zero <= 3, "--zero ", in.zero, " must be a ZeRO stage: 0, 1, 2 or 3");
-    const int sources = (in.mfu > 0) + (in.gpu_hours_per_trillion > 0) + (in.tokens_per_gpu_second > 0) +
-                        !from_run.empty();
-    FRUGAL_CONFIG_CHECK(sources == 1, "give exactly one of --mfu, --gpu-hours-per-trillion-tokens, "
-                                      "--tokens-per-gpu-second, --from-run (", sources, " given)");
+    const int sources =
+        (in.mfu > 0) + (in.gpu_hours_per_trillion > 0) + (in.tokens_per_gpu_second > 0) + !from_run.empty();
+    FRUGAL_CONFIG_CHECK(sources == 1,
+                        "give exactly one of --mfu, --gpu-hours-per-trillion-tokens, "
+                        "--tokens-per-gpu-second, --from-run (",
+                        sources, " given)");
     FRUGAL_CONFIG_CHECK(in.mfu <= 0 || in.mfu <= 1, "--mfu ", in.mfu, " must be a fraction (e.g. 0.4)");
     if (!from_run.empty()) {
         auto r = accounting::read_cost_json((std::filesystem::path(from_run) / "cost.json").string());

@@ -9,9 +9,10 @@ namespace frugal::apps {
 
 int cmd_report(const Args& args) {
     if (args.empty() || wants_help(args)) {
-        std::fputs("usage: frugal report RUN_DIR\n\nPrints the cost report of a run again from RUN_DIR/cost.json: "
-                   "device-hours and dollars per phase, MFU, projection.\n",
-                   args.empty() ? stderr : stdout);
+        std::fputs(
+            "usage: frugal report RUN_DIR\n\nPrints the cost report of a run again from RUN_DIR/cost.json: "
+            "device-hours and dollars per phase, MFU, projection.\n",
+            args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
     const std::filesystem::path dir(args[0]);

@@ -28,7 +28,9 @@ int main(int argc, char** argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     if (argc > 1 && (std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help")) {
-        if (rank == 0) std::puts("usage: mpirun -n N bench_dispatch [tokens_per_rank=8192] [d_model=1024] [n_experts=8*N] [top_k=2]");
+        if (rank == 0)
+            std::puts(
+                "usage: mpirun -n N bench_dispatch [tokens_per_rank=8192] [d_model=1024] [n_experts=8*N] [top_k=2]");
         MPI_Finalize();
         return 0;
     }
@@ -74,7 +76,8 @@ int main(int argc, char** argv) {
         // The same rows, raw: there and back with MPI_Alltoallv on prepared buffers.
         const auto& srows = disp.send_rows_per_rank();
         const auto& rrows = disp.recv_rows_per_rank();
-        std::vector<int> sc(static_cast<size_t>(size)), sd(static_cast<size_t>(size)), rc(static_cast<size_t>(size)), rd(static_cast<size_t>(size));
+        std::vector<int> sc(static_cast<size_t>(size)), sd(static_cast<size_t>(size)), rc(static_cast<size_t>(size)),
+            rd(static_cast<size_t>(size));
         int64_t so = 0, ro = 0;
         for (int j = 0; j < size; ++j) {
             sc[static_cast<size_t>(j)] = int(srows[static_cast<size_t>(j)] * d);
@@ -84,7 +87,8 @@ int main(int argc, char** argv) {
             rd[static_cast<size_t>(j)] = int(ro);
             ro += rc[static_cast<size_t>(j)];
         }
-        std::vector<float> sbuf(static_cast<size_t>(std::max<int64_t>(so, 1))), rbuf(static_cast<size_t>(std::max<int64_t>(ro, 1)));
+        std::vector<float> sbuf(static_cast<size_t>(std::max<int64_t>(so, 1))),
+            rbuf(static_cast<size_t>(std::max<int64_t>(ro, 1)));
         MPI_Barrier(MPI_COMM_WORLD);
         t0 = std::chrono::steady_clock::now();
         MPI_Alltoallv(sbuf.data(), sc.data(), sd.data(), MPI_FLOAT, rbuf.data(), rc.data(), rd.data(), MPI_FLOAT,
@@ -127,10 +131,11 @@ int main(int argc, char** argv) {
         std::printf("raw alltoallv x2  %.3f ms  %.2f GB/s per rank\n", median(raw) * 1e3, bytes / median(raw) / 1e9);
         std::printf("ratio             %.2f (dispatch+combine bandwidth / raw; goal >= 0.8)\n",
                     median(raw) / median(ours));
-        std::printf("dispatch bytes    %.0f per token row fp32, %.0f with precision.fp8_dispatch (%.2fx less); "
-                    "fp8 dispatch+combine %.3f ms\n",
-                    double(disp.dispatch_bytes_sent()) / rows_out, double(fp8.dispatch_bytes_sent()) / rows_out,
-                    double(disp.dispatch_bytes_sent()) / double(fp8.dispatch_bytes_sent()), fp8_s * 1e3);
+        std::printf(
+            "dispatch bytes    %.0f per token row fp32, %.0f with precision.fp8_dispatch (%.2fx less); "
+            "fp8 dispatch+combine %.3f ms\n",
+            double(disp.dispatch_bytes_sent()) / rows_out, double(fp8.dispatch_bytes_sent()) / rows_out,
+            double(disp.dispatch_bytes_sent()) / double(fp8.dispatch_bytes_sent()), fp8_s * 1e3);
     }
     world.reset();
     MPI_Finalize();

@@ -46,8 +46,8 @@ int main(int argc, char** argv) {
             double mean = 0;
             for (size_t i = n - tail; i < n; ++i) mean += r.history[i].loss;
             rows.push_back({recipe, mean / double(tail), double(r.tokens) / r.seconds});
-            std::printf("%-15s mean loss of the last %zu steps %.5f, %.0f tokens/s\n", recipe, tail, rows.back().tail_loss,
-                        rows.back().tokens_per_s);
+            std::printf("%-15s mean loss of the last %zu steps %.5f, %.0f tokens/s\n", recipe, tail,
+                        rows.back().tail_loss, rows.back().tokens_per_s);
             std::fflush(stdout);
         }
         std::printf("\n%-15s %22s %18s\n", "recipe", "rel. loss error vs fp32", "throughput vs fp32");

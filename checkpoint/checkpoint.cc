@@ -46,8 +46,8 @@ struct H5Id {
     operator hid_t() const { return id; }
 };
 
-#define FRUGAL_H5_CHECK(expr, ...)                                  \
-    do {                                                            \
+#define FRUGAL_H5_CHECK(expr, ...)                                             \
+    do {                                                                       \
         if ((expr) < 0) FRUGAL_THROW("HDF5: " #expr " failed: ", __VA_ARGS__); \
     } while (0)
 
@@ -110,7 +110,8 @@ void write_attr_f64(hid_t obj, const char* name, double v) {
 }
 int64_t read_attr_i64(hid_t obj, const char* name) {
     H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-    if (a.id < 0) FRUGAL_CONFIG_ERROR("checkpoint attribute '", name, "' is missing: not a Frugal checkpoint, or corrupt");
+    if (a.id < 0)
+        FRUGAL_CONFIG_ERROR("checkpoint attribute '", name, "' is missing: not a Frugal checkpoint, or corrupt");
     int64_t v = 0;
     FRUGAL_H5_CHECK(H5Aread(a, H5T_NATIVE_INT64, &v), "attribute ", name);
     return v;
@@ -215,8 +216,8 @@ std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, c
             if (s.writer && !ldims.empty() && ldims[0] > 0) {
                 std::vector<hsize_t> start(gdims.size(), 0);
                 start[0] = hsize_t(s.row_begin);
-                FRUGAL_H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, ldims.data(), nullptr),
-                                s.name);
+                FRUGAL_H5_CHECK(
+                    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, ldims.data(), nullptr), s.name);
             } else {
                 H5Sselect_none(fspace);
                 H5Sselect_none(mspace);
@@ -247,8 +248,10 @@ std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, c
         std::vector<int64_t> steps;
         for (const auto& e : fs::directory_iterator(dir)) {
             const std::string n = e.path().filename().string();
-            if (int64_t st = step_of(n); st >= 0) steps.push_back(st);
-            else if (n.size() > 4 && n.substr(n.size() - 4) == ".tmp" && n != "latest.tmp") fs::remove(e.path());
+            if (int64_t st = step_of(n); st >= 0)
+                steps.push_back(st);
+            else if (n.size() > 4 && n.substr(n.size() - 4) == ".tmp" && n != "latest.tmp")
+                fs::remove(e.path());
         }
         std::sort(steps.rbegin(), steps.rend());
         for (size_t i = size_t(keep_last); i < steps.size(); ++i) {
@@ -383,7 +386,8 @@ std::string find_resumable(const std::string& dir) {
         if (std::find(candidates.begin(), candidates.end(), p) == candidates.end()) candidates.push_back(p);
     for (const std::string& p : candidates) {
         if (!fs::exists(p)) {
-            log::warn("checkpoint ", p, " named by ", (fs::path(dir) / "latest").string(), " is missing; looking further");
+            log::warn("checkpoint ", p, " named by ", (fs::path(dir) / "latest").string(),
+                      " is missing; looking further");
             continue;
         }
         VerifyReport v = verify(p);

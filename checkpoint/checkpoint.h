@@ -30,33 +30,33 @@ struct CheckpointConfig {
     std::string resume = "none";  // none | auto
     std::string dir;              // empty: run.out_dir/checkpoints
     int64_t keep_last = 3;
-    int64_t keep_every = 0;       // also keep every keep_every-th step's checkpoint; 0 = off
+    int64_t keep_every = 0;  // also keep every keep_every-th step's checkpoint; 0 = off
 
     void register_fields(ConfigFields& f, const std::string& prefix);
 };
 
 // Scalars and text stored with the tensors.
 struct TrainingState {
-    int64_t step = 0;             // optimizer steps completed
+    int64_t step = 0;  // optimizer steps completed
     int64_t tokens_seen = 0;
-    int64_t data_position = 0;    // global index of the next training sample
-    int64_t optimizer_steps = 0;  // AdamW's bias-correction counter
-    int64_t seed = 0;             // the run's seed: every random draw is a function of it (counter-based RNG)
+    int64_t data_position = 0;       // global index of the next training sample
+    int64_t optimizer_steps = 0;     // AdamW's bias-correction counter
+    int64_t seed = 0;                // the run's seed: every random draw is a function of it (counter-based RNG)
     int64_t world_size = 1, ep = 1;  // layout of the writer (informational: any layout can load)
-    std::string config_yaml;      // resolved configuration of the writer
+    std::string config_yaml;         // resolved configuration of the writer
     std::string frugal_version;
-    double accounting_seconds = 0;   // device-seconds charged so far, all ranks and phases
-    std::string accounting_json;     // per-phase device-seconds so far, {"compute": s, ...}
+    double accounting_seconds = 0;  // device-seconds charged so far, all ranks and phases
+    std::string accounting_json;    // per-phase device-seconds so far, {"compute": s, ...}
 };
 
 // One global tensor and this rank's part of it: rows [row_begin, row_begin + local_shape[0]) along dimension 0.
 struct TensorSlot {
-    std::string name;      // dataset path, e.g. "params/layers.1.attn.wq.weight"
+    std::string name;  // dataset path, e.g. "params/layers.1.attn.wq.weight"
     Shape global_shape;
     int64_t row_begin = 0;
     Shape local_shape;
-    bool writer = false;   // this rank writes its rows (exactly one writer per row across the job)
-    float* data = nullptr; // [local_shape] FP32
+    bool writer = false;    // this rank writes its rows (exactly one writer per row across the job)
+    float* data = nullptr;  // [local_shape] FP32
 };
 
 // Writes the checkpoint of `step` into dir (collective over world). before_commit, if set, runs on rank 0 after
@@ -70,7 +70,7 @@ void load(const std::string& path, std::vector<TensorSlot>& slots, TrainingState
 
 struct VerifyReport {
     bool ok = false;
-    std::string error;        // first problem found
+    std::string error;  // first problem found
     int64_t datasets = 0, bytes = 0;
 };
 // Full integrity check: the file opens, the manifest lists every dataset with its dtype and shape, every dataset

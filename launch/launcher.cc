@@ -117,8 +117,9 @@ std::vector<std::string> build_command(const LaunchOptions& opt, const Environme
 }
 
 std::string shell_quote(const std::string& arg) {
-    if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,+@%") ==
-                            std::string::npos)
+    if (!arg.empty() &&
+        arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,+@%") ==
+            std::string::npos)
         return arg;
     std::string out = "'";
     for (char c : arg) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -141,7 +142,8 @@ int run_once(const std::vector<std::string>& cmd) {
         for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
         argv.push_back(nullptr);
         ::execvp(argv[0], argv.data());
-        std::fprintf(stderr, "error: cannot run %s: %s (is it installed and on PATH?)\n", argv[0], std::strerror(errno));
+        std::fprintf(stderr, "error: cannot run %s: %s (is it installed and on PATH?)\n", argv[0],
+                     std::strerror(errno));
         std::_Exit(127);
     }
     int status = 0;

@@ -11,16 +11,16 @@ namespace frugal::launch {
 struct LaunchOptions {
     int ranks = 0;
     std::string config;
-    std::vector<std::string> overrides;      // key=value, passed as --set
+    std::vector<std::string> overrides;  // key=value, passed as --set
     std::string hostfile;
     int max_restarts = 0;
     bool dry_run = false;
-    std::vector<std::string> mpirun_args;    // after "--"
-    std::string slurm_script;                // write an sbatch script here instead of running
+    std::vector<std::string> mpirun_args;  // after "--"
+    std::string slurm_script;              // write an sbatch script here instead of running
     int nodes = 1;
     int gpus_per_node = 0;
     std::string time_limit = "24:00:00";
-    std::string frugal_binary;               // absolute path of the frugal executable
+    std::string frugal_binary;  // absolute path of the frugal executable
 };
 
 // Parses the arguments after `launch`; throws ConfigError (exit code 2) on bad usage.
@@ -28,7 +28,7 @@ LaunchOptions parse_launch_args(const std::vector<std::string>& args);
 
 struct Environment {
     int cores = 1;
-    bool in_slurm = false;   // SLURM_JOB_ID is set
+    bool in_slurm = false;  // SLURM_JOB_ID is set
     bool is_root = false;
 };
 Environment current_environment();

@@ -2,9 +2,9 @@
 // gradient norm and the later bucketed gradient sync walk contiguous memory.
 //
 // Registration happens while layers are constructed (add()); allocate() then lays the parameters out, replicated
-// ones first and expert ones after, each group in registration order, and hands each its views; init() fills values from the counter-based RNG keyed by
-// (seed, name), indexed by the element's position in the parameter's GLOBAL tensor, so a sharded expert gets the
-// same numbers as the unsharded one.
+// ones first and expert ones after, each group in registration order, and hands each its views; init() fills values
+// from the counter-based RNG keyed by (seed, name), indexed by the element's position in the parameter's GLOBAL tensor,
+// so a sharded expert gets the same numbers as the unsharded one.
 #pragma once
 
 #include <deque>

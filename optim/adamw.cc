@@ -52,8 +52,8 @@ inline void store(float* s, int64_t j, float v) { s[j] = v; }
 inline void store(uint16_t* s, int64_t j, float v) { s[j] = float_to_bf16_bits(v); }
 
 template <typename M>
-void adamw_update(const OptimParam& p, M* m, M* v, float b1, float b2, float step_size, float inv_sqrt_bc2,
-                  float eps, float decay) {
+void adamw_update(const OptimParam& p, M* m, M* v, float b1, float b2, float step_size, float inv_sqrt_bc2, float eps,
+                  float decay) {
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < p.numel; ++j) {
         const float g = p.grad[j];
@@ -79,8 +79,8 @@ void AdamW::step(double lr) {
         const OptimParam& p = params_[i];
         const float decay = p.decay ? float(1.0 - lr * cfg_.weight_decay) : 1.0f;
         if (bf16_state_)
-            adamw_update(p, static_cast<uint16_t*>(m_[i].raw_data()), static_cast<uint16_t*>(v_[i].raw_data()), b1,
-                         b2, step_size, inv_sqrt_bc2, eps, decay);
+            adamw_update(p, static_cast<uint16_t*>(m_[i].raw_data()), static_cast<uint16_t*>(v_[i].raw_data()), b1, b2,
+                         step_size, inv_sqrt_bc2, eps, decay);
         else
             adamw_update(p, m_[i].data<float>(), v_[i].data<float>(), b1, b2, step_size, inv_sqrt_bc2, eps, decay);
     }

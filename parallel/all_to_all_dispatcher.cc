@@ -32,8 +32,8 @@ AllToAllDispatcher<T>::AllToAllDispatcher(Communicator& ep_comm, int64_t n_exper
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k,
-                                             int64_t e, int64_t d) {
+void AllToAllDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
+                                             int64_t d) {
     FRUGAL_CHECK(e == n_experts_, "dispatcher built for ", n_experts_, " experts, router has ", e);
     auto& h = this->handle_;
     h.d = d;

@@ -27,7 +27,7 @@ namespace frugal::parallel {
 
 template <typename T>
 class AllToAllDispatcher final : public model::Dispatcher<T> {
-public:
+  public:
     // ep_comm: the expert-parallel group (its rank is this rank's ep_rank). layer: name for messages.
     // fp8: quantize the dispatched rows to E4M3 in 1 x 128 tiles with power-of-two scales (DeepSeek-V3 section
     // 3.3) and send codes and scales; the receiver dequantizes. Combine and every backward exchange stay in T.
@@ -43,9 +43,8 @@ public:
     // Bytes this rank sent to other ranks in the last dispatch (rows it keeps are not counted).
     int64_t dispatch_bytes_sent() const { return dispatch_bytes_sent_; }
 
-protected:
-    void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
-                          int64_t d) override;
+  protected:
+    void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) override;
     void dispatch_communicate() override;
     void dispatch_finish() override;
     const T* combine_communicate(const T* y_rows) override;
@@ -53,7 +52,7 @@ protected:
                                const T* weight_TK) override;
     const T* dispatch_backward_communicate(const T* dexpert_rows) override;
 
-private:
+  private:
     // [S][e] arrival layout <-> [e][S] expert layout.
     void to_expert_major(T* dst, const T* src) const;
     void to_source_major(T* dst, const T* src) const;
@@ -69,7 +68,7 @@ private:
     Communicator& comm_;
     int64_t n_experts_, local_, ep_;
     std::string layer_;
-    std::vector<int64_t> send_rows_, recv_rows_;         // [ep] rows
+    std::vector<int64_t> send_rows_, recv_rows_;                      // [ep] rows
     std::vector<int64_t> send_cnt_, send_dsp_, recv_cnt_, recv_dsp_;  // [ep] elements
     std::vector<int64_t> recv_count_SE_, recv_off_SE_, exp_off_ES_;
     int64_t num_recv_ = 0;

@@ -11,8 +11,7 @@ void SingleProcessComm::all_to_all(const void* send, void* recv, int64_t count_p
 }
 
 void SingleProcessComm::all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs,
-                                     void* recv, const int64_t* recv_counts, const int64_t* recv_displs,
-                                     DType dtype) {
+                                     void* recv, const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) {
     FRUGAL_CHECK(send_counts[0] == recv_counts[0], "all_to_all_v on one rank: sending ", send_counts[0],
                  " elements but receiving ", recv_counts[0]);
     const size_t e = dtype_size(dtype);

@@ -27,7 +27,7 @@ struct CommContext {
 };
 
 class Communicator {
-public:
+  public:
     virtual ~Communicator() = default;
     virtual int rank() const = 0;
     virtual int size() const = 0;
@@ -53,13 +53,13 @@ public:
     void set_layer(const std::string& layer) { context_->layer = layer; }
     const CommContext& context() const { return *context_; }
 
-protected:
+  protected:
     // Shared by a communicator and those split from it, so the trainer sets the step once.
     std::shared_ptr<CommContext> context_ = std::make_shared<CommContext>();
 };
 
 class SingleProcessComm final : public Communicator {
-public:
+  public:
     int rank() const override { return 0; }
     int size() const override { return 1; }
     std::string name() const override { return name_; }

@@ -15,7 +15,7 @@
 namespace frugal::parallel {
 
 class GradSync {
-public:
+  public:
     GradSync(model::ParamStore& store, Communicator& dp, Communicator& edp, Communicator& ep,
              int64_t bucket_elems = int64_t(1) << 22);
     void sync();
@@ -24,7 +24,7 @@ public:
     // layout gives bitwise the same norm.
     double grad_sq_norm();
 
-private:
+  private:
     model::ParamStore& store_;
     Communicator &dp_, &edp_, &ep_;
     int64_t bucket_elems_;

@@ -12,37 +12,47 @@ namespace frugal::parallel {
 
 namespace {
 
-#define FRUGAL_MPI_CHECK(call)                                                            \
-    do {                                                                                  \
+#define FRUGAL_MPI_CHECK(call)                                                               \
+    do {                                                                                     \
         int mpi_rc = (call);                                                                 \
         if (mpi_rc != MPI_SUCCESS) {                                                         \
-            char msg_[MPI_MAX_ERROR_STRING];                                              \
-            int len_ = 0;                                                                 \
+            char msg_[MPI_MAX_ERROR_STRING];                                                 \
+            int len_ = 0;                                                                    \
             MPI_Error_string(mpi_rc, msg_, &len_);                                           \
             FRUGAL_THROW("MPI call failed: ", #call, ": ", std::string(msg_, size_t(len_))); \
-        }                                                                                 \
+        }                                                                                    \
     } while (0)
 
 MPI_Datatype mpi_type(DType dtype) {
     switch (dtype) {
-        case DType::kF32: return MPI_FLOAT;
-        case DType::kF64: return MPI_DOUBLE;
-        case DType::kI32: return MPI_INT32_T;
-        case DType::kI64: return MPI_INT64_T;
-        case DType::kU16: return MPI_UINT16_T;
-        case DType::kBF16: return MPI_UINT16_T;
+        case DType::kF32:
+            return MPI_FLOAT;
+        case DType::kF64:
+            return MPI_DOUBLE;
+        case DType::kI32:
+            return MPI_INT32_T;
+        case DType::kI64:
+            return MPI_INT64_T;
+        case DType::kU16:
+            return MPI_UINT16_T;
+        case DType::kBF16:
+            return MPI_UINT16_T;
         case DType::kU8:
         case DType::kE4M3:
-        case DType::kE5M2: return MPI_UINT8_T;
+        case DType::kE5M2:
+            return MPI_UINT8_T;
     }
     return MPI_BYTE;
 }
 
 MPI_Op mpi_op(ReduceOp op) {
     switch (op) {
-        case ReduceOp::kSum: return MPI_SUM;
-        case ReduceOp::kMax: return MPI_MAX;
-        case ReduceOp::kMin: return MPI_MIN;
+        case ReduceOp::kSum:
+            return MPI_SUM;
+        case ReduceOp::kMax:
+            return MPI_MAX;
+        case ReduceOp::kMin:
+            return MPI_MIN;
     }
     return MPI_SUM;
 }
@@ -129,8 +139,8 @@ void MpiComm::wait(MPI_Request& request, const char* collective) {
 
 void MpiComm::all_reduce(void* buf, int64_t count, DType dtype, ReduceOp op) {
     MPI_Request req;
-    FRUGAL_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, to_int(count, "all_reduce count"), mpi_type(dtype), mpi_op(op),
-                                    comm_, &req));
+    FRUGAL_MPI_CHECK(
+        MPI_Iallreduce(MPI_IN_PLACE, buf, to_int(count, "all_reduce count"), mpi_type(dtype), mpi_op(op), comm_, &req));
     wait(req, "all_reduce");
 }
 

@@ -23,7 +23,7 @@ void mpi_finalize();
 [[noreturn]] void mpi_abort(int code);
 
 class MpiComm final : public Communicator {
-public:
+  public:
     // MPI_COMM_WORLD (mpi_init() must have run).
     static std::unique_ptr<MpiComm> world(double timeout_s);
     ~MpiComm() override;
@@ -43,7 +43,7 @@ public:
 
     void set_timeout(double seconds) { timeout_s_ = seconds; }
 
-private:
+  private:
     MpiComm(MPI_Comm comm, bool owned, double timeout_s, std::string name);
     // Polls request until it completes; aborts the job past the deadline.
     void wait(MPI_Request& request, const char* collective);

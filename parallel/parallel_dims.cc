@@ -18,9 +18,8 @@ std::string divisors(int64_t n) {
 ParallelDims ParallelDims::make(int world, int rank, int64_t ep, int64_t n_experts) {
     FRUGAL_CONFIG_CHECK(ep >= 1 && world % ep == 0, "parallel.ep (", ep, ") must divide the world size (", world,
                         "): set parallel.ep to one of ", divisors(world));
-    FRUGAL_CONFIG_CHECK(n_experts == 0 || n_experts % ep == 0, "parallel.ep (", ep,
-                        ") must divide moe.n_experts (", n_experts, "): set parallel.ep to one of the common divisors of ",
-                        n_experts, " and ", world);
+    FRUGAL_CONFIG_CHECK(n_experts == 0 || n_experts % ep == 0, "parallel.ep (", ep, ") must divide moe.n_experts (",
+                        n_experts, "): set parallel.ep to one of the common divisors of ", n_experts, " and ", world);
     ParallelDims d;
     d.world = world;
     d.rank = rank;

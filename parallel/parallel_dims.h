@@ -23,9 +23,7 @@ struct ParallelDims {
 
     // Checks the layout (ConfigError, exit code 2, naming the legal choices) before anything is allocated.
     static ParallelDims make(int world, int rank, int64_t ep, int64_t n_experts);
-    model::ExpertShard expert_shard(int64_t n_experts) const {
-        return {ep_rank * (n_experts / ep), n_experts / ep};
-    }
+    model::ExpertShard expert_shard(int64_t n_experts) const { return {ep_rank * (n_experts / ep), n_experts / ep}; }
 };
 
 }  // namespace frugal::parallel

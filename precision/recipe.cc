@@ -50,7 +50,7 @@ namespace {
 
 template <typename T>
 class Fp32Recipe final : public MatmulRecipe<T> {
-public:
+  public:
     void forward(T* y, const T* x, const T* w, int64_t n, int64_t in, int64_t out) override {
         ops::linear_forward(y, x, w, n, in, out);
     }
@@ -67,7 +67,7 @@ float* grow(std::vector<float>& v, int64_t n) {
 }
 
 class Bf16Recipe final : public MatmulRecipe<float> {
-public:
+  public:
     void forward(float* y, const float* x, const float* w, int64_t n, int64_t in, int64_t out) override {
         float* xq = grow(x_, n * in);
         float* wq = grow(w_, out * in);
@@ -87,14 +87,14 @@ public:
     }
     std::string name() const override { return "bf16"; }
 
-private:
+  private:
     std::vector<float> x_, w_, g_;
 };
 
 enum class Fp8Mode { kTensorwise, kDelayed, kBlockwise };
 
 class Fp8Recipe final : public MatmulRecipe<float> {
-public:
+  public:
     Fp8Recipe(Fp8Mode mode, const PrecisionConfig& cfg)
         : mode_(mode), cfg_(cfg), hx_(cfg.amax_history_len), hw_(cfg.amax_history_len), hg_(cfg.amax_history_len) {}
 
@@ -136,11 +136,12 @@ public:
     }
 
     std::string name() const override {
-        return mode_ == Fp8Mode::kTensorwise ? "fp8-tensorwise" : mode_ == Fp8Mode::kDelayed ? "fp8-delayed"
-                                                                                               : "fp8-blockwise";
+        return mode_ == Fp8Mode::kTensorwise ? "fp8-tensorwise"
+               : mode_ == Fp8Mode::kDelayed  ? "fp8-delayed"
+                                             : "fp8-blockwise";
     }
 
-private:
+  private:
     float tensor_scale(AmaxHistory& h, const float* t, int64_t n, Fp8Format fmt) {
         const float a = amax(t, n);
         if (mode_ == Fp8Mode::kDelayed) return h.scale_and_record(a, fp8_max(fmt), cfg_.margin);

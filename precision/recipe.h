@@ -45,7 +45,7 @@ struct PrecisionConfig {
 // y_NO = x_NI w_OI^T, and its two backward products, in some number format.
 template <typename T>
 class MatmulRecipe {
-public:
+  public:
     virtual ~MatmulRecipe() = default;
     virtual void forward(T* y_NO, const T* x_NI, const T* w_OI, int64_t n, int64_t in, int64_t out) = 0;
     // dx_NI += dy_NO w_OI ; dw_OI += dy_NO^T x_NI  (either output may be null)
@@ -64,14 +64,14 @@ std::unique_ptr<MatmulRecipe<T>> make_fp32_recipe();
 
 // The amax history of delayed scaling (exposed for tests).
 class AmaxHistory {
-public:
+  public:
     explicit AmaxHistory(int64_t length) : length_(length) {}
     // Scale for this use: from the history's maximum, or from `current` when the history is empty; then records
     // `current`.
     float scale_and_record(float current, float fp8_max, int64_t margin);
     size_t size() const { return history_.size(); }
 
-private:
+  private:
     int64_t length_;
     std::deque<float> history_;
 };

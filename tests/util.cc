@@ -1,8 +1,27 @@
 #include "tests/util.h"
 
+#include <sys/wait.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+
 #include "data/prepare.h"
 
 namespace frugal::test {
+
+CliResult run_frugal(const std::string& args) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+    const int status = pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+}
 
 std::filesystem::path test_corpus() {
     namespace fs = std::filesystem;

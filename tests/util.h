@@ -3,14 +3,13 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "core/rng.h"
 
@@ -70,6 +69,14 @@ inline std::filesystem::path temp_dir(const std::string& name) {
     std::filesystem::create_directories(p);
     return p;
 }
+
+// Runs build/frugal with the given arguments (shell-quoted by the caller), stdout and stderr together.
+struct CliResult {
+    int code;  // exit code; -1 when killed by a signal
+    std::string output;
+    double seconds;  // wall time
+};
+CliResult run_frugal(const std::string& args);
 
 // A few Debian fortune files prepared once into the build tree and reused by later tests and runs. Empty when the
 // fortunes package is missing (scripts/setup.sh installs it).

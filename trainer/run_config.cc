@@ -6,8 +6,8 @@
 #include <map>
 #include <sstream>
 
-#include "core/error.h"
 #include "accounting/hardware.h"
+#include "core/error.h"
 #include "parallel/parallel_dims.h"
 
 namespace frugal::trainer {

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "core/config_fields.h"
 #include "accounting/config.h"
 #include "checkpoint/checkpoint.h"
+#include "core/config_fields.h"
 #include "model/config.h"
 #include "optim/adamw.h"
 #include "precision/recipe.h"

@@ -1,18 +1,17 @@
 #include "trainer/trainer.h"
 
 #include <omp.h>
+#include <yaml-cpp/yaml.h>
 
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
 #include <thread>
-
-#include <yaml-cpp/yaml.h>
 
 #include "accounting/flops.h"
 #include "accounting/hardware.h"
@@ -197,7 +196,8 @@ void inject_fault(const TrainConfig& cfg) {
     fs::create_directories(cfg.run.out_dir);
     std::ofstream(marker) << "rank " << cfg.fault.kill_rank << " step " << cfg.fault.at_step << "\n";
     if (cfg.fault.kind == "throw")
-        FRUGAL_THROW("injected fault (fault.kind: throw) at step ", cfg.fault.at_step, " on rank ", cfg.fault.kill_rank);
+        FRUGAL_THROW("injected fault (fault.kind: throw) at step ", cfg.fault.at_step, " on rank ",
+                     cfg.fault.kill_rank);
     if (cfg.fault.kind == "hang") {
         log::error("injected fault: rank ", cfg.fault.kill_rank, " stops responding at step ", cfg.fault.at_step);
         for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -217,8 +217,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
                   const std::function<void(const StepMetrics&)>& on_step) {
     accounting::Meter meter;
     const int64_t n_experts = cfg.model.moe.n_experts;
-    const parallel::ParallelDims dims = parallel::ParallelDims::make(world.size(), world.rank(), cfg.parallel.ep,
-                                                                     n_experts);
+    const parallel::ParallelDims dims =
+        parallel::ParallelDims::make(world.size(), world.rank(), cfg.parallel.ep, n_experts);
     const int64_t dp_rank = dims.rank, dp_size = dims.world;
     const bool is_root = dims.rank == 0;
     if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
@@ -295,8 +295,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     if (is_root) {
         fs::create_directories(cfg.run.out_dir);
         std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
-        metrics.open(fs::path(cfg.run.out_dir) / "metrics.jsonl",
-                     start_step > 0 ? std::ios::app : std::ios::trunc);
+        metrics.open(fs::path(cfg.run.out_dir) / "metrics.jsonl", start_step > 0 ? std::ios::app : std::ios::trunc);
         FRUGAL_CHECK(metrics.good(), "cannot write ", (fs::path(cfg.run.out_dir) / "metrics.jsonl").string(),
                      ": check run.out_dir");
     }
@@ -337,7 +336,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     report.peak_tflops_per_device = device.peak_tflops(cfg.precision.recipe.rfind("fp8", 0) == 0);
     report.projection_tokens = cfg.accounting.projection_tokens;
     accounting::PhaseSeconds carried = carried_accounting;
-    if (is_root && cfg.checkpoint.resume == "auto") carried[size_t(accounting::Phase::kLost)] += lost_device_seconds(cfg, carried);
+    if (is_root && cfg.checkpoint.resume == "auto")
+        carried[size_t(accounting::Phase::kLost)] += lost_device_seconds(cfg, carried);
     world.set_layer("accounting");
     world.broadcast(carried.data(), accounting::kNumPhases, DType::kF64, 0);
     auto totals = [&]() {
@@ -491,17 +491,17 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             if (is_root) std::ofstream(cost_path) << accounting::to_json(report);
             log::info(line.str());
             if (is_root) {
-            metrics << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
-                    << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
-                    << ", \"grad_norm\": " << json_number(sm.grad_norm)
-                    << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
-                    << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
-                    << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
-            if (sm.val_loss >= 0) metrics << ", \"val_loss\": " << json_number(sm.val_loss);
-            if (sm.skipped) metrics << ", \"skipped\": true";
-            if (!moe_json.empty()) metrics << ", \"moe\": " << moe_json;
-            metrics << "}\n";
-            metrics.flush();
+                metrics << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
+                        << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
+                        << ", \"grad_norm\": " << json_number(sm.grad_norm)
+                        << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
+                        << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
+                        << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
+                if (sm.val_loss >= 0) metrics << ", \"val_loss\": " << json_number(sm.val_loss);
+                if (sm.skipped) metrics << ", \"skipped\": true";
+                if (!moe_json.empty()) metrics << ", \"moe\": " << moe_json;
+                metrics << "}\n";
+                metrics.flush();
             }
         }
         if (on_step) on_step(sm);
@@ -518,10 +518,11 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     report.tokens = double(result.tokens);
     report.train_seconds = result.seconds;
     if (is_root) std::ofstream(cost_path) << accounting::to_json(report);
-    log::info("done: ", cfg.train.steps - start_step, " steps, ", result.tokens, " tokens in ", std::fixed, std::setprecision(1),
-              result.seconds, " s (", std::setprecision(0), double(result.tokens) / result.seconds, " tokens/s); loss ",
-              std::setprecision(4), result.first_loss, " -> ", result.final_loss, ", validation loss ",
-              result.final_val_loss, "; skipped steps ", result.skipped_steps, "; outputs in ", cfg.run.out_dir);
+    log::info("done: ", cfg.train.steps - start_step, " steps, ", result.tokens, " tokens in ", std::fixed,
+              std::setprecision(1), result.seconds, " s (", std::setprecision(0),
+              double(result.tokens) / result.seconds, " tokens/s); loss ", std::setprecision(4), result.first_loss,
+              " -> ", result.final_loss, ", validation loss ", result.final_val_loss, "; skipped steps ",
+              result.skipped_steps, "; outputs in ", cfg.run.out_dir);
     log::info(accounting::format_report(report), "  written to ", cost_path);
     return result;
 }

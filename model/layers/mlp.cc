@@ -3,8 +3,8 @@
 namespace frugal::model {
 
 template <typename T>
-MLP<T>::MLP(ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std,
-            double out_std, std::string role)
+MLP<T>::MLP(ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std, double out_std,
+            std::string role)
     : d_(d_model), f_(d_hidden), role_(std::move(role)) {
     w13_ = Linear<T>(store, prefix + "w13.weight", d_, 2 * f_, std);
     w2_ = Linear<T>(store, prefix + "w2.weight", f_, d_, out_std);

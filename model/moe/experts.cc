@@ -65,11 +65,11 @@ void Experts<T>::backward(T* dx_RD, const T* dy_RD, const T* x_RD, const std::ve
     for (int64_t e = 0; e < num_local_; ++e) {
         const int64_t n = tokens_per_expert[size_t(e)];
         if (n == 0) continue;
-        r2_[size_t(e)]->backward(dh + off * f_, dw2 + e * d_ * f_, dy_RD + off * d_, h + off * f_, w2 + e * d_ * f_, n, f_,
-                             d_);
+        r2_[size_t(e)]->backward(dh + off * f_, dw2 + e * d_ * f_, dy_RD + off * d_, h + off * f_, w2 + e * d_ * f_, n,
+                                 f_, d_);
         ops::swiglu_backward(dgu + off * 2 * f_, dh + off * f_, gu + off * 2 * f_, n, f_);
         r13_[size_t(e)]->backward(dx_RD + off * d_, dw13 + e * 2 * f_ * d_, dgu + off * 2 * f_, x_RD + off * d_,
-                             w13 + e * 2 * f_ * d_, n, d_, 2 * f_);
+                                  w13 + e * 2 * f_ * d_, n, d_, 2 * f_);
         off += n;
     }
 }

@@ -121,31 +121,17 @@ TEST(Accounting, CatalogueHasEveryDeviceWithItsPrice) {
     EXPECT_THROW(accounting::find_device(cat, "h900", "accounting.device"), ConfigError);
 }
 
-struct Cli {
-    int code;
-    std::string output;
-};
-Cli frugal(const std::string& args) {
-    std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 TEST(Accounting, RunsWriteACostReportThatSumsToRanksTimesWallTime) {
     ASSERT_FALSE(test::test_corpus().empty());
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
     fs::path dir = test::temp_dir("costrun");
-    const std::string common = std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set data.dir=" +
-                               test::test_corpus().string() + " --set run.out_dir=" + (dir / "run").string() +
+    const std::string common = std::string(FRUGAL_SOURCE_DIR) +
+                               "/configs/demo.yaml --set data.dir=" + test::test_corpus().string() +
+                               " --set run.out_dir=" + (dir / "run").string() +
                                " --set train.steps=4 --set run.log_every=2 --set train.threads=1 "
                                "--set checkpoint.every=0 --set accounting.device=h800";
-    Cli r = frugal("launch -n 2 " + common + " --set parallel.ep=2 --set train.micro_batch=8");
+    test::CliResult r = test::run_frugal("launch -n 2 " + common + " --set parallel.ep=2 --set train.micro_batch=8");
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("cost $"), std::string::npos) << "progress lines show the cost so far";
     EXPECT_NE(r.output.find("cost report: 2 x NVIDIA H800"), std::string::npos) << r.output;
@@ -164,11 +150,11 @@ TEST(Accounting, RunsWriteACostReportThatSumsToRanksTimesWallTime) {
     }
     EXPECT_GE(rep.device_hours() * 3600, 2 * wall * 0.99);
     EXPECT_LE(rep.device_hours() * 3600, 2 * wall + 2 * 10.0);
-    Cli again = frugal("report " + (dir / "run").string());
+    test::CliResult again = test::run_frugal("report " + (dir / "run").string());
     EXPECT_EQ(again.code, 0) << again.output;
     EXPECT_NE(again.output.find("total"), std::string::npos);
     // Bad input: an unknown device is a configuration error naming the key and the nearest device.
-    Cli bad = frugal("train " + common + " --set parallel.ep=1 --set accounting.device=h900");
+    test::CliResult bad = test::run_frugal("train " + common + " --set parallel.ep=1 --set accounting.device=h900");
     EXPECT_EQ(bad.code, 2) << bad.output;
     EXPECT_NE(bad.output.find("accounting.device 'h900'"), std::string::npos) << bad.output;
     EXPECT_NE(bad.output.find("did you mean 'h"), std::string::npos) << bad.output;

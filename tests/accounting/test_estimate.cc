@@ -8,6 +8,7 @@
 #include "accounting/estimate.h"
 #include "accounting/model_source.h"
 #include "core/error.h"
+#include "tests/util.h"
 
 namespace frugal {
 namespace {
@@ -36,8 +37,9 @@ TEST(Estimate, PresetsReproducePublishedCounts) {
 }
 
 TEST(Estimate, HuggingFaceConfigsLoadToTheSameCounts) {
-    for (auto [file, preset] : std::vector<std::pair<std::string, std::string>>{
-             {"qwen3_moe.json", "qwen3-30b-a3b"}, {"mixtral.json", "mixtral-8x7b"}, {"deepseek_v3.json", "deepseek-v3"}}) {
+    for (auto [file, preset] : std::vector<std::pair<std::string, std::string>>{{"qwen3_moe.json", "qwen3-30b-a3b"},
+                                                                                {"mixtral.json", "mixtral-8x7b"},
+                                                                                {"deepseek_v3.json", "deepseek-v3"}}) {
         auto hf = accounting::count_params(accounting::model_from_hf_config(kHf + file));
         auto yaml = accounting::count_params(accounting::load_model(preset, kPresets, nullptr));
         EXPECT_DOUBLE_EQ(hf.total, yaml.total) << file;
@@ -71,8 +73,8 @@ TEST(Estimate, EveryHuggingFaceFamilyLoadsWithItsPublishedSize) {
     // embedding 103424*2560, norms.
     auto ernie = accounting::count_params(accounting::model_from_hf_config(kHf + "ernie4_5_moe.json"));
     const double attn = 2560.0 * 128 * (20 + 8) + 20.0 * 128 * 2560, expert = 3.0 * 2560 * 1536, norms = 2 * 2560.0;
-    const double want = 27 * (attn + norms + 66 * expert + 2560.0 * 64) + (attn + norms + 3.0 * 2560 * 12288) +
-                        103424.0 * 2560 + 2560;
+    const double want =
+        27 * (attn + norms + 66 * expert + 2560.0 * 64) + (attn + norms + 3.0 * 2560 * 12288) + 103424.0 * 2560 + 2560;
     EXPECT_DOUBLE_EQ(ernie.total, want);
     EXPECT_NEAR(ernie.active_no_embed / 3e9, 1.0, 0.03) << ernie.active_no_embed;
 }
@@ -112,30 +114,17 @@ TEST(Estimate, NumberSuffixes) {
     EXPECT_THROW(accounting::parse_count("5X", "t"), ConfigError);
 }
 
-struct Cli {
-    int code;
-    std::string output;
-};
-Cli frugal(const std::string& args) {
-    std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 TEST(Estimate, CliJsonAndBadInput) {
     const std::string ds = kPresets + "/deepseek-v3.yaml";
-    Cli ok = frugal("estimate " + ds + " --tokens 14.8T --gpu h800 --gpus 2048 --gpu-hours-per-trillion-tokens 180K --json");
+    test::CliResult ok = test::run_frugal(
+        "estimate " + ds + " --tokens 14.8T --gpu h800 --gpus 2048 --gpu-hours-per-trillion-tokens 180K --json");
     ASSERT_EQ(ok.code, 0) << ok.output;
-    for (const char* key : {"\"total_params\"", "\"active_params\"", "\"active_params_without_embeddings\"",
-                            "\"flops_per_token\"", "\"gpu_hours\": 2664000", "\"wall_days\"", "\"cost_usd\": 5328000",
-                            "\"mfu\""})
+    for (const char* key :
+         {"\"total_params\"", "\"active_params\"", "\"active_params_without_embeddings\"", "\"flops_per_token\"",
+          "\"gpu_hours\": 2664000", "\"wall_days\"", "\"cost_usd\": 5328000", "\"mfu\""})
         EXPECT_NE(ok.output.find(key), std::string::npos) << key << " in " << ok.output;
-    Cli text = frugal("estimate " + ds + " --tokens 14.8T --gpu h800 --gpus 2048 --mfu 0.4 --ep 64 --pp 16");
+    test::CliResult text =
+        test::run_frugal("estimate " + ds + " --tokens 14.8T --gpu h800 --gpus 2048 --mfu 0.4 --ep 64 --pp 16");
     EXPECT_EQ(text.code, 0) << text.output;
     EXPECT_NE(text.output.find("memory per GPU"), std::string::npos) << text.output;
     struct Bad {
@@ -146,26 +135,29 @@ TEST(Estimate, CliJsonAndBadInput) {
                          Bad{"--tokens many --gpu h800 --gpus 8 --mfu 0.4", "'many' is not a number"},
                          Bad{"--tokens 1T --gpu h800 --gpus 8", "give exactly one of"},
                          Bad{"--gpu h800 --gpus 8 --mfu 0.4", "--tokens N is required"}}) {
-        Cli r = frugal("estimate " + ds + " " + b.args);
+        test::CliResult r = test::run_frugal("estimate " + ds + " " + b.args);
         EXPECT_EQ(r.code, 2) << b.args << "\n" << r.output;
         EXPECT_NE(r.output.find(b.needle), std::string::npos) << b.args << "\n" << r.output;
     }
     // Hugging Face configs: an unknown model_type and a missing field are named.
     const std::string dir = ::testing::TempDir();
     std::FILE* f = std::fopen((dir + "/unknown.json").c_str(), "w");
-    std::fputs("{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 8, \"num_hidden_layers\": 1, "
-               "\"num_attention_heads\": 2}",
-               f);
+    std::fputs(
+        "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 8, \"num_hidden_layers\": 1, "
+        "\"num_attention_heads\": 2}",
+        f);
     std::fclose(f);
-    Cli u = frugal("estimate " + dir + "/unknown.json --tokens 1T --gpu h800 --gpus 8 --mfu 0.4");
+    test::CliResult u = test::run_frugal("estimate " + dir + "/unknown.json --tokens 1T --gpu h800 --gpus 8 --mfu 0.4");
     EXPECT_EQ(u.code, 2);
     EXPECT_NE(u.output.find("model_type 'llama' is not supported"), std::string::npos) << u.output;
     f = std::fopen((dir + "/missing.json").c_str(), "w");
-    std::fputs("{\"model_type\": \"mixtral\", \"vocab_size\": 10, \"hidden_size\": 8, \"num_hidden_layers\": 1, "
-               "\"num_attention_heads\": 2, \"num_experts_per_tok\": 2}",
-               f);
+    std::fputs(
+        "{\"model_type\": \"mixtral\", \"vocab_size\": 10, \"hidden_size\": 8, \"num_hidden_layers\": 1, "
+        "\"num_attention_heads\": 2, \"num_experts_per_tok\": 2}",
+        f);
     std::fclose(f);
-    Cli mi = frugal("estimate " + dir + "/missing.json --tokens 1T --gpu h800 --gpus 8 --mfu 0.4");
+    test::CliResult mi =
+        test::run_frugal("estimate " + dir + "/missing.json --tokens 1T --gpu h800 --gpus 8 --mfu 0.4");
     EXPECT_EQ(mi.code, 2);
     EXPECT_NE(mi.output.find("\"num_local_experts\""), std::string::npos) << mi.output;
 }

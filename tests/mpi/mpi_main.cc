@@ -8,7 +8,7 @@
 
 namespace {
 class RankFailurePrinter : public ::testing::EmptyTestEventListener {
-public:
+  public:
     explicit RankFailurePrinter(int rank) : rank_(rank) {}
     void OnTestPartResult(const ::testing::TestPartResult& r) override {
         if (r.failed())
@@ -16,7 +16,7 @@ public:
                          r.line_number(), r.summary());
     }
 
-private:
+  private:
     int rank_;
 };
 }  // namespace

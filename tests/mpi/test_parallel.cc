@@ -138,26 +138,31 @@ TEST_P(TaggedDispatch, RowsArriveWhereTheyShouldAndCombineInverts) {
     disp.combine(out.data(), y.data(), weight.data());
     for (int64_t i = 0; i < t; ++i) {
         double wsum = 0;
-        for (int64_t j = 0; j < k; ++j) wsum += expert[static_cast<size_t>(i * k + j)] >= 0 ? weight[static_cast<size_t>(i * k + j)] : 0.0;
+        for (int64_t j = 0; j < k; ++j)
+            wsum += expert[static_cast<size_t>(i * k + j)] >= 0 ? weight[static_cast<size_t>(i * k + j)] : 0.0;
         for (int64_t c = 0; c < d; ++c)
-            EXPECT_NEAR(out[static_cast<size_t>(i * d + c)], wsum * x[static_cast<size_t>(i * d + c)], 1e-12) << "token " << i;
+            EXPECT_NEAR(out[static_cast<size_t>(i * d + c)], wsum * x[static_cast<size_t>(i * d + c)], 1e-12)
+                << "token " << i;
     }
     // And its gradient: dx = g * sum of kept weights, dweight = <g, x> for kept choices, 0 for dropped ones.
     std::vector<double> g(static_cast<size_t>(t * d));
     for (int64_t i = 0; i < t * d; ++i) g[static_cast<size_t>(i)] = std::sin(double(i + 3 * r));
-    std::vector<double> dy(static_cast<size_t>(std::max<int64_t>(h.num_expert_rows, 1) * d), 0.0), dw(static_cast<size_t>(t * k), 0.0),
-        dx(static_cast<size_t>(t * d), 0.0);
+    std::vector<double> dy(static_cast<size_t>(std::max<int64_t>(h.num_expert_rows, 1) * d), 0.0),
+        dw(static_cast<size_t>(t * k), 0.0), dx(static_cast<size_t>(t * d), 0.0);
     disp.combine_backward(dy.data(), dw.data(), g.data(), y.data(), weight.data());
     disp.dispatch_backward(dx.data(), dy.data());
     for (int64_t i = 0; i < t; ++i) {
         double wsum = 0, gx = 0;
-        for (int64_t j = 0; j < k; ++j) wsum += expert[static_cast<size_t>(i * k + j)] >= 0 ? weight[static_cast<size_t>(i * k + j)] : 0.0;
+        for (int64_t j = 0; j < k; ++j)
+            wsum += expert[static_cast<size_t>(i * k + j)] >= 0 ? weight[static_cast<size_t>(i * k + j)] : 0.0;
         for (int64_t c = 0; c < d; ++c) {
-            EXPECT_NEAR(dx[static_cast<size_t>(i * d + c)], wsum * g[static_cast<size_t>(i * d + c)], 1e-12) << "token " << i;
+            EXPECT_NEAR(dx[static_cast<size_t>(i * d + c)], wsum * g[static_cast<size_t>(i * d + c)], 1e-12)
+                << "token " << i;
             gx += g[static_cast<size_t>(i * d + c)] * x[static_cast<size_t>(i * d + c)];
         }
         for (int64_t j = 0; j < k; ++j)
-            EXPECT_NEAR(dw[static_cast<size_t>(i * k + j)], expert[static_cast<size_t>(i * k + j)] >= 0 ? gx : 0.0, 1e-12);
+            EXPECT_NEAR(dw[static_cast<size_t>(i * k + j)], expert[static_cast<size_t>(i * k + j)] >= 0 ? gx : 0.0,
+                        1e-12);
     }
 }
 
@@ -173,8 +178,8 @@ TEST(GradSync, SumsReplicatedOverAllAndExpertsOverTheirReplicas) {
     auto edp_comm = w.split(dims.ep_rank, dims.edp_rank, "edp");
     model::ParamStore store;
     model::Param* dense = store.add("dense", {5}, model::ParamKind::kWeight, 0.1);
-    model::Param* experts = store.add("experts", {2, 3}, model::ParamKind::kWeight, 0.1, true, {4, 3},
-                                      dims.ep_rank * 6);
+    model::Param* experts =
+        store.add("experts", {2, 3}, model::ParamKind::kWeight, 0.1, true, {4, 3}, dims.ep_rank * 6);
     store.allocate(DType::kF32);
     for (int64_t i = 0; i < 5; ++i) dense->grad.data<float>()[i] = float(r + 1) * float(i);
     for (int64_t i = 0; i < 6; ++i) experts->grad.data<float>()[i] = float(r + 1);
@@ -227,8 +232,8 @@ TEST(Fp8Dispatch, RowsArriveAsTheirE4M3TileQuantizationAndBytesShrink) {
     ASSERT_EQ(hq.num_expert_rows, hp.num_expert_rows);
     // Each received row equals the 1x128 E4M3 quantization (power-of-two scales) of the row its source sent.
     std::vector<float> want(exact.size());
-    precision::fake_quant_row_tiles(want.data(), exact.data(), hp.num_expert_rows, d, 128,
-                                    precision::Fp8Format::kE4M3, true);
+    precision::fake_quant_row_tiles(want.data(), exact.data(), hp.num_expert_rows, d, 128, precision::Fp8Format::kE4M3,
+                                    true);
     for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(hq.expert_rows[i], want[i]) << "element " << i;
     // Bytes to other ranks: D codes + 3 scales per row instead of 4 D.
     const int64_t rows_out = plain.dispatch_bytes_sent() / (d * 4);

@@ -20,7 +20,10 @@ std::vector<std::pair<int, double>> table(const std::string& format) {
     int code;
     while (f >> name >> code >> text) {
         if (name != format) continue;
-        double v = text == "nan" ? NAN : text == "inf" ? INFINITY : text == "-inf" ? -INFINITY : std::strtod(text.c_str(), nullptr);
+        double v = text == "nan"    ? NAN
+                   : text == "inf"  ? INFINITY
+                   : text == "-inf" ? -INFINITY
+                                    : std::strtod(text.c_str(), nullptr);
         out.emplace_back(code, v);
     }
     return out;

@@ -73,7 +73,8 @@ TEST(Fp8Cuda, EncodersMatchCudaConversions) {
     // Overflow boundaries, infinities, NaNs, zeros and FP32 subnormals.
     for (float v : {448.0f, 464.0f, 479.9f, 480.0f, 57344.0f, 61440.0f, 65536.0f, 3.4e38f, INFINITY})
         for (float s : {1.0f, -1.0f}) check(s * v, m);
-    for (uint32_t nan : {0x7FC00000u, 0x7F800001u, 0xFFC00000u, 0xFF800001u, 0x7FFFFFFFu}) check(detail::bits_float(nan), m);
+    for (uint32_t nan : {0x7FC00000u, 0x7F800001u, 0xFFC00000u, 0xFF800001u, 0x7FFFFFFFu})
+        check(detail::bits_float(nan), m);
     check(0.0f, m);
     check(-0.0f, m);
     for (uint32_t sub = 1; sub < 0x00800000u; sub += 997) check(detail::bits_float(sub), m);

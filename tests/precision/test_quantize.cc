@@ -57,18 +57,24 @@ TEST(Quantize, ErrorWithinBoundForEveryGranularity) {
     for (Fp8Format f : {Fp8Format::kE4M3, Fp8Format::kE5M2})
         for (bool pow2 : {false, true}) {
             const std::string tag = std::string(f == Fp8Format::kE4M3 ? "e4m3" : "e5m2") + (pow2 ? " pow2" : "");
-            fake_quant(out.data(), x.data(), int64_t(x.size()), f, pow2 ? std::exp2(std::floor(std::log2(fp8_max(f) / amax(x.data(), int64_t(x.size()))))) : scale_for(amax(x.data(), int64_t(x.size())), f, false));
-            check_groups(x, out, 1, [](int64_t) { return 0; }, f, pow2, "tensor " + tag);
+            fake_quant(out.data(), x.data(), int64_t(x.size()), f,
+                       pow2 ? std::exp2(std::floor(std::log2(fp8_max(f) / amax(x.data(), int64_t(x.size())))))
+                            : scale_for(amax(x.data(), int64_t(x.size())), f, false));
+            check_groups(
+                x, out, 1, [](int64_t) { return 0; }, f, pow2, "tensor " + tag);
             const int64_t ct = (cols + tile - 1) / tile, rt = (rows + tile - 1) / tile;
             fake_quant_row_tiles(out.data(), x.data(), rows, cols, tile, f, pow2);
-            check_groups(x, out, rows * ct, [&](int64_t i) { return (i / cols) * ct + (i % cols) / tile; }, f, pow2,
-                         "1x128 " + tag);
+            check_groups(
+                x, out, rows * ct, [&](int64_t i) { return (i / cols) * ct + (i % cols) / tile; }, f, pow2,
+                "1x128 " + tag);
             fake_quant_col_tiles(out.data(), x.data(), rows, cols, tile, f, pow2);
-            check_groups(x, out, rt * cols, [&](int64_t i) { return ((i / cols) / tile) * cols + i % cols; }, f, pow2,
-                         "128x1 " + tag);
+            check_groups(
+                x, out, rt * cols, [&](int64_t i) { return ((i / cols) / tile) * cols + i % cols; }, f, pow2,
+                "128x1 " + tag);
             fake_quant_blocks(out.data(), x.data(), rows, cols, tile, f, pow2);
-            check_groups(x, out, rt * ct, [&](int64_t i) { return ((i / cols) / tile) * ct + (i % cols) / tile; }, f,
-                         pow2, "128x128 " + tag);
+            check_groups(
+                x, out, rt * ct, [&](int64_t i) { return ((i / cols) / tile) * ct + (i % cols) / tile; }, f, pow2,
+                "128x128 " + tag);
         }
 }
 
@@ -85,8 +91,8 @@ TEST(Quantize, RealCodesRoundTripThroughScales) {
 }
 
 // |y - y_ref| <= sum_k |a_k| |b_k| (ea + eb + ea eb) + FP32 accumulation, elementwise.
-void check_matmul_bound(const std::vector<float>& got, const std::vector<double>& ref, const std::vector<double>& abs_dot,
-                        double ea, double eb, const std::string& what) {
+void check_matmul_bound(const std::vector<float>& got, const std::vector<double>& ref,
+                        const std::vector<double>& abs_dot, double ea, double eb, const std::string& what) {
     for (size_t i = 0; i < got.size(); ++i) {
         const double bound = abs_dot[i] * (ea + eb + ea * eb) + 1e-5 * abs_dot[i] + 1e-30;
         ASSERT_LE(std::fabs(double(got[i]) - ref[i]), bound) << what << " element " << i;
@@ -100,12 +106,14 @@ TEST(Recipes, Fp8LinearForwardAndGradientsWithinBounds) {
     auto w = test::random_vec<float>(out * in, 4, 0.05);
     auto dy = test::random_vec<float>(n * out, 5, 1e-3);
     // FP64 references and sum |a||b| for the three products.
-    std::vector<double> y_ref(static_cast<size_t>(n * out), 0), y_abs(static_cast<size_t>(n * out), 0), dx_ref(static_cast<size_t>(n * in), 0),
-        dx_abs(static_cast<size_t>(n * in), 0), dw_ref(static_cast<size_t>(out * in), 0), dw_abs(static_cast<size_t>(out * in), 0);
+    std::vector<double> y_ref(static_cast<size_t>(n * out), 0), y_abs(static_cast<size_t>(n * out), 0),
+        dx_ref(static_cast<size_t>(n * in), 0), dx_abs(static_cast<size_t>(n * in), 0),
+        dw_ref(static_cast<size_t>(out * in), 0), dw_abs(static_cast<size_t>(out * in), 0);
     for (int64_t i = 0; i < n; ++i)
         for (int64_t o = 0; o < out; ++o)
             for (int64_t k = 0; k < in; ++k) {
-                const double a = x[static_cast<size_t>(i * in + k)], b = w[static_cast<size_t>(o * in + k)], g = dy[static_cast<size_t>(i * out + o)];
+                const double a = x[static_cast<size_t>(i * in + k)], b = w[static_cast<size_t>(o * in + k)],
+                             g = dy[static_cast<size_t>(i * out + o)];
                 y_ref[static_cast<size_t>(i * out + o)] += a * b;
                 y_abs[static_cast<size_t>(i * out + o)] += std::fabs(a * b);
                 dx_ref[static_cast<size_t>(i * in + k)] += g * b;
@@ -119,13 +127,15 @@ TEST(Recipes, Fp8LinearForwardAndGradientsWithinBounds) {
     };
     // Relative rounding bound of each operand: E4M3 2^-4, E5M2 2^-3, BF16 2^-8 (subnormals excluded above; the
     // blockwise path also has tiny elements near tile edges, hence the small absolute slack in the bound).
-    for (Case c : {Case{"bf16", 1.0 / 256, 1.0 / 256, 1.0 / 256}, Case{"fp8-tensorwise", 1.0 / 16, 1.0 / 16, 1.0 / 8},
-                   Case{"fp8-delayed", 1.0 / 16, 1.0 / 16, 1.0 / 8}, Case{"fp8-blockwise", 1.0 / 16, 1.0 / 16, 1.0 / 16}}) {
+    for (Case c :
+         {Case{"bf16", 1.0 / 256, 1.0 / 256, 1.0 / 256}, Case{"fp8-tensorwise", 1.0 / 16, 1.0 / 16, 1.0 / 8},
+          Case{"fp8-delayed", 1.0 / 16, 1.0 / 16, 1.0 / 8}, Case{"fp8-blockwise", 1.0 / 16, 1.0 / 16, 1.0 / 16}}) {
         PrecisionConfig cfg;
         cfg.recipe = c.recipe;
         auto r = make_matmul_recipe<float>(cfg, "experts");
         EXPECT_EQ(r->name(), c.recipe);
-        std::vector<float> y(static_cast<size_t>(n * out)), dx(static_cast<size_t>(n * in), 0.0f), dw(static_cast<size_t>(out * in), 0.0f);
+        std::vector<float> y(static_cast<size_t>(n * out)), dx(static_cast<size_t>(n * in), 0.0f),
+            dw(static_cast<size_t>(out * in), 0.0f);
         r->forward(y.data(), x.data(), w.data(), n, in, out);
         r->backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), n, in, out);
         check_matmul_bound(y, y_ref, y_abs, c.e_act, c.e_w, std::string(c.recipe) + " forward");
@@ -146,12 +156,12 @@ TEST(Recipes, Fp8LinearForwardAndGradientsWithinBounds) {
 
 TEST(Recipes, DelayedScalingHistory) {
     AmaxHistory h(3);
-    EXPECT_FLOAT_EQ(h.scale_and_record(2.0f, 448.0f, 0), 224.0f);   // empty history: this use's amax
-    EXPECT_FLOAT_EQ(h.scale_and_record(8.0f, 448.0f, 0), 224.0f);   // max of history {2}
-    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 1), 28.0f);    // max {2, 8} = 8, margin 1 halves
-    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 0), 56.0f);    // history {2, 8, 1}
-    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 0), 56.0f);    // {8, 1, 1}: 8 still inside the window
-    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 0), 448.0f);   // {1, 1, 1}: 8 has aged out
+    EXPECT_FLOAT_EQ(h.scale_and_record(2.0f, 448.0f, 0), 224.0f);  // empty history: this use's amax
+    EXPECT_FLOAT_EQ(h.scale_and_record(8.0f, 448.0f, 0), 224.0f);  // max of history {2}
+    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 1), 28.0f);   // max {2, 8} = 8, margin 1 halves
+    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 0), 56.0f);   // history {2, 8, 1}
+    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 0), 56.0f);   // {8, 1, 1}: 8 still inside the window
+    EXPECT_FLOAT_EQ(h.scale_and_record(1.0f, 448.0f, 0), 448.0f);  // {1, 1, 1}: 8 has aged out
     EXPECT_EQ(h.size(), 3u);
 }
 

@@ -18,21 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Cli {
-    int code;
-    std::string output;
-};
-Cli frugal(const std::string& args) {
-    std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 std::vector<double> metric_losses(const fs::path& run) {
     std::ifstream f(run / "metrics.jsonl");
     std::vector<double> out;
@@ -45,7 +30,7 @@ std::vector<double> metric_losses(const fs::path& run) {
 }
 
 class Checkpoint : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         ASSERT_FALSE(test::test_corpus().empty()) << "the fortunes package is missing";
         dir_ = test::temp_dir("ckpt");
@@ -110,26 +95,27 @@ TEST_F(Checkpoint, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
 
 TEST_F(Checkpoint, ReshardsFourToTwoToOneAndOneToFour) {
     // Uninterrupted reference on one rank.
-    Cli r = frugal("train " + demo("ref", "--set parallel.ep=1 --set train.micro_batch=4 --set train.steps=6"));
+    test::CliResult r =
+        test::run_frugal("train " + demo("ref", "--set parallel.ep=1 --set train.micro_batch=4 --set train.steps=6"));
     ASSERT_EQ(r.code, 0) << r.output;
     auto ref = metric_losses(dir_ / "ref");
     // 4 ranks (ep 4) -> 2 ranks (ep 2) -> 1 rank, two steps each, one run directory.
     const std::string ck = "--set checkpoint.every=2 --set checkpoint.resume=auto --set train.micro_batch=4 ";
-    r = frugal("launch -n 4 " + demo("a", ck + "--set parallel.ep=4 --set train.steps=2"));
+    r = test::run_frugal("launch -n 4 " + demo("a", ck + "--set parallel.ep=4 --set train.steps=2"));
     ASSERT_EQ(r.code, 0) << r.output;
-    r = frugal("launch -n 2 " + demo("a", ck + "--set parallel.ep=2 --set train.steps=4"));
+    r = test::run_frugal("launch -n 2 " + demo("a", ck + "--set parallel.ep=2 --set train.steps=4"));
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("written by 4 ranks with ep 4"), std::string::npos) << r.output;
-    r = frugal("train " + demo("a", ck + "--set parallel.ep=1 --set train.steps=6"));
+    r = test::run_frugal("train " + demo("a", ck + "--set parallel.ep=1 --set train.steps=6"));
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("written by 2 ranks with ep 2"), std::string::npos) << r.output;
     auto a = metric_losses(dir_ / "a");
     ASSERT_EQ(a.size(), 6u);
     for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(a[i], ref[i], 1e-5 * ref[i]) << "step " << i + 1;
     // 1 rank -> 4 ranks.
-    r = frugal("train " + demo("b", ck + "--set parallel.ep=1 --set train.steps=3"));
+    r = test::run_frugal("train " + demo("b", ck + "--set parallel.ep=1 --set train.steps=3"));
     ASSERT_EQ(r.code, 0) << r.output;
-    r = frugal("launch -n 4 " + demo("b", ck + "--set parallel.ep=4 --set train.steps=6"));
+    r = test::run_frugal("launch -n 4 " + demo("b", ck + "--set parallel.ep=4 --set train.steps=6"));
     ASSERT_EQ(r.code, 0) << r.output;
     auto b = metric_losses(dir_ / "b");
     ASSERT_EQ(b.size(), 6u);
@@ -140,12 +126,14 @@ TEST_F(Checkpoint, AKilledRankUnderMaxRestartsEndsWithTheUninterruptedLoss) {
     // The kill step is drawn from a fixed seed; an even step, so that the step before it (completed, not yet
     // checkpointed: checkpoints are at even steps) is lost and computed again.
     const int kill_step = 4 + 2 * int(rng::Stream(7, "kill step").below(2, 0));  // 4 or 6
-    const std::string common = "--set parallel.ep=2 --set train.micro_batch=4 --set train.steps=8 "
-                               "--set checkpoint.every=2 ";
-    Cli ref = frugal("launch -n 2 " + demo("ref", common));
+    const std::string common =
+        "--set parallel.ep=2 --set train.micro_batch=4 --set train.steps=8 "
+        "--set checkpoint.every=2 ";
+    test::CliResult ref = test::run_frugal("launch -n 2 " + demo("ref", common));
     ASSERT_EQ(ref.code, 0) << ref.output;
-    Cli r = frugal("launch -n 2 --max-restarts 2 " +
-                   demo("killed", common + "--set fault.kill_rank=1 --set fault.at_step=" + std::to_string(kill_step)));
+    test::CliResult r = test::run_frugal(
+        "launch -n 2 --max-restarts 2 " +
+        demo("killed", common + "--set fault.kill_rank=1 --set fault.at_step=" + std::to_string(kill_step)));
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("restart 1 of 2"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
@@ -160,8 +148,10 @@ TEST_F(Checkpoint, AKilledRankUnderMaxRestartsEndsWithTheUninterruptedLoss) {
 }
 
 TEST_F(Checkpoint, AKillBetweenWritingAndCommittingLeavesThePreviousOneLoadable) {
-    Cli r = frugal("train " + demo("k", "--set parallel.ep=1 --set train.steps=6 --set checkpoint.every=2 "
-                                       "--set fault.kill_rank=0 --set fault.at_step=4 --set fault.kind=kill_in_checkpoint"));
+    test::CliResult r = test::run_frugal(
+        "train " + demo("k",
+                        "--set parallel.ep=1 --set train.steps=6 --set checkpoint.every=2 "
+                        "--set fault.kill_rank=0 --set fault.at_step=4 --set fault.kind=kill_in_checkpoint"));
     EXPECT_EQ(r.code, 137) << r.output;  // SIGKILL
     const fs::path ck = dir_ / "k" / "checkpoints";
     EXPECT_TRUE(fs::exists(ck / "step_00000004.h5.tmp")) << "the uncommitted file is left as .tmp";
@@ -171,8 +161,9 @@ TEST_F(Checkpoint, AKillBetweenWritingAndCommittingLeavesThePreviousOneLoadable)
     latest >> name;
     EXPECT_EQ(name, "step_00000002.h5");
     EXPECT_EQ(checkpoint::find_resumable(ck.string()), (ck / "step_00000002.h5").string());
-    r = frugal("train " + demo("k", "--set parallel.ep=1 --set train.steps=6 --set checkpoint.every=2 "
-                                   "--set checkpoint.resume=auto"));
+    r = test::run_frugal("train " + demo("k",
+                                         "--set parallel.ep=1 --set train.steps=6 --set checkpoint.every=2 "
+                                         "--set checkpoint.resume=auto"));
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("resumed from " + (ck / "step_00000002.h5").string()), std::string::npos) << r.output;
 }
@@ -184,7 +175,7 @@ TEST_F(Checkpoint, CorruptionAndMismatchesAreDetectedAndNamed) {
     const fs::path ck = dir_ / "good" / "checkpoints";
     const fs::path good = ck / "step_00000006.h5", older = ck / "step_00000003.h5";
     ASSERT_TRUE(checkpoint::verify(good.string()).ok);
-    Cli v = frugal("ckpt verify " + good.string());
+    test::CliResult v = test::run_frugal("ckpt verify " + good.string());
     EXPECT_EQ(v.code, 0) << v.output;
 
     // Truncated.
@@ -193,7 +184,7 @@ TEST_F(Checkpoint, CorruptionAndMismatchesAreDetectedAndNamed) {
     fs::resize_file(trunc, fs::file_size(trunc) / 2);
     auto rep = checkpoint::verify(trunc.string());
     EXPECT_FALSE(rep.ok);
-    EXPECT_NE(frugal("ckpt verify " + trunc.string()).code, 0);
+    EXPECT_NE(test::run_frugal("ckpt verify " + trunc.string()).code, 0);
 
     // Flipped bytes in the data: the checksum names the dataset.
     const fs::path flip = dir_ / "flip.h5";
@@ -208,7 +199,7 @@ TEST_F(Checkpoint, CorruptionAndMismatchesAreDetectedAndNamed) {
     rep = checkpoint::verify(flip.string());
     EXPECT_FALSE(rep.ok);
     EXPECT_NE(rep.error.find("dataset '"), std::string::npos) << rep.error;
-    Cli fv = frugal("ckpt verify " + flip.string());
+    test::CliResult fv = test::run_frugal("ckpt verify " + flip.string());
     EXPECT_EQ(fv.code, 1) << fv.output;
 
     // A different model: more layers -> a dataset it needs is missing; wider -> shapes differ.
@@ -230,7 +221,7 @@ TEST_F(Checkpoint, CorruptionAndMismatchesAreDetectedAndNamed) {
     fs::copy_file(flip, good, fs::copy_options::overwrite_existing);
     EXPECT_EQ(checkpoint::find_resumable(ck.string()), older.string());
     EXPECT_TRUE(checkpoint::verify(older.string()).ok);
-    Cli insp = frugal("ckpt inspect " + older.string());
+    test::CliResult insp = test::run_frugal("ckpt inspect " + older.string());
     EXPECT_EQ(insp.code, 0) << insp.output;
     EXPECT_NE(insp.output.find("step              3"), std::string::npos) << insp.output;
 }

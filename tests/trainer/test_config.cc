@@ -14,22 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-    int code;
-    std::string output;
-};
-
-CliRun run_cli(const std::string& args) {
-    std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 class BadConfig : public ::testing::Test {
   protected:
     void SetUp() override { dir_ = test::temp_dir("config"); }
@@ -42,7 +26,8 @@ class BadConfig : public ::testing::Test {
     void expect_rejected(const std::string& yaml, const std::vector<std::string>& needles,
                          const std::string& extra = "") {
         // data.dir points nowhere: a config that passed validation would fail later with exit 1, not 2.
-        CliRun r = run_cli("train " + write(yaml) + " --set data.dir=" + (dir_ / "no-data").string() + " " + extra);
+        test::CliResult r =
+            test::run_frugal("train " + write(yaml) + " --set data.dir=" + (dir_ / "no-data").string() + " " + extra);
         EXPECT_EQ(r.code, 2) << r.output;
         for (const auto& n : needles)
             EXPECT_NE(r.output.find(n), std::string::npos) << "missing '" << n << "' in\n" << r.output;
@@ -83,17 +68,17 @@ TEST_F(BadConfig, KeyWithoutValue) { expect_rejected("model:\n  d_model:\n", {"m
 
 TEST(Cli, HelpOnEveryCommand) {
     for (std::string c : {"", "train ", "prepare-data ", "config "}) {
-        CliRun r = run_cli(c + "--help");
+        test::CliResult r = test::run_frugal(c + "--help");
         EXPECT_EQ(r.code, 0) << c;
         EXPECT_NE(r.output.find("usage: frugal"), std::string::npos) << c << r.output;
     }
-    EXPECT_EQ(run_cli("no-such-command").code, 2);
-    EXPECT_EQ(run_cli("train").code, 2);
+    EXPECT_EQ(test::run_frugal("no-such-command").code, 2);
+    EXPECT_EQ(test::run_frugal("train").code, 2);
 }
 
 TEST(Cli, MissingDataIsAClearError) {
-    CliRun r =
-        run_cli("train " + std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set parallel.ep=1 --set data.dir=/nonexistent/dir");
+    test::CliResult r = test::run_frugal("train " + std::string(FRUGAL_SOURCE_DIR) +
+                                         "/configs/demo.yaml --set parallel.ep=1 --set data.dir=/nonexistent/dir");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.output.find("prepare-data"), std::string::npos) << r.output;
 }

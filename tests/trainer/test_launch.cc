@@ -15,27 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-    int code;
-    std::string output;
-    double seconds;
-};
-
-Result frugal(const std::string& args) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out,
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
-}
-
 class Launch : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         dir_ = new fs::path(test::temp_dir("launch"));
         ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
@@ -66,13 +47,14 @@ protected:
 fs::path* Launch::dir_ = nullptr;
 
 TEST_F(Launch, OneTwoAndFourRanksAgreeOnTheDemoModel) {
-    const std::string common = "--set train.steps=30 --set run.log_every=1 --set train.eval_every=0 "
-                               "--set train.micro_batch=4 --set train.threads=1";
-    Result r1 = frugal("train " + demo("ep1", common + " --set parallel.ep=1"));
+    const std::string common =
+        "--set train.steps=30 --set run.log_every=1 --set train.eval_every=0 "
+        "--set train.micro_batch=4 --set train.threads=1";
+    test::CliResult r1 = test::run_frugal("train " + demo("ep1", common + " --set parallel.ep=1"));
     ASSERT_EQ(r1.code, 0) << r1.output;
-    Result r2 = frugal("launch -n 2 " + demo("ep2", common + " --set parallel.ep=2"));
+    test::CliResult r2 = test::run_frugal("launch -n 2 " + demo("ep2", common + " --set parallel.ep=2"));
     ASSERT_EQ(r2.code, 0) << r2.output;
-    Result r4 = frugal("launch -n 4 " + demo("ep4", common + " --set parallel.ep=4"));
+    test::CliResult r4 = test::run_frugal("launch -n 4 " + demo("ep4", common + " --set parallel.ep=4"));
     ASSERT_EQ(r4.code, 0) << r4.output;
     auto l1 = losses("ep1"), l2 = losses("ep2"), l4 = losses("ep4");
     ASSERT_EQ(l1.size(), 30u);
@@ -92,35 +74,38 @@ TEST_F(Launch, OneTwoAndFourRanksAgreeOnTheDemoModel) {
     // regime from growing unnoticed.
     EXPECT_LE(worst30, 2e-3) << "all 30 steps";
     EXPECT_LT(l1.back(), l1.front() - 1.0) << "the model should learn";
-    std::printf("largest relative loss difference vs 1 rank: %.2e (steps 1-10), %.2e (steps 1-30); wall %.1f s, "
-                "%.1f s, %.1f s for 1, 2, 4 ranks\n",
-                worst10, worst30, r1.seconds, r2.seconds, r4.seconds);
+    std::printf(
+        "largest relative loss difference vs 1 rank: %.2e (steps 1-10), %.2e (steps 1-30); wall %.1f s, "
+        "%.1f s, %.1f s for 1, 2, 4 ranks\n",
+        worst10, worst30, r1.seconds, r2.seconds, r4.seconds);
 }
 
 TEST_F(Launch, BadLayoutExitsTwoOnEveryRankWithoutHanging) {
-    Result r = frugal("launch -n 4 " + demo("bad", "--set parallel.ep=3"));
+    test::CliResult r = test::run_frugal("launch -n 4 " + demo("bad", "--set parallel.ep=3"));
     EXPECT_EQ(r.code, 2) << r.output;
     EXPECT_NE(r.output.find("parallel.ep (3) must divide the world size (4)"), std::string::npos) << r.output;
     EXPECT_LT(r.seconds, 30.0);
-    Result r2 = frugal("launch -n 2 " + demo("bad2", "--set parallel.ep=2 --set moe.n_experts=5"));
+    test::CliResult r2 = test::run_frugal("launch -n 2 " + demo("bad2", "--set parallel.ep=2 --set moe.n_experts=5"));
     EXPECT_EQ(r2.code, 2) << r2.output;
     EXPECT_NE(r2.output.find("moe.n_experts (5)"), std::string::npos) << r2.output;
 }
 
 TEST_F(Launch, ARankThatThrowsStopsTheWholeJob) {
-    Result r = frugal("launch -n 4 " +
-                      demo("throw", "--set train.steps=50 --set fault.kill_rank=2 --set fault.at_step=3 "
-                                    "--set fault.kind=throw"));
+    test::CliResult r =
+        test::run_frugal("launch -n 4 " + demo("throw",
+                                               "--set train.steps=50 --set fault.kill_rank=2 --set fault.at_step=3 "
+                                               "--set fault.kind=throw"));
     EXPECT_NE(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("[rank 2] error: injected fault"), std::string::npos) << r.output;
     EXPECT_LT(r.seconds, 30.0);
 }
 
 TEST_F(Launch, AHungRankTimesOutWithStepLayerAndCollective) {
-    Result r = frugal("launch -n 2 " +
-                      demo("hang", "--set parallel.ep=2 --set train.micro_batch=8 --set train.steps=50 "
-                                   "--set fault.kill_rank=1 --set fault.at_step=2 --set fault.kind=hang "
-                                   "--set parallel.timeout_s=3"));
+    test::CliResult r =
+        test::run_frugal("launch -n 2 " + demo("hang",
+                                               "--set parallel.ep=2 --set train.micro_batch=8 --set train.steps=50 "
+                                               "--set fault.kill_rank=1 --set fault.at_step=2 --set fault.kind=hang "
+                                               "--set parallel.timeout_s=3"));
     EXPECT_EQ(r.code, 3) << r.output;
     EXPECT_NE(r.output.find("did not finish within 3 s at step 2"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("all_reduce"), std::string::npos) << r.output;
@@ -129,9 +114,10 @@ TEST_F(Launch, AHungRankTimesOutWithStepLayerAndCollective) {
 
 TEST_F(Launch, RestartsAfterAFailureOncePerRunDirectory) {
     // The fault fires once per run directory: the relaunched job runs to the end.
-    Result r = frugal("launch -n 2 --max-restarts 2 " +
-                      demo("restart", "--set parallel.ep=2 --set train.micro_batch=8 --set train.steps=4 "
-                                      "--set fault.kill_rank=1 --set fault.at_step=2"));
+    test::CliResult r = test::run_frugal("launch -n 2 --max-restarts 2 " +
+                                         demo("restart",
+                                              "--set parallel.ep=2 --set train.micro_batch=8 --set train.steps=4 "
+                                              "--set fault.kill_rank=1 --set fault.at_step=2"));
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("restart 1 of 2"), std::string::npos) << r.output;
     // Without checkpoints the relaunch starts over and rewrites the metrics: steps 1 and 4 (log_every 10).
@@ -144,22 +130,23 @@ TEST_F(Launch, RestartsAfterAFailureOncePerRunDirectory) {
 }
 
 TEST_F(Launch, DryRunAndSlurmScript) {
-    Result r = frugal("launch --dry-run " + demo("dry") + " -n 8 -- --mca btl self,vader");
+    test::CliResult r = test::run_frugal("launch --dry-run " + demo("dry") + " -n 8 -- --mca btl self,vader");
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("mpirun -n 8"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("--oversubscribe"), std::string::npos) << "8 ranks on this machine's cores";
     EXPECT_NE(r.output.find("--mca btl self,vader"), std::string::npos);
     EXPECT_NE(r.output.find(" train "), std::string::npos);
     const std::string script = (*dir_ / "job.sbatch").string();
-    Result s = frugal("launch --slurm-script " + script + " --nodes 2 --gpus-per-node 8 " + demo("slurm"));
+    test::CliResult s =
+        test::run_frugal("launch --slurm-script " + script + " --nodes 2 --gpus-per-node 8 " + demo("slurm"));
     ASSERT_EQ(s.code, 0) << s.output;
     std::ifstream f(script);
     std::stringstream text;
     text << f.rdbuf();
-    for (const char* want : {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                             " launch -n 16 "})
+    for (const char* want :
+         {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", " launch -n 16 "})
         EXPECT_NE(text.str().find(want), std::string::npos) << want << " missing in\n" << text.str();
-    EXPECT_EQ(frugal("launch " + demo("x")).code, 2) << "no -n";
+    EXPECT_EQ(test::run_frugal("launch " + demo("x")).code, 2) << "no -n";
 }
 
 }  // namespace
