@@ -1,0 +1,57 @@
+// The safetensors format (Hugging Face): an 8-byte little-endian header length N, N bytes of JSON
+// {"NAME": {"dtype": "F32"|"BF16"|"F16"|..., "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}},
+// then the raw little-endian tensor bytes, offsets relative to the end of the header. Files are memory-mapped:
+// reading a tensor touches only its pages.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace frugal::checkpoint {
+
+struct StTensorInfo {
+    std::string dtype;  // "F32", "BF16", "F16", ...
+    Shape shape;
+    uint64_t begin = 0, end = 0;  // byte offsets after the header
+};
+
+class SafetensorsFile {
+public:
+    explicit SafetensorsFile(const std::string& path);
+    ~SafetensorsFile();
+    SafetensorsFile(const SafetensorsFile&) = delete;
+    SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+    const std::map<std::string, StTensorInfo>& tensors() const { return tensors_; }
+    const std::map<std::string, std::string>& metadata() const { return metadata_; }
+    bool has(const std::string& name) const { return tensors_.count(name) > 0; }
+    const StTensorInfo& info(const std::string& name) const;
+    const uint8_t* bytes(const std::string& name) const;
+    // Converts to FP32 (F32, BF16 and F16 are exact); checks the element count against n.
+    void read_f32(const std::string& name, float* out, int64_t n) const;
+
+private:
+    std::string path_;
+    void* map_ = nullptr;
+    size_t size_ = 0;
+    const uint8_t* data_ = nullptr;
+    std::map<std::string, StTensorInfo> tensors_;
+    std::map<std::string, std::string> metadata_;
+};
+
+struct StTensorOut {
+    std::string name, dtype;  // "F32" or "BF16"
+    Shape shape;
+    std::vector<uint8_t> bytes;
+};
+// Writes one safetensors file atomically (tmp + fsync + rename), tensors in the given order.
+void write_safetensors(const std::string& path, const std::vector<StTensorOut>& tensors,
+                       const std::map<std::string, std::string>& metadata);
+
+size_t st_dtype_size(const std::string& dtype);
+
+}  // namespace frugal::checkpoint
