@@ -6,11 +6,12 @@
 #include <string>
 
 #include "model/config.h"
+#include "model/hf_config.h"
 
 namespace frugal::accounting {
 
 // presets_dir: where NAME.yaml presets live (configs/models).
 model::ModelConfig load_model(const std::string& source, const std::string& presets_dir, std::string* label);
-model::ModelConfig model_from_hf_config(const std::string& json_path);
+using model::model_from_hf_config;
 
 }  // namespace frugal::accounting

@@ -24,6 +24,8 @@ const char* kUsage =
     "  ckpt inspect|verify PATH                 describe or fully check a checkpoint\n"
     "  report RUN_DIR                           print a run's cost report (device-hours, dollars, MFU)\n"
     "  estimate MODEL --tokens N --gpu G ...    price a planned training run (GPU-hours, days, dollars, memory)\n"
+    "  import-hf HF_DIR --out CKPT.h5           Hugging Face model (qwen3_moe, mixtral) to a Frugal checkpoint\n"
+    "  export-hf CKPT.h5 --out DIR              Frugal checkpoint to a Hugging Face model directory\n"
     "\n"
     "options:\n"
     "  -h, --help      this text; `frugal <command> --help` describes a command\n"
@@ -59,6 +61,8 @@ int main(int argc, char** argv) {
         if (cmd == "ckpt") return apps::cmd_ckpt(args);
         if (cmd == "report") return apps::cmd_report(args);
         if (cmd == "estimate") return apps::cmd_estimate(args);
+        if (cmd == "import-hf") return apps::cmd_import_hf(args);
+        if (cmd == "export-hf") return apps::cmd_export_hf(args);
         std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const ConfigError& e) {

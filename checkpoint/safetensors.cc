@@ -29,9 +29,12 @@ namespace {
 float half_to_float(uint16_t h) {
     const int sign = h >> 15, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
     float v;
-    if (exp == 0) v = std::ldexp(float(man), -24);
-    else if (exp == 31) v = man ? NAN : INFINITY;
-    else v = std::ldexp(float(man + 1024), exp - 25);
+    if (exp == 0)
+        v = std::ldexp(float(man), -24);
+    else if (exp == 31)
+        v = man ? NAN : INFINITY;
+    else
+        v = std::ldexp(float(man + 1024), exp - 25);
     return sign ? -v : v;
 }
 }  // namespace
@@ -107,8 +110,8 @@ const uint8_t* SafetensorsFile::bytes(const std::string& name) const { return da
 
 void SafetensorsFile::read_f32(const std::string& name, float* out, int64_t n) const {
     const StTensorInfo& t = info(name);
-    FRUGAL_CONFIG_CHECK(shape_numel(t.shape) == n, path_, ": tensor '", name, "' has shape ", shape_str(t.shape),
-                        " (", shape_numel(t.shape), " elements), the model needs ", n);
+    FRUGAL_CONFIG_CHECK(shape_numel(t.shape) == n, path_, ": tensor '", name, "' has shape ", shape_str(t.shape), " (",
+                        shape_numel(t.shape), " elements), the model needs ", n);
     const uint8_t* src = data_ + t.begin;
     if (t.dtype == "F32") {
         std::memcpy(out, src, size_t(n) * 4);

@@ -20,7 +20,7 @@ struct StTensorInfo {
 };
 
 class SafetensorsFile {
-public:
+  public:
     explicit SafetensorsFile(const std::string& path);
     ~SafetensorsFile();
     SafetensorsFile(const SafetensorsFile&) = delete;
@@ -34,7 +34,7 @@ public:
     // Converts to FP32 (F32, BF16 and F16 are exact); checks the element count against n.
     void read_f32(const std::string& name, float* out, int64_t n) const;
 
-private:
+  private:
     std::string path_;
     void* map_ = nullptr;
     size_t size_ = 0;

@@ -67,6 +67,9 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "qk_rope_head_dim", &qk_rope_head_dim, "mla: per-head query/key width with rotary embedding", 0);
     f.add(p + "v_head_dim", &v_head_dim, "mla: per-head value width", 1);
     f.add(p + "mtp_modules", &mtp_modules, "multi-token-prediction modules (counted separately; not trained yet)", 0);
+    f.add(p + "init_from", &init_from,
+          "hf:DIR starts from a Hugging Face model (qwen3_moe, mixtral): its config.json sets the architecture keys "
+          "and its safetensors the weights; empty = random initialization");
     moe.register_fields(f, "moe.");
 }
 

@@ -52,6 +52,8 @@ struct ModelConfig {
     int64_t v_head_dim = 128;
     // Multi-token-prediction modules (DeepSeek-V3): counted separately by the accounting, not trained yet.
     int64_t mtp_modules = 0;
+    // "hf:DIR": the architecture comes from DIR/config.json and the weights from its safetensors.
+    std::string init_from;
     MoEConfig moe;
 
     void register_fields(ConfigFields& f, const std::string& prefix);

@@ -7,7 +7,9 @@
 #include <sstream>
 
 #include "accounting/hardware.h"
+#include "checkpoint/hf.h"
 #include "core/error.h"
+#include "model/hf_config.h"
 #include "parallel/parallel_dims.h"
 
 namespace frugal::trainer {
@@ -109,6 +111,37 @@ void walk(const YAML::Node& node, const std::string& prefix, const std::string& 
 
 }  // namespace
 
+// model.init_from: hf:DIR: the architecture keys come from DIR/config.json; the training knobs (balancing losses,
+// capacity, bias rate, sequence length, init) stay as configured.
+void adopt_hf_architecture(model::ModelConfig& m) {
+    FRUGAL_CONFIG_CHECK(m.init_from.rfind("hf:", 0) == 0, "model.init_from '", m.init_from,
+                        "' is not of the form hf:DIR (a Hugging Face model directory)");
+    const std::string dir = m.init_from.substr(3);
+    FRUGAL_CONFIG_CHECK(std::filesystem::exists(std::filesystem::path(dir) / "config.json"), "model.init_from: ", dir,
+                        " has no config.json");
+    checkpoint::check_importable(dir);
+    model::ModelConfig hf = model::model_from_hf_config((std::filesystem::path(dir) / "config.json").string());
+    m.vocab_size = hf.vocab_size;
+    m.d_model = hf.d_model;
+    m.n_layers = hf.n_layers;
+    m.n_heads = hf.n_heads;
+    m.n_kv_heads = hf.n_kv_heads;
+    m.head_dim = hf.head_dim;
+    m.d_ff = hf.d_ff;
+    m.dense_layers = hf.dense_layers;
+    m.rope_theta = hf.rope_theta;
+    m.norm_eps = hf.norm_eps;
+    m.qk_norm = hf.qk_norm;
+    m.tie_embeddings = hf.tie_embeddings;
+    m.moe.n_experts = hf.moe.n_experts;
+    m.moe.top_k = hf.moe.top_k;
+    m.moe.d_expert = hf.moe.d_expert;
+    m.moe.n_shared_experts = hf.moe.n_shared_experts;
+    m.moe.score_func = hf.moe.score_func;
+    m.moe.norm_topk_prob = hf.moe.norm_topk_prob;
+    m.moe.routed_scaling_factor = hf.moe.routed_scaling_factor;
+}
+
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides, int64_t world_size) {
     TrainConfig cfg;
     ConfigFields fields = cfg.fields();
@@ -132,6 +165,7 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
                             ": expected key=value, e.g. --set train.steps=100");
         fields.set(o.substr(0, eq), o.substr(eq + 1), "--set " + o);
     }
+    if (!cfg.model.init_from.empty()) adopt_hf_architecture(cfg.model);
     cfg.validate(world_size);
     return cfg;
 }

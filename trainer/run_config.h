@@ -75,6 +75,8 @@ struct TrainConfig {
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides, int64_t world_size);
 // The resolved configuration as YAML, every key present.
 std::string to_yaml(TrainConfig& cfg);
+// model.init_from: hf:DIR: copies DIR/config.json's architecture into m (training knobs stay).
+void adopt_hf_architecture(model::ModelConfig& m);
 // docs/config.md, generated from the registry.
 std::string config_docs();
 

@@ -18,6 +18,7 @@
 #include "accounting/meter.h"
 #include "accounting/report.h"
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/hf.h"
 #include "core/bf16.h"
 #include "core/log.h"
 #include "core/version.h"
@@ -236,6 +237,10 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
 
     model::Transformer<float> net(cfg.model, dims.expert_shard(n_experts));
     net.init(uint64_t(cfg.run.seed));
+    if (!cfg.model.init_from.empty()) {
+        checkpoint::load_hf_weights(cfg.model.init_from.substr(3), net.params(), cfg.model);
+        log::info("weights from ", cfg.model.init_from.substr(3), " (each rank read its own experts)");
+    }
     net.set_precision(cfg.precision);
     auto moe_layers = net.moe_layers();
     {

@@ -1,0 +1,142 @@
+// frugal import-hf / export-hf: Hugging Face checkpoints to Frugal checkpoints and back.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "accounting/model_source.h"
+#include "apps/commands.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/hf.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/version.h"
+#include "model/hf_config.h"
+#include "model/transformer.h"
+#include "parallel/communicator.h"
+#include "trainer/run_config.h"
+
+namespace frugal::apps {
+
+namespace fs = std::filesystem;
+
+namespace {
+std::string take(const Args& args, size_t& i, const std::string& flag) {
+    FRUGAL_CONFIG_CHECK(i + 1 < args.size(), flag, " needs a value");
+    return args[++i];
+}
+
+// Slots for every parameter, zero optimizer moments and zero expert biases: a step-0 Frugal checkpoint.
+struct FullSlots {
+    std::vector<checkpoint::TensorSlot> slots;
+    std::vector<std::vector<float>> zeros;
+    FullSlots(model::Transformer<float>& net, const model::ModelConfig& m, bool with_state) {
+        for (model::Param* p : net.params().params()) {
+            slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
+            if (!with_state) continue;
+            for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"}) {
+                zeros.emplace_back(size_t(p->value.numel()), 0.0f);
+                slots.push_back({kind + p->name, p->global_shape, 0, p->shape, true, zeros.back().data()});
+            }
+        }
+        if (!with_state) return;
+        for (int64_t l = 0; l < m.n_layers; ++l) {
+            if (!m.is_moe_layer(l)) continue;
+            zeros.emplace_back(size_t(m.moe.n_experts), 0.0f);
+            slots.push_back({"moe/layers." + std::to_string(l) + ".expert_bias",
+                             {m.moe.n_experts},
+                             0,
+                             {m.moe.n_experts},
+                             true,
+                             zeros.back().data()});
+        }
+    }
+};
+}  // namespace
+
+int cmd_import_hf(const Args& args) {
+    if (args.empty() || wants_help(args)) {
+        std::fputs(
+            "usage: frugal import-hf HF_DIR --out CKPT.h5\n\nReads a Hugging Face model directory "
+            "(config.json, model.safetensors or sharded with model.safetensors.index.json; F32, BF16 or F16) of "
+            "a supported family (qwen3_moe, mixtral) and writes a step-0 Frugal checkpoint. To fine-tune "
+            "without converting, set model.init_from: hf:HF_DIR in the training config.\n",
+            args.empty() ? stderr : stdout);
+        return args.empty() ? 2 : 0;
+    }
+    std::string dir, out;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--out")
+            out = take(args, i, "--out");
+        else if (args[i].rfind("-", 0) == 0)
+            FRUGAL_CONFIG_ERROR("frugal import-hf: unknown option '", args[i], "'");
+        else
+            dir = args[i];
+    }
+    FRUGAL_CONFIG_CHECK(!dir.empty() && !out.empty(), "frugal import-hf HF_DIR --out CKPT.h5 (see --help)");
+    checkpoint::check_importable(dir);
+    trainer::TrainConfig cfg;
+    cfg.model.init_from = "hf:" + dir;
+    trainer::adopt_hf_architecture(cfg.model);
+    cfg.model.init_from.clear();
+    model::Transformer<float> net(cfg.model);
+    checkpoint::load_hf_weights(dir, net.params(), cfg.model);
+    FullSlots s(net, cfg.model, true);
+    checkpoint::TrainingState st;
+    st.config_yaml = trainer::to_yaml(cfg);
+    st.frugal_version = kVersion;
+    parallel::SingleProcessComm world;
+    const fs::path target = fs::absolute(out);
+    const std::string staging = (target.parent_path() / (".import-" + std::to_string(::getpid()))).string();
+    const std::string written = checkpoint::save(staging, s.slots, st, world, 1, 0);
+    fs::rename(written, target);
+    fs::remove_all(staging);
+    log::info("import-hf: ", dir, " -> ", target.string(), " (", net.params().numel(), " parameters)");
+    return 0;
+}
+
+int cmd_export_hf(const Args& args) {
+    if (args.empty() || wants_help(args)) {
+        std::fputs(
+            "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f32] [--model-type qwen3_moe|mixtral] "
+            "[--config HF_DIR/config.json]\n\nWrites config.json (copied from --config with the tokenizer "
+            "files beside it, or generated), sharded safetensors and model.safetensors.index.json, loadable by "
+            "transformers. Importing and exporting reproduces the original tensors bit for bit in the same "
+            "dtype.\n",
+            args.empty() ? stderr : stdout);
+        return args.empty() ? 2 : 0;
+    }
+    std::string ckpt, out, dtype = "bf16", type, source;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--out")
+            out = take(args, i, "--out");
+        else if (args[i] == "--dtype")
+            dtype = take(args, i, "--dtype");
+        else if (args[i] == "--model-type")
+            type = take(args, i, "--model-type");
+        else if (args[i] == "--config")
+            source = take(args, i, "--config");
+        else if (args[i].rfind("-", 0) == 0)
+            FRUGAL_CONFIG_ERROR("frugal export-hf: unknown option '", args[i], "'");
+        else
+            ckpt = args[i];
+    }
+    FRUGAL_CONFIG_CHECK(!ckpt.empty() && !out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
+    checkpoint::TrainingState st = checkpoint::read_state(ckpt);
+    const std::string tmp =
+        (fs::temp_directory_path() / ("frugal-export-" + std::to_string(::getpid()) + ".yaml")).string();
+    std::ofstream(tmp) << st.config_yaml;
+    model::ModelConfig m = accounting::load_model(tmp, "", nullptr);
+    fs::remove(tmp);
+    if (type.empty()) type = m.qk_norm ? "qwen3_moe" : "mixtral";
+    model::Transformer<float> net(m);
+    FullSlots s(net, m, false);
+    checkpoint::TrainingState ignored;
+    checkpoint::load(ckpt, s.slots, ignored);
+    checkpoint::export_hf(out, net.params(), m, type, dtype, source);
+    log::info("export-hf: ", ckpt, " -> ", out, " (", type, ", ", dtype, ")");
+    return 0;
+}
+
+}  // namespace frugal::apps

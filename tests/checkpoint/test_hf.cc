@@ -1,0 +1,188 @@
+// Hugging Face import and export: a model exported in BF16, imported and exported again is bit for bit the same;
+// the imported weights are what the safetensors hold; every rank reads only its experts; bad input exits 2 with the
+// problem named; a short expert-parallel fine-tuning run from an imported model lowers the loss.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+
+#include "checkpoint/hf.h"
+#include "checkpoint/safetensors.h"
+#include "core/bf16.h"
+#include "model/transformer.h"
+#include "tests/util.h"
+
+namespace frugal {
+namespace {
+
+namespace fs = std::filesystem;
+
+model::ModelConfig tiny_qwen3() {
+    model::ModelConfig m;
+    m.vocab_size = 257;
+    m.d_model = 32;
+    m.n_layers = 2;
+    m.n_heads = 4;
+    m.n_kv_heads = 2;
+    m.qk_norm = true;
+    m.max_seq_len = 64;
+    m.moe.n_experts = 4;
+    m.moe.top_k = 2;
+    m.moe.d_expert = 24;
+    m.init_std = 0.1;
+    return m;
+}
+
+// name -> (dtype, bytes) of every tensor of an exported directory.
+std::map<std::string, std::pair<std::string, std::vector<uint8_t>>> tensors_of(const fs::path& dir) {
+    std::map<std::string, std::pair<std::string, std::vector<uint8_t>>> out;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        if (e.path().extension() != ".safetensors") continue;
+        checkpoint::SafetensorsFile f(e.path().string());
+        for (const auto& [name, info] : f.tensors()) {
+            const uint8_t* b = f.bytes(name);
+            out[name] = {info.dtype, std::vector<uint8_t>(b, b + (info.end - info.begin))};
+        }
+    }
+    return out;
+}
+
+class Hf : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        dir_ = test::temp_dir("hf");
+        model::Transformer<float> net(tiny_qwen3());
+        net.init(5);
+        // Small shards force the index and several files.
+        checkpoint::export_hf((dir_ / "src").string(), net.params(), tiny_qwen3(), "qwen3_moe", "bf16", "", 64 << 10);
+        ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+        ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+    fs::path dir_;
+};
+
+TEST_F(Hf, ImportThenExportIsBitForBit) {
+    auto src = tensors_of(dir_ / "src");
+    ASSERT_GT(src.size(), 20u);
+    int shards = 0;
+    for (const auto& e : fs::directory_iterator(dir_ / "src")) shards += e.path().extension() == ".safetensors";
+    EXPECT_GT(shards, 1);
+    auto r = test::run_frugal("import-hf " + (dir_ / "src").string() + " --out " + (dir_ / "m.h5").string());
+    ASSERT_EQ(r.code, 0) << r.output;
+    r = test::run_frugal("export-hf " + (dir_ / "m.h5").string() + " --out " + (dir_ / "back").string() +
+                         " --dtype bf16 --model-type qwen3_moe");
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto back = tensors_of(dir_ / "back");
+    ASSERT_EQ(back.size(), src.size());
+    for (const auto& [name, t] : src) {
+        ASSERT_TRUE(back.count(name)) << name;
+        EXPECT_EQ(back[name].first, "BF16");
+        EXPECT_TRUE(back[name].second == t.second) << name << " differs after import + export";
+    }
+    EXPECT_TRUE(fs::exists(dir_ / "back" / "config.json"));
+    EXPECT_TRUE(fs::exists(dir_ / "back" / "model.safetensors.index.json"));
+}
+
+TEST_F(Hf, ImportedWeightsAreTheSafetensorsValuesAndShardsReadOnlyTheirExperts) {
+    auto src = tensors_of(dir_ / "src");
+    auto decode = [&](const std::string& name, int64_t i) {
+        uint16_t b;
+        std::memcpy(&b, src[name].second.data() + 2 * i, 2);
+        return bf16_bits_to_float(b);
+    };
+    model::ModelConfig cfg = tiny_qwen3();
+    // Experts 2 and 3 of 4 (the second rank of ep = 2).
+    model::Transformer<float> shard(cfg, {2, 2});
+    checkpoint::load_hf_weights((dir_ / "src").string(), shard.params(), cfg);
+    model::Param* w13 = shard.params().find("layers.1.moe.experts.w13");
+    const int64_t f = 24, d = 32;
+    // Expert 3's up projection (rows F..2F of the w13 block of local expert 1).
+    const std::string up = "model.layers.1.mlp.experts.3.up_proj.weight";
+    for (int64_t i = 0; i < f * d; i += 37)
+        ASSERT_EQ(w13->value.data<float>()[1 * 2 * f * d + f * d + i], decode(up, i)) << i;
+    model::Param* wq = shard.params().find("layers.0.attn.wq.weight");
+    for (int64_t i = 0; i < wq->value.numel(); i += 11)
+        ASSERT_EQ(wq->value.data<float>()[i], decode("model.layers.0.self_attn.q_proj.weight", i)) << i;
+    // A shard that holds experts 0 and 1 never opens the tensors of 2 and 3: remove them from the files' reach by
+    // renaming them in the index, and the load still succeeds.
+    std::ifstream in(dir_ / "src" / "model.safetensors.index.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string index = std::regex_replace(ss.str(), std::regex("mlp\\.experts\\.([23])\\."), "mlp.gone.$1.");
+    std::ofstream(dir_ / "src" / "model.safetensors.index.json") << index;
+    model::Transformer<float> first(cfg, {0, 2});
+    EXPECT_NO_THROW(checkpoint::load_hf_weights((dir_ / "src").string(), first.params(), cfg));
+    EXPECT_THROW(checkpoint::load_hf_weights((dir_ / "src").string(), shard.params(), cfg), ConfigError);
+}
+
+TEST_F(Hf, BadInputIsNamedWithExitCodeTwo) {
+    const std::string src = (dir_ / "src").string(), out = (dir_ / "x.h5").string();
+    // A missing shard.
+    std::vector<std::string> shards;
+    for (const auto& e : fs::directory_iterator(dir_ / "src"))
+        if (e.path().extension() == ".safetensors") shards.push_back(e.path().filename().string());
+    std::sort(shards.begin(), shards.end());
+    ASSERT_GE(shards.size(), 2u);
+    fs::copy(dir_ / "src", dir_ / "missing", fs::copy_options::recursive);
+    fs::remove(dir_ / "missing" / shards[1]);
+    auto r = test::run_frugal("import-hf " + (dir_ / "missing").string() + " --out " + out);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find(shards[1]), std::string::npos) << r.output;
+    // A wrong shape: the config says the model is wider than the tensors.
+    fs::copy(dir_ / "src", dir_ / "shape", fs::copy_options::recursive);
+    {
+        std::ifstream in(dir_ / "shape" / "config.json");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        std::ofstream(dir_ / "shape" / "config.json") << std::regex_replace(
+            ss.str(), std::regex("\"moe_intermediate_size\": 24"), "\"moe_intermediate_size\": 32");
+    }
+    r = test::run_frugal("import-hf " + (dir_ / "shape").string() + " --out " + out);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("has shape"), std::string::npos) << r.output;
+    // An unsupported model_type.
+    fs::copy(dir_ / "src", dir_ / "olmoe", fs::copy_options::recursive);
+    {
+        std::ifstream in(dir_ / "olmoe" / "config.json");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        std::string t = std::regex_replace(ss.str(), std::regex("\"qwen3_moe\""), "\"olmoe\"");
+        t = std::regex_replace(t, std::regex("\"num_experts\": 4"), "\"num_experts\": 4, \"intermediate_size\": 24");
+        std::ofstream(dir_ / "olmoe" / "config.json") << t;
+    }
+    r = test::run_frugal("import-hf " + (dir_ / "olmoe").string() + " --out " + out);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("model_type 'olmoe' cannot be imported yet"), std::string::npos) << r.output;
+    // A truncated safetensors header.
+    fs::copy(dir_ / "src", dir_ / "trunc", fs::copy_options::recursive);
+    fs::resize_file(dir_ / "trunc" / shards[0], 20);
+    r = test::run_frugal("import-hf " + (dir_ / "trunc").string() + " --out " + out);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("truncated"), std::string::npos) << r.output;
+}
+
+TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
+    ASSERT_FALSE(test::test_corpus().empty());
+    auto r = test::run_frugal(
+        "launch -n 2 " + std::string(FRUGAL_SOURCE_DIR) +
+        "/configs/demo.yaml --set model.init_from=hf:" + (dir_ / "src").string() +
+        " --set data.dir=" + test::test_corpus().string() + " --set run.out_dir=" + (dir_ / "ft").string() +
+        " --set parallel.ep=2 --set train.micro_batch=8 --set train.seq_len=64 --set model.max_seq_len=64 "
+        "--set train.steps=25 --set run.log_every=1 --set train.eval_every=0 --set checkpoint.every=0 "
+        "--set train.threads=1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("weights from"), std::string::npos) << r.output;
+    std::ifstream m(dir_ / "ft" / "metrics.jsonl");
+    std::vector<double> losses;
+    std::string line;
+    std::regex re("\"loss\": ([-0-9.e+]+)");
+    std::smatch mm;
+    while (std::getline(m, line))
+        if (std::regex_search(line, mm, re)) losses.push_back(std::stod(mm[1]));
+    ASSERT_EQ(losses.size(), 25u);
+    EXPECT_LT(losses.back(), losses.front() - 0.5) << losses.front() << " -> " << losses.back();
+}
+
+}  // namespace
+}  // namespace frugal
