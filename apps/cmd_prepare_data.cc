@@ -11,6 +11,7 @@ namespace frugal::apps {
 namespace {
 const char* kHelp =
     "usage: frugal prepare-data INPUT... --out DIR [--val-fraction F] [--seed N] [--format auto|fortune|text]\n"
+    "                           [--tokenizer tokenizer.json]\n"
     "\n"
     "Tokenizes text files (byte-level: 256 bytes + end-of-document) into DIR/train.bin and DIR/val.bin.\n"
     "INPUT may be files or directories (walked recursively; fortune *.dat index files are skipped).\n"
@@ -20,7 +21,9 @@ const char* kHelp =
     "  --out DIR            output directory (created)\n"
     "  --val-fraction F     share of documents held out for validation (default 0.02)\n"
     "  --seed N             seed of the train/validation split (default 1234)\n"
-    "  --format F           auto (default: detect fortune files), fortune, or text\n";
+    "  --format F           auto (default: detect fortune files), fortune, or text\n"
+    "  --tokenizer FILE     a Hugging Face tokenizer.json (byte-level or Metaspace BPE) instead of bytes; documents\n"
+    "                       end with its <|endoftext|> or </s>\n";
 
 double parse_double(const std::string& flag, const std::string& v) {
     char* end = nullptr;
@@ -48,6 +51,8 @@ int cmd_prepare_data(const Args& args) {
             opt.val_fraction = parse_double(a, value());
         else if (a == "--seed")
             opt.seed = uint64_t(parse_double(a, value()));
+        else if (a == "--tokenizer")
+            opt.tokenizer = value();
         else if (a == "--format")
             opt.format = value();
         else if (a.rfind("-", 0) == 0)

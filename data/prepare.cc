@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/shard.h"
+#include "data/hf_tokenizer.h"
 #include "data/tokenizer.h"
 
 namespace frugal::data {
@@ -70,7 +72,11 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
     for (const auto& in : opt.inputs) collect(in, files, seen);
     FRUGAL_CONFIG_CHECK(!files.empty(), "prepare-data: the inputs hold no text files");
 
-    ByteTokenizer tok;
+    ByteTokenizer bytes;
+    std::unique_ptr<HfTokenizer> hf;
+    if (!opt.tokenizer.empty()) hf = std::make_unique<HfTokenizer>(opt.tokenizer);
+    const int32_t eod = hf ? hf->end_of_document() : ByteTokenizer::kEndOfDocument;
+    const int64_t vocab = hf ? hf->vocab_size() : ByteTokenizer::kVocabSize;
     rng::Stream split(opt.seed, "data.split");
     std::vector<int32_t> train, val;
     PrepareReport report;
@@ -88,15 +94,18 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
         for (const auto& d : docs) {
             bool to_val = split.uniform(uint64_t(doc_index++)) < opt.val_fraction;
             auto& dst = to_val ? val : train;
-            tok.encode(d, dst);
-            dst.push_back(ByteTokenizer::kEndOfDocument);
+            if (hf)
+                hf->encode(d, dst);
+            else
+                bytes.encode(d, dst);
+            dst.push_back(eod);
             (to_val ? report.val_docs : report.train_docs)++;
         }
         report.files++;
     }
     fs::create_directories(opt.out_dir);
-    write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, ByteTokenizer::kVocabSize);
-    write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, ByteTokenizer::kVocabSize);
+    write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, vocab);
+    write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, vocab);
     report.train_tokens = int64_t(train.size());
     report.val_tokens = int64_t(val.size());
     return report;

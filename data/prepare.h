@@ -19,6 +19,7 @@ struct PrepareOptions {
     double val_fraction = 0.02;
     uint64_t seed = 1234;
     std::string format = "auto";  // auto | fortune | text
+    std::string tokenizer;        // tokenizer.json path; empty = byte-level (256 bytes + end of document)
 };
 
 struct PrepareReport {

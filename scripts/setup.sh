@@ -11,6 +11,7 @@ packages=(
   libhdf5-openmpi-dev hdf5-tools
   libgtest-dev
   fortunes
+  libpcre2-dev
 )
 
 missing=()
