@@ -36,7 +36,7 @@ void Loader::read_samples(int32_t* tokens_BS, int32_t* targets_BS, int64_t first
     for (int64_t j = 0; j < count; ++j) {
         const int64_t start = sample_index(first + j) * seq_len_;
         shard_->read(tokens_BS + j * seq_len_, start, seq_len_);
-        shard_->read(targets_BS + j * seq_len_, start + 1, seq_len_);
+        shard_->read_targets(targets_BS + j * seq_len_, start + 1, seq_len_);
     }
 }
 

@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include <yaml-cpp/yaml.h>
+
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/shard.h"
@@ -37,6 +39,35 @@ void collect(const fs::path& p, std::vector<fs::path>& files, std::set<fs::path>
 
 bool is_fortune(const std::string& text) {
     return text.rfind("%\n", 0) == 0 || text.find("\n%\n") != std::string::npos;
+}
+
+// One document of training data: text, or a prompt (no loss) followed by a completion (loss).
+struct Doc {
+    std::string prompt, text;
+};
+
+// JSONL: one {"text": ...} or {"prompt": ..., "completion": ...} object per line.
+void jsonl_documents(const std::string& text, const std::string& path, std::vector<Doc>& docs) {
+    std::istringstream in(text);
+    std::string line;
+    int64_t lineno = 0;
+    while (std::getline(in, line)) {
+        ++lineno;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        YAML::Node n;
+        try {
+            n = YAML::Load(line);
+        } catch (const YAML::Exception& e) {
+            FRUGAL_CONFIG_ERROR(path, ":", lineno, ": not a JSON object: ", e.what());
+        }
+        if (n["text"]) {
+            docs.push_back({"", n["text"].as<std::string>()});
+        } else if (n["prompt"] && n["completion"]) {
+            docs.push_back({n["prompt"].as<std::string>(), n["completion"].as<std::string>()});
+        } else {
+            FRUGAL_CONFIG_ERROR(path, ":", lineno, ": expected {\"text\": ...} or {\"prompt\": ..., \"completion\": ...}");
+        }
+    }
 }
 
 void split_documents(const std::string& text, bool fortune, std::vector<std::string>& docs) {
@@ -79,6 +110,8 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
     const int64_t vocab = hf ? hf->vocab_size() : ByteTokenizer::kVocabSize;
     rng::Stream split(opt.seed, "data.split");
     std::vector<int32_t> train, val;
+    std::vector<uint8_t> train_mask, val_mask;  // loss masks, kept only when some document has a prompt
+    bool any_prompt = false;
     PrepareReport report;
     int64_t doc_index = 0;
     std::vector<std::string> docs;
@@ -89,23 +122,41 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
         buf << in.rdbuf();
         std::string text = buf.str();
         bool fortune = opt.format == "fortune" || (opt.format == "auto" && is_fortune(text));
-        docs.clear();
-        split_documents(text, fortune, docs);
-        for (const auto& d : docs) {
-            bool to_val = split.uniform(uint64_t(doc_index++)) < opt.val_fraction;
+        std::vector<Doc> batch;
+        if (f.extension() == ".jsonl") {
+            jsonl_documents(text, f.string(), batch);
+        } else {
+            docs.clear();
+            split_documents(text, fortune, docs);
+            for (auto& d : docs) batch.push_back({"", std::move(d)});
+        }
+        for (const Doc& d : batch) {
+            const bool to_val = split.uniform(uint64_t(doc_index++)) < opt.val_fraction;
             auto& dst = to_val ? val : train;
-            if (hf)
-                hf->encode(d, dst);
-            else
-                bytes.encode(d, dst);
+            auto& mask = to_val ? val_mask : train_mask;
+            auto encode = [&](const std::string& t) {
+                if (hf)
+                    hf->encode(t, dst);
+                else
+                    bytes.encode(t, dst);
+            };
+            encode(d.prompt);
+            mask.resize(dst.size(), 0);  // prompt tokens are never targets
+            encode(d.text);
             dst.push_back(eod);
+            mask.resize(dst.size(), 1);
+            any_prompt |= !d.prompt.empty();
             (to_val ? report.val_docs : report.train_docs)++;
         }
         report.files++;
     }
+    if (!any_prompt) {
+        train_mask.clear();
+        val_mask.clear();
+    }
     fs::create_directories(opt.out_dir);
-    write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, vocab);
-    write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, vocab);
+    write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, vocab, train_mask);
+    write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, vocab, val_mask);
     report.train_tokens = int64_t(train.size());
     report.val_tokens = int64_t(val.size());
     return report;

@@ -13,7 +13,10 @@
 
 namespace frugal::data {
 
-void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size) {
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size,
+                 const std::vector<uint8_t>& mask) {
+    FRUGAL_CHECK(mask.empty() || mask.size() == tokens.size(), "loss mask of ", mask.size(), " entries for ",
+                 tokens.size(), " tokens");
     const uint32_t dtype = vocab_size <= 65536 ? 2 : 4;
     unsigned char header[kShardHeaderBytes] = {};
     std::memcpy(header, kShardMagic, 8);
@@ -25,6 +28,8 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, in
     std::memcpy(header + 16, &n, 8);
     std::memcpy(header + 24, &docs, 8);
     std::memcpy(header + 32, &vocab, 4);
+    const uint32_t flags = mask.empty() ? 0u : 1u;
+    std::memcpy(header + 36, &flags, 4);
 
     const std::string tmp = path + ".tmp";
     FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -37,6 +42,7 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, in
         std::vector<uint32_t> buf(tokens.begin(), tokens.end());
         ok = ok && std::fwrite(buf.data(), 4, buf.size(), f) == buf.size();
     }
+    if (!mask.empty()) ok = ok && std::fwrite(mask.data(), 1, mask.size(), f) == mask.size();
     ok = ok && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (std::fclose(f) == 0) && ok;
     if (!ok) {
@@ -63,13 +69,14 @@ ShardReader::ShardReader(const std::string& path) : path_(path) {
     ::close(fd);
     FRUGAL_CHECK(map_ != MAP_FAILED, "mmap of ", path, " failed: ", std::strerror(errno));
     const auto* h = static_cast<const unsigned char*>(map_);
-    uint32_t version = 0, dtype = 0, vocab = 0;
+    uint32_t version = 0, dtype = 0, vocab = 0, flags = 0;
     uint64_t n = 0, docs = 0;
     std::memcpy(&version, h + 8, 4);
     std::memcpy(&dtype, h + 12, 4);
     std::memcpy(&n, h + 16, 8);
     std::memcpy(&docs, h + 24, 8);
     std::memcpy(&vocab, h + 32, 4);
+    std::memcpy(&flags, h + 36, 4);
     auto fail = [&](const std::string& why) {
         ::munmap(map_, map_bytes_);
         map_ = nullptr;
@@ -80,7 +87,8 @@ ShardReader::ShardReader(const std::string& path) : path_(path) {
         fail("shard format version " + std::to_string(version) + ", this build reads version " +
              std::to_string(kShardVersion) + ": re-run `frugal prepare-data`");
     if (dtype != 2 && dtype != 4) fail("token dtype " + std::to_string(dtype) + " is neither 2 nor 4 bytes");
-    if (map_bytes_ != size_t(kShardHeaderBytes) + n * dtype)
+    const size_t mask_bytes = (flags & 1u) ? n : 0;
+    if (map_bytes_ != size_t(kShardHeaderBytes) + n * dtype + mask_bytes)
         fail("file is " + std::to_string(map_bytes_) + " bytes, header says " + std::to_string(n) +
              " tokens: the shard is truncated or corrupt; re-run `frugal prepare-data`");
     dtype_bytes_ = int(dtype);
@@ -88,10 +96,18 @@ ShardReader::ShardReader(const std::string& path) : path_(path) {
     num_docs_ = int64_t(docs);
     vocab_size_ = int64_t(vocab);
     tokens_ = h + kShardHeaderBytes;
+    if (flags & 1u) mask_ = h + kShardHeaderBytes + n * dtype;
 }
 
 ShardReader::~ShardReader() {
     if (map_) ::munmap(map_, map_bytes_);
+}
+
+void ShardReader::read_targets(int32_t* out, int64_t begin, int64_t n) const {
+    read(out, begin, n);
+    if (mask_)
+        for (int64_t i = 0; i < n; ++i)
+            if (!mask_[begin + i]) out[i] = kIgnoreTarget;
 }
 
 void ShardReader::read(int32_t* out, int64_t begin, int64_t n) const {

@@ -6,8 +6,11 @@
 //   16      8     number of tokens (uint64)
 //   24      8     number of documents (uint64)
 //   32      4     vocabulary size (uint32)
-//   36      28    zero
+//   36      4     flags (uint32): bit 0 = a loss mask follows the tokens
+//   40      24    zero
 //   64      ...   tokens, little-endian, each document followed by the end-of-document token
+//   ...     n     with flag bit 0: one byte per token, 1 = the token is a training target, 0 = not (prompt tokens of
+//                 prompt/completion data)
 // Readers memory-map the file and check magic, version, dtype and that the size matches the token count.
 #pragma once
 
@@ -22,7 +25,12 @@ inline constexpr uint32_t kShardVersion = 1;
 inline constexpr int64_t kShardHeaderBytes = 64;
 
 // Writes atomically: to PATH.tmp, then rename.
-void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size);
+// mask: empty, or one entry per token (1 = train on it as a target).
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size,
+                 const std::vector<uint8_t>& mask = {});
+
+// Targets that carry no loss (the value model::kIgnoreIndex has).
+inline constexpr int32_t kIgnoreTarget = -100;
 
 class ShardReader {
   public:
@@ -40,12 +48,16 @@ class ShardReader {
     }
     // Copies tokens [begin, begin + n) into out.
     void read(int32_t* out, int64_t begin, int64_t n) const;
+    // Like read, with kIgnoreTarget where the loss mask says the token is not a target.
+    void read_targets(int32_t* out, int64_t begin, int64_t n) const;
+    bool has_mask() const { return mask_ != nullptr; }
 
   private:
     std::string path_;
     void* map_ = nullptr;
     size_t map_bytes_ = 0;
     const void* tokens_ = nullptr;
+    const uint8_t* mask_ = nullptr;
     int64_t num_tokens_ = 0, num_docs_ = 0, vocab_size_ = 0;
     int dtype_bytes_ = 2;
 };

@@ -107,3 +107,47 @@ TEST(Data, OrderDependsOnlyOnSeedAndGlobalSampleIndex) {
 
 }  // namespace
 }  // namespace frugal
+
+namespace frugal {
+namespace {
+
+TEST(Data, PromptCompletionJsonlMasksThePromptTargets) {
+    fs::path dir = test::temp_dir("jsonl");
+    {
+        std::ofstream f(dir / "chat.jsonl");
+        f << "{\"prompt\": \"Q: 2+2? A:\", \"completion\": \" 4\"}\n";
+        f << "\n";
+        f << "{\"text\": \"plain text\"}\n";
+    }
+    data::PrepareOptions opt;
+    opt.inputs = {(dir / "chat.jsonl").string()};
+    opt.out_dir = (dir / "out").string();
+    opt.val_fraction = 0;
+    data::PrepareReport r = data::prepare_data(opt);
+    EXPECT_EQ(r.train_docs, 2);
+    data::ShardReader shard((dir / "out" / "train.bin").string());
+    ASSERT_TRUE(shard.has_mask());
+    const std::string prompt = "Q: 2+2? A:", completion = " 4";
+    const int64_t n = shard.num_tokens();
+    std::vector<int32_t> t(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+    shard.read(t.data(), 0, n);
+    shard.read_targets(y.data(), 0, n);
+    for (int64_t i = 0; i < n; ++i) {
+        const bool in_prompt = i < int64_t(prompt.size());
+        EXPECT_EQ(y[size_t(i)], in_prompt ? data::kIgnoreTarget : t[size_t(i)]) << "token " << i;
+    }
+    EXPECT_EQ(t[prompt.size() + completion.size()], data::ByteTokenizer::kEndOfDocument);
+    // Bad JSONL names the line.
+    std::ofstream(dir / "bad.jsonl") << "{\"text\": \"ok\"}\n{\"question\": 1}\n";
+    opt.inputs = {(dir / "bad.jsonl").string()};
+    try {
+        data::prepare_data(opt);
+        ADD_FAILURE() << "no error";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("bad.jsonl:2"), std::string::npos) << e.what();
+    }
+    fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace frugal
