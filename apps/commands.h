@@ -18,6 +18,7 @@ int cmd_report(const Args& args);
 int cmd_estimate(const Args& args);
 int cmd_import_hf(const Args& args);
 int cmd_export_hf(const Args& args);
+int cmd_score(const Args& args);
 
 // True when args hold -h or --help.
 bool wants_help(const Args& args);

@@ -26,6 +26,7 @@ const char* kUsage =
     "  estimate MODEL --tokens N --gpu G ...    price a planned training run (GPU-hours, days, dollars, memory)\n"
     "  import-hf HF_DIR --out CKPT.h5           Hugging Face model (qwen3_moe, mixtral) to a Frugal checkpoint\n"
     "  export-hf CKPT.h5 --out DIR              Frugal checkpoint to a Hugging Face model directory\n"
+    "  score MODEL --text-file FILE [--json]    mean cross-entropy and perplexity of a model on a text\n"
     "\n"
     "options:\n"
     "  -h, --help      this text; `frugal <command> --help` describes a command\n"
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
         if (cmd == "estimate") return apps::cmd_estimate(args);
         if (cmd == "import-hf") return apps::cmd_import_hf(args);
         if (cmd == "export-hf") return apps::cmd_export_hf(args);
+        if (cmd == "score") return apps::cmd_score(args);
         std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const ConfigError& e) {

@@ -31,7 +31,8 @@ const std::array<std::string, 256>& byte_chars() {
         for (size_t i = 0; i < bs.size(); ++i) {
             const int c = cs[i];
             std::string s;
-            if (c < 0x80) s += char(c);
+            if (c < 0x80)
+                s += char(c);
             else {
                 s += char(0xC0 | (c >> 6));
                 s += char(0x80 | (c & 0x3F));
@@ -153,7 +154,8 @@ HfTokenizer::HfTokenizer(const std::string& path) : path_(path) {
         if (type == "Prepend") {
             s->a = n["prepend"].as<std::string>();
         } else if (type == "Replace") {
-            FRUGAL_CONFIG_CHECK(n["pattern"]["String"], path, ": Replace normalizer with a regex pattern is not supported");
+            FRUGAL_CONFIG_CHECK(n["pattern"]["String"], path,
+                                ": Replace normalizer with a regex pattern is not supported");
             s->a = n["pattern"]["String"].as<std::string>();
             s->b = n["content"].as<std::string>();
         } else if (type != "NFC") {
@@ -174,11 +176,11 @@ HfTokenizer::HfTokenizer(const std::string& path) : path_(path) {
         s->kind = type;
         if (type == "Split") {
             FRUGAL_CONFIG_CHECK(n["pattern"]["Regex"] || n["pattern"]["String"], path, ": Split without a pattern");
-            FRUGAL_CONFIG_CHECK(n["behavior"].as<std::string>() == "Isolated" && !(n["invert"] && n["invert"].as<bool>()),
-                                path, ": Split behavior '", n["behavior"].as<std::string>(),
-                                "' is not supported (Isolated)");
+            FRUGAL_CONFIG_CHECK(
+                n["behavior"].as<std::string>() == "Isolated" && !(n["invert"] && n["invert"].as<bool>()), path,
+                ": Split behavior '", n["behavior"].as<std::string>(), "' is not supported (Isolated)");
             const std::string pat = n["pattern"]["Regex"] ? n["pattern"]["Regex"].as<std::string>()
-                                                           : n["pattern"]["String"].as<std::string>();
+                                                          : n["pattern"]["String"].as<std::string>();
             s->re = compile(pat, path);
         } else if (type == "ByteLevel") {
             byte_level_ = true;

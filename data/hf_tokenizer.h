@@ -21,7 +21,7 @@
 namespace frugal::data {
 
 class HfTokenizer {
-public:
+  public:
     explicit HfTokenizer(const std::string& tokenizer_json);
     ~HfTokenizer();
     HfTokenizer(const HfTokenizer&) = delete;
@@ -34,7 +34,7 @@ public:
     // The end-of-document token of the tokenizer: the first of <|endoftext|>, </s>, <|end_of_text|>, <eos> present.
     int32_t end_of_document() const;
 
-private:
+  private:
     struct Step;  // one normalizer or pre-tokenizer step
     void encode_piece(const std::string& normalized, std::vector<int32_t>& out) const;
     void bpe(const std::string& word, std::vector<int32_t>& out) const;

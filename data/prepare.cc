@@ -1,18 +1,18 @@
 #include "data/prepare.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <filesystem>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 
-#include <yaml-cpp/yaml.h>
-
 #include "core/error.h"
 #include "core/rng.h"
-#include "data/shard.h"
 #include "data/hf_tokenizer.h"
+#include "data/shard.h"
 #include "data/tokenizer.h"
 
 namespace frugal::data {
@@ -65,7 +65,8 @@ void jsonl_documents(const std::string& text, const std::string& path, std::vect
         } else if (n["prompt"] && n["completion"]) {
             docs.push_back({n["prompt"].as<std::string>(), n["completion"].as<std::string>()});
         } else {
-            FRUGAL_CONFIG_ERROR(path, ":", lineno, ": expected {\"text\": ...} or {\"prompt\": ..., \"completion\": ...}");
+            FRUGAL_CONFIG_ERROR(path, ":", lineno,
+                                ": expected {\"text\": ...} or {\"prompt\": ..., \"completion\": ...}");
         }
     }
 }

@@ -48,6 +48,8 @@ class Transformer {
 
     // Logits of the last forward, [N, V].
     const T* logits() const { return logits_.template data<T>(); }
+    // Cross-entropy of each token of the last forward, [N] (0 where the target was ignored): -log p(target).
+    const T* token_losses() const { return loss_N_.template data<T>(); }
     std::vector<MoELayer<T>*> moe_layers();
 
   private:

@@ -33,7 +33,8 @@ namespace frugal::trainer {
 
 namespace fs = std::filesystem;
 
-static_assert(data::kIgnoreTarget == model::kIgnoreIndex, "the loader's masked targets must be the loss's ignore index");
+static_assert(data::kIgnoreTarget == model::kIgnoreIndex,
+              "the loader's masked targets must be the loss's ignore index");
 
 namespace {
 

@@ -186,3 +186,58 @@ TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
 
 }  // namespace
 }  // namespace frugal
+
+namespace frugal {
+namespace {
+
+TEST_F(Hf, ScoreReportsTheModelsLogProbabilities) {
+    const std::string text = "The quick brown fox jumps over the lazy dog.\n";
+    std::ofstream(dir_ / "t.txt") << text;
+    auto a = test::run_frugal("score hf:" + (dir_ / "src").string() + " --text-file " + (dir_ / "t.txt").string() +
+                              " --json");
+    ASSERT_EQ(a.code, 0) << a.output;
+    ASSERT_EQ(test::run_frugal("import-hf " + (dir_ / "src").string() + " --out " + (dir_ / "m.h5").string()).code, 0);
+    auto b =
+        test::run_frugal("score " + (dir_ / "m.h5").string() + " --text-file " + (dir_ / "t.txt").string() + " --json");
+    ASSERT_EQ(b.code, 0) << b.output;
+    EXPECT_EQ(a.output, b.output) << "hf:DIR and its imported checkpoint score the same";
+    // Independent check: log-softmax of the logits of an in-process forward pass.
+    model::ModelConfig cfg = tiny_qwen3();
+    model::Transformer<float> net(cfg);
+    checkpoint::load_hf_weights((dir_ / "src").string(), net.params(), cfg);
+    const int64_t s = int64_t(text.size()) - 1;
+    std::vector<int32_t> x(text.begin(), text.end() - 1), y(text.begin() + 1, text.end());
+    for (auto& v : x) v = int32_t(static_cast<unsigned char>(v));
+    for (auto& v : y) v = int32_t(static_cast<unsigned char>(v));
+    net.forward(x.data(), y.data(), 1, s);
+    double sum = 0;
+    std::vector<double> want;
+    for (int64_t i = 0; i < s; ++i) {
+        const float* l = net.logits() + i * cfg.vocab_size;
+        double mx = l[0], z = 0;
+        for (int64_t v = 1; v < cfg.vocab_size; ++v) mx = std::max(mx, double(l[v]));
+        for (int64_t v = 0; v < cfg.vocab_size; ++v) z += std::exp(double(l[v]) - mx);
+        want.push_back(double(l[y[size_t(i)]]) - mx - std::log(z));
+        sum -= want.back();
+    }
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(
+        a.output, m, std::regex("\"num_tokens\": (\\d+), \"mean_nll\": ([-0-9.e+]+), \"perplexity\": ([-0-9.e+]+)")));
+    EXPECT_EQ(std::stoll(m[1]), s);
+    EXPECT_NEAR(std::stod(m[2]), sum / double(s), 1e-5);
+    EXPECT_NEAR(std::stod(m[3]), std::exp(std::stod(m[2])), 1e-6 * std::stod(m[3]));
+    std::regex lp("\"logprobs\": \\[([^\\]]*)\\]");
+    ASSERT_TRUE(std::regex_search(a.output, m, lp));
+    std::stringstream list(m[1].str());
+    std::string item;
+    size_t i = 0;
+    while (std::getline(list, item, ',')) {
+        ASSERT_LT(i, want.size());
+        EXPECT_NEAR(std::stod(item), want[i], 1e-5) << i;
+        ++i;
+    }
+    EXPECT_EQ(i, want.size());
+}
+
+}  // namespace
+}  // namespace frugal

@@ -103,3 +103,17 @@ TEST(Config, DemoConfigLoadsAndResolvedYamlRoundTrips) {
 
 }  // namespace
 }  // namespace frugal
+
+namespace frugal {
+namespace {
+
+TEST(Config, FinetuneExampleIsValid) {
+    // Every key of the example exists and has a legal value (its init_from points at a placeholder directory,
+    // which the loader reports as such).
+    auto r = test::run_frugal("config --print " + std::string(FRUGAL_SOURCE_DIR) + "/configs/finetune-example.yaml");
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("MODEL_DIR has no config.json"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace frugal
