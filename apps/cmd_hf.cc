@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "accounting/model_source.h"
 #include "apps/commands.h"
+#include "apps/model_loading.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf.h"
 #include "core/error.h"
@@ -31,16 +31,14 @@ std::string take(const Args& args, size_t& i, const std::string& flag) {
 struct FullSlots {
     std::vector<checkpoint::TensorSlot> slots;
     std::vector<std::vector<float>> zeros;
-    FullSlots(model::Transformer<float>& net, const model::ModelConfig& m, bool with_state) {
+    FullSlots(model::Transformer<float>& net, const model::ModelConfig& m) {
         for (model::Param* p : net.params().params()) {
             slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
-            if (!with_state) continue;
             for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"}) {
                 zeros.emplace_back(size_t(p->value.numel()), 0.0f);
                 slots.push_back({kind + p->name, p->global_shape, 0, p->shape, true, zeros.back().data()});
             }
         }
-        if (!with_state) return;
         for (int64_t l = 0; l < m.n_layers; ++l) {
             if (!m.is_moe_layer(l)) continue;
             zeros.emplace_back(size_t(m.moe.n_experts), 0.0f);
@@ -82,7 +80,7 @@ int cmd_import_hf(const Args& args) {
     cfg.model.init_from.clear();
     model::Transformer<float> net(cfg.model);
     checkpoint::load_hf_weights(dir, net.params(), cfg.model);
-    FullSlots s(net, cfg.model, true);
+    FullSlots s(net, cfg.model);
     checkpoint::TrainingState st;
     st.config_yaml = trainer::to_yaml(cfg);
     st.frugal_version = kVersion;
@@ -123,18 +121,10 @@ int cmd_export_hf(const Args& args) {
             ckpt = args[i];
     }
     FRUGAL_CONFIG_CHECK(!ckpt.empty() && !out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
-    checkpoint::TrainingState st = checkpoint::read_state(ckpt);
-    const std::string tmp =
-        (fs::temp_directory_path() / ("frugal-export-" + std::to_string(::getpid()) + ".yaml")).string();
-    std::ofstream(tmp) << st.config_yaml;
-    model::ModelConfig m = accounting::load_model(tmp, "", nullptr);
-    fs::remove(tmp);
+    LoadedModel loaded = load_checkpoint_model(ckpt);
+    const model::ModelConfig& m = loaded.cfg;
     if (type.empty()) type = m.qk_norm ? "qwen3_moe" : "mixtral";
-    model::Transformer<float> net(m);
-    FullSlots s(net, m, false);
-    checkpoint::TrainingState ignored;
-    checkpoint::load(ckpt, s.slots, ignored);
-    checkpoint::export_hf(out, net.params(), m, type, dtype, source);
+    checkpoint::export_hf(out, loaded.net->params(), m, type, dtype, source);
     log::info("export-hf: ", ckpt, " -> ", out, " (", type, ", ", dtype, ")");
     return 0;
 }

@@ -9,8 +9,8 @@
 #include <memory>
 #include <sstream>
 
-#include "accounting/model_source.h"
 #include "apps/commands.h"
+#include "apps/model_loading.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf.h"
 #include "core/error.h"
@@ -63,29 +63,11 @@ int cmd_score(const Args& args) {
     std::stringstream ss;
     ss << in.rdbuf();
 
-    model::ModelConfig cfg;
-    std::unique_ptr<model::Transformer<float>> net;
-    if (model_arg.rfind("hf:", 0) == 0) {
-        const std::string dir = model_arg.substr(3);
-        checkpoint::check_importable(dir);
-        cfg = model::model_from_hf_config((fs::path(dir) / "config.json").string());
-        net = std::make_unique<model::Transformer<float>>(cfg);
-        checkpoint::load_hf_weights(dir, net->params(), cfg);
-        if (tokenizer.empty()) tokenizer = (fs::path(dir) / "tokenizer.json").string();
-    } else {
-        checkpoint::TrainingState st = checkpoint::read_state(model_arg);
-        const std::string tmp =
-            (fs::temp_directory_path() / ("frugal-score-" + std::to_string(::getpid()) + ".yaml")).string();
-        std::ofstream(tmp) << st.config_yaml;
-        cfg = accounting::load_model(tmp, "", nullptr);
-        fs::remove(tmp);
-        net = std::make_unique<model::Transformer<float>>(cfg);
-        std::vector<checkpoint::TensorSlot> slots;
-        for (model::Param* p : net->params().params())
-            slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
-        checkpoint::TrainingState ignored;
-        checkpoint::load(model_arg, slots, ignored);
-    }
+    const bool hf = model_arg.rfind("hf:", 0) == 0;
+    LoadedModel loaded = hf ? load_hf_model(model_arg.substr(3)) : load_checkpoint_model(model_arg);
+    const model::ModelConfig& cfg = loaded.cfg;
+    model::Transformer<float>* net = loaded.net.get();
+    if (hf && tokenizer.empty()) tokenizer = (fs::path(model_arg.substr(3)) / "tokenizer.json").string();
     std::vector<int32_t> ids;
     if (!tokenizer.empty() && fs::exists(tokenizer)) {
         data::HfTokenizer(tokenizer).encode(ss.str(), ids);
