@@ -33,6 +33,9 @@ ModelConfig model_from_hf_config(const std::string& path, std::string* model_typ
     m.tie_embeddings = c["tie_word_embeddings"] && c["tie_word_embeddings"].as<bool>();
     m.max_seq_len = opt_i("max_position_embeddings", 4096);
     if (c["rope_theta"]) m.rope_theta = c["rope_theta"].as<double>();
+    // transformers 5 writes the RoPE base inside rope_parameters.
+    if (c["rope_parameters"] && c["rope_parameters"]["rope_theta"])
+        m.rope_theta = c["rope_parameters"]["rope_theta"].as<double>();
     if (c["rms_norm_eps"]) m.norm_eps = c["rms_norm_eps"].as<double>();
     m.d_ff = opt_i("intermediate_size", 4 * m.d_model);
     if (type == "mixtral") {
@@ -40,7 +43,8 @@ ModelConfig model_from_hf_config(const std::string& path, std::string* model_typ
         m.moe.top_k = req("num_experts_per_tok").as<int64_t>();
         m.moe.d_expert = req("intermediate_size").as<int64_t>();
     } else if (type == "qwen3_moe" || type == "qwen2_moe" || type == "olmoe") {
-        m.moe.n_experts = req("num_experts").as<int64_t>();
+        // transformers 5 names the expert count num_local_experts for these families too.
+        m.moe.n_experts = c["num_experts"] ? req("num_experts").as<int64_t>() : req("num_local_experts").as<int64_t>();
         m.moe.top_k = req("num_experts_per_tok").as<int64_t>();
         m.moe.d_expert =
             type == "olmoe" ? req("intermediate_size").as<int64_t>() : req("moe_intermediate_size").as<int64_t>();
