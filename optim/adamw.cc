@@ -77,6 +77,7 @@ void AdamW::step(double lr) {
     const float eps = float(cfg_.eps);
     for (size_t i = 0; i < params_.size(); ++i) {
         const OptimParam& p = params_[i];
+        if (p.frozen) continue;
         const float decay = p.decay ? float(1.0 - lr * cfg_.weight_decay) : 1.0f;
         if (bf16_state_)
             adamw_update(p, static_cast<uint16_t*>(m_[i].raw_data()), static_cast<uint16_t*>(v_[i].raw_data()), b1, b2,

@@ -35,6 +35,7 @@ struct OptimParam {
     float* grad;
     int64_t numel;
     bool decay;
+    bool frozen = false;  // never updated (fine-tuning with a frozen router or embedding)
 };
 
 class AdamW {

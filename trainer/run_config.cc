@@ -32,6 +32,10 @@ ConfigFields TrainConfig::fields() {
           {"skip", "stop"});
     f.add("train.max_skipped_steps", &train.max_skipped_steps,
           "with nonfinite: skip, stop after this many skipped steps in a row", 1);
+    f.add("train.freeze", &train.freeze,
+          "parameter kinds kept fixed, e.g. [router] or [embedding] when fine-tuning; their gradients are dropped "
+          "before the norm and clipping",
+          {"norm", "bias", "embedding", "router", "weight"});
     f.add("train.threads", &train.threads, "OpenMP threads per rank; 0 = all available cores", 0, 4096);
     optim.register_fields(f, "optim.");
     f.add("data.dir", &data.dir, "directory of train.bin and val.bin written by `frugal prepare-data`");

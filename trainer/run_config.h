@@ -30,6 +30,7 @@ struct TrainSection {
     int64_t eval_batches = 4;        // micro-batches of validation data per evaluation
     std::string nonfinite = "skip";  // skip | stop
     int64_t max_skipped_steps = 10;
+    std::vector<std::string> freeze;  // parameter kinds that are not trained (fine-tuning)
     int64_t threads = 0;  // OpenMP threads; 0 = all cores
 };
 

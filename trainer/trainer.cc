@@ -42,12 +42,14 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-std::vector<optim::OptimParam> optim_params(model::ParamStore& store, const optim::OptimConfig& cfg) {
+std::vector<optim::OptimParam> optim_params(model::ParamStore& store, const optim::OptimConfig& cfg,
+                                            const std::vector<std::string>& freeze) {
     std::vector<optim::OptimParam> out;
     for (model::Param* p : store.params()) {
         const std::string kind = model::param_kind_name(p->kind);
-        bool decay = std::find(cfg.no_decay.begin(), cfg.no_decay.end(), kind) == cfg.no_decay.end();
-        out.push_back({p->value.data<float>(), p->grad.data<float>(), p->value.numel(), decay});
+        const bool decay = std::find(cfg.no_decay.begin(), cfg.no_decay.end(), kind) == cfg.no_decay.end();
+        const bool frozen = std::find(freeze.begin(), freeze.end(), kind) != freeze.end();
+        out.push_back({p->value.data<float>(), p->grad.data<float>(), p->value.numel(), decay, frozen});
     }
     return out;
 }
@@ -258,7 +260,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
                     std::make_unique<model::LocalDispatcher<float>>(n_experts, cfg.precision.fp8_dispatch));
         }
     }
-    auto oparams = optim_params(net.params(), cfg.optim);
+    auto oparams = optim_params(net.params(), cfg.optim, cfg.train.freeze);
     optim::AdamW opt(cfg.optim, oparams, cfg.precision.optimizer_state == "bf16");
     parallel::GradSync grad_sync(net.params(), world, *edp_comm, *ep_comm);
 
@@ -395,6 +397,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             net.backward(ce_scale, aux_scale);
         }
         grad_sync.sync();
+        for (const optim::OptimParam& p : oparams)
+            if (p.frozen) std::fill_n(p.grad, p.numel, 0.0f);  // no gradient: out of the norm and the clipping
         world.set_layer("loss");
         world.all_reduce(sums, 2, DType::kF64, parallel::ReduceOp::kSum);
         StepMetrics sm;

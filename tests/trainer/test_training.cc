@@ -127,3 +127,36 @@ TEST(Training, NonFiniteLossStopsWhenConfigured) {
 
 }  // namespace
 }  // namespace frugal
+
+#include "checkpoint/checkpoint.h"
+#include "model/transformer.h"
+
+namespace frugal {
+namespace {
+
+TEST(Training, FrozenKindsStayAtTheirInitialValues) {
+    ASSERT_FALSE(corpus_dir().empty());
+    trainer::TrainConfig cfg = small_config("freeze");
+    cfg.train.steps = 4;
+    cfg.train.freeze = {"router", "embedding"};
+    cfg.checkpoint.every = 4;
+    trainer::train(cfg);
+    model::Transformer<float> init(cfg.model);
+    init.init(uint64_t(cfg.run.seed));
+    model::Transformer<float> trained(cfg.model);
+    std::vector<checkpoint::TensorSlot> slots;
+    for (model::Param* p : trained.params().params())
+        slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
+    checkpoint::TrainingState st;
+    checkpoint::load((fs::path(cfg.run.out_dir) / "checkpoints" / "step_00000004.h5").string(), slots, st);
+    for (model::Param* p : trained.params().params()) {
+        const model::Param* q = init.params().find(p->name);
+        const bool same = std::memcmp(p->value.raw_data(), q->value.raw_data(), p->value.nbytes()) == 0;
+        const bool frozen = p->kind == model::ParamKind::kRouter || p->kind == model::ParamKind::kEmbedding;
+        EXPECT_EQ(same, frozen) << p->name;
+    }
+    fs::remove_all(cfg.run.out_dir);
+}
+
+}  // namespace
+}  // namespace frugal
