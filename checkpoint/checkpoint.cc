@@ -27,6 +27,10 @@ void CheckpointConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "dir", &dir, "where checkpoints live; empty = run.out_dir/checkpoints");
     f.add(p + "keep_last", &keep_last, "checkpoints kept (older ones are deleted after a successful save)", 1);
     f.add(p + "keep_every", &keep_every, "also keep every checkpoint whose step is a multiple of this; 0 = off", 0);
+    f.add(p + "export_hf", &export_hf,
+          "after the last step, write the model in Hugging Face format (qwen3_moe with QK-norm, else mixtral; with "
+          "model.init_from the source config.json and tokenizer files are copied) to this directory; empty = off");
+    f.add(p + "export_hf_dtype", &export_hf_dtype, "dtype of the exported safetensors", {"bf16", "f32"});
 }
 
 namespace {

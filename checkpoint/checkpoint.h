@@ -31,6 +31,8 @@ struct CheckpointConfig {
     std::string dir;              // empty: run.out_dir/checkpoints
     int64_t keep_last = 3;
     int64_t keep_every = 0;  // also keep every keep_every-th step's checkpoint; 0 = off
+    std::string export_hf;   // after the last step, export the model in Hugging Face format to this directory
+    std::string export_hf_dtype = "bf16";
 
     void register_fields(ConfigFields& f, const std::string& prefix);
 };

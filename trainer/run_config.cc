@@ -73,6 +73,8 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") = ", per_step, ": set train.global_batch to ",
                         std::max<int64_t>(1, train.global_batch / per_step) * per_step);
     precision.validate();
+    FRUGAL_CONFIG_CHECK(checkpoint.export_hf.empty() || checkpoint.every > 0, "checkpoint.export_hf (",
+                        checkpoint.export_hf, ") exports from the final checkpoint: set checkpoint.every");
     FRUGAL_CONFIG_CHECK(model.attention == "gqa", "model.attention '", model.attention,
                         "' is counted by `frugal estimate` but cannot be trained yet: use gqa");
     FRUGAL_CONFIG_CHECK(model.mtp_modules == 0, "model.mtp_modules (", model.mtp_modules,

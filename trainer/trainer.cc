@@ -526,6 +526,26 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         result.final_loss = result.history.back().loss;
         result.final_val_loss = result.history.back().val_loss;
     }
+    if (!cfg.checkpoint.export_hf.empty() && start_step < cfg.train.steps) {
+        // The final checkpoint holds every expert in its global shape: rank 0 reads the whole model back from it.
+        if (is_root) {
+            model::Transformer<float> full(cfg.model);
+            std::vector<checkpoint::TensorSlot> slots;
+            for (model::Param* p : full.params().params())
+                slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
+            std::ostringstream name;
+            name << "step_" << std::setw(8) << std::setfill('0') << cfg.train.steps << ".h5";
+            checkpoint::TrainingState st;
+            checkpoint::load((fs::path(ckpt_dir) / name.str()).string(), slots, st);
+            const std::string source =
+                cfg.model.init_from.empty() ? "" : (fs::path(cfg.model.init_from.substr(3)) / "config.json").string();
+            checkpoint::export_hf(cfg.checkpoint.export_hf, full.params(), cfg.model,
+                                  cfg.model.qk_norm ? "qwen3_moe" : "mixtral", cfg.checkpoint.export_hf_dtype, source);
+            log::info("exported the model in Hugging Face format to ", cfg.checkpoint.export_hf);
+        }
+        world.set_layer("export");
+        world.barrier();
+    }
     report.device_seconds = totals();
     report.tokens = double(result.tokens);
     report.train_seconds = result.seconds;

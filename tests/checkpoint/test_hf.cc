@@ -169,8 +169,8 @@ TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
         "/configs/demo.yaml --set model.init_from=hf:" + (dir_ / "src").string() +
         " --set data.dir=" + test::test_corpus().string() + " --set run.out_dir=" + (dir_ / "ft").string() +
         " --set parallel.ep=2 --set train.micro_batch=8 --set train.seq_len=64 --set model.max_seq_len=64 "
-        "--set train.steps=25 --set run.log_every=1 --set train.eval_every=0 --set checkpoint.every=0 "
-        "--set train.threads=1");
+        "--set train.steps=25 --set run.log_every=1 --set train.eval_every=0 --set checkpoint.every=25 "
+        "--set train.threads=1 --set train.freeze=[router] --set checkpoint.export_hf=" + (dir_ / "exported").string());
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("weights from"), std::string::npos) << r.output;
     std::ifstream m(dir_ / "ft" / "metrics.jsonl");
@@ -182,6 +182,18 @@ TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
         if (std::regex_search(line, mm, re)) losses.push_back(std::stod(mm[1]));
     ASSERT_EQ(losses.size(), 25u);
     EXPECT_LT(losses.back(), losses.front() - 0.5) << losses.front() << " -> " << losses.back();
+    // Exported at the end in Hugging Face format: the source's config.json, every tensor, the frozen router as it
+    // was and trained weights changed.
+    auto src = tensors_of(dir_ / "src"), out = tensors_of(dir_ / "exported");
+    ASSERT_EQ(out.size(), src.size());
+    std::ifstream a(dir_ / "src" / "config.json"), b(dir_ / "exported" / "config.json");
+    std::stringstream sa, sb;
+    sa << a.rdbuf();
+    sb << b.rdbuf();
+    EXPECT_EQ(sa.str(), sb.str());
+    EXPECT_TRUE(out["model.layers.1.mlp.gate.weight"].second == src["model.layers.1.mlp.gate.weight"].second);
+    EXPECT_FALSE(out["model.layers.1.self_attn.q_proj.weight"].second ==
+                 src["model.layers.1.self_attn.q_proj.weight"].second);
 }
 
 }  // namespace
