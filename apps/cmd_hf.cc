@@ -32,8 +32,8 @@ struct FullSlots {
     std::vector<checkpoint::TensorSlot> slots;
     std::vector<std::vector<float>> zeros;
     FullSlots(model::Transformer<float>& net, const model::ModelConfig& m) {
+        slots = checkpoint::full_param_slots(net.params());
         for (model::Param* p : net.params().params()) {
-            slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
             for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"}) {
                 zeros.emplace_back(size_t(p->value.numel()), 0.0f);
                 slots.push_back({kind + p->name, p->global_shape, 0, p->shape, true, zeros.back().data()});

@@ -30,9 +30,7 @@ LoadedModel load_checkpoint_model(const std::string& ckpt) {
     fs::remove(tmp);
     m.cfg.init_from.clear();
     m.net = std::make_unique<model::Transformer<float>>(m.cfg);
-    std::vector<checkpoint::TensorSlot> slots;
-    for (model::Param* p : m.net->params().params())
-        slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
+    std::vector<checkpoint::TensorSlot> slots = checkpoint::full_param_slots(m.net->params());
     checkpoint::TrainingState ignored;
     checkpoint::load(ckpt, slots, ignored);
     return m;

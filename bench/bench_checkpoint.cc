@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
 #include "model/transformer.h"
@@ -18,13 +19,9 @@
 #include "trainer/run_config.h"
 
 using namespace frugal;
+using bench::median;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-static double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 int main(int argc, char** argv) {
     try {

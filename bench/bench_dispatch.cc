@@ -11,16 +11,13 @@
 #include <cstdlib>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "core/rng.h"
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/mpi_comm.h"
 
 using namespace frugal;
-
-static double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
+using bench::median;
 
 int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);

@@ -12,18 +12,15 @@
 
 #include "accounting/flops.h"
 #include "backend/cpu/ops.h"
+#include "bench/bench_util.h"
 #include "core/error.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "trainer/run_config.h"
 
 using namespace frugal;
+using bench::median;
 using Clock = std::chrono::steady_clock;
-
-static double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 int main(int argc, char** argv) {
     try {

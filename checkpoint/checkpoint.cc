@@ -169,6 +169,15 @@ std::string shape_text(const Shape& s) {
 
 }  // namespace
 
+std::vector<TensorSlot> full_param_slots(model::ParamStore& store) {
+    std::vector<TensorSlot> slots;
+    for (model::Param* p : store.params()) {
+        FRUGAL_CHECK(p->shape == p->global_shape, "parameter ", p->name, " is a shard; a full model is needed");
+        slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
+    }
+    return slots;
+}
+
 std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, const TrainingState& state,
                  parallel::Communicator& world, int64_t keep_last, int64_t keep_every,
                  const std::function<void()>& before_commit) {

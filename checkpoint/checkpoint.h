@@ -19,6 +19,7 @@
 
 #include "core/config_fields.h"
 #include "core/tensor.h"
+#include "model/params.h"
 #include "parallel/communicator.h"
 
 namespace frugal::checkpoint {
@@ -60,6 +61,10 @@ struct TensorSlot {
     bool writer = false;    // this rank writes its rows (exactly one writer per row across the job)
     float* data = nullptr;  // [local_shape] FP32
 };
+
+// One slot per parameter ("params/NAME") of a store holding the whole model (every expert): the shape of a full
+// model, written by the caller, for tools and single-process saves and loads.
+std::vector<TensorSlot> full_param_slots(model::ParamStore& store);
 
 // Writes the checkpoint of `step` into dir (collective over world). before_commit, if set, runs on rank 0 after
 // the file is complete and before it is renamed (fault drills use it). Returns the final path.

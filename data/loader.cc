@@ -40,10 +40,9 @@ void Loader::read_samples(int32_t* tokens_BS, int32_t* targets_BS, int64_t first
     }
 }
 
-void Loader::micro_batch(int32_t* tokens_BS, int32_t* targets_BS, int64_t step, int64_t micro_idx, int64_t global_batch,
+void Loader::micro_batch(int32_t* tokens_BS, int32_t* targets_BS, int64_t step_first, int64_t micro_idx,
                          int64_t micro_batch, int64_t dp_rank, int64_t dp_size) {
-    const int64_t first = step * global_batch + micro_idx * dp_size * micro_batch + dp_rank * micro_batch;
-    read_samples(tokens_BS, targets_BS, first, micro_batch);
+    read_samples(tokens_BS, targets_BS, step_first + (micro_idx * dp_size + dp_rank) * micro_batch, micro_batch);
 }
 
 }  // namespace frugal::data

@@ -27,8 +27,9 @@ class Loader {
     int64_t vocab_size() const { return shard_->vocab_size(); }
     // Fills tokens_BS / targets_BS with global samples [first, first + count).
     void read_samples(int32_t* tokens_BS, int32_t* targets_BS, int64_t first, int64_t count);
-    // The micro-batch of (step, micro index) for one data-parallel rank, as described above.
-    void micro_batch(int32_t* tokens_BS, int32_t* targets_BS, int64_t step, int64_t micro_idx, int64_t global_batch,
+    // Micro-batch micro_idx of one data-parallel rank in the step whose first global sample is step_first (that is
+    // step * global_batch from the start of a run), as described above.
+    void micro_batch(int32_t* tokens_BS, int32_t* targets_BS, int64_t step_first, int64_t micro_idx,
                      int64_t micro_batch, int64_t dp_rank, int64_t dp_size);
     int64_t sample_index(int64_t global_sample);
 

@@ -4,6 +4,7 @@
 
 #include "core/bf16.h"
 #include "core/error.h"
+#include "core/reduce.h"
 
 namespace frugal::optim {
 
@@ -88,21 +89,8 @@ void AdamW::step(double lr) {
 }
 
 double grad_sq_sum(const std::vector<OptimParam>& params) {
-    // Fixed chunks summed in a fixed order: the result is bitwise the same for any thread count or timing
-    // (an OpenMP reduction combines partial sums in arrival order).
-    constexpr int64_t kChunks = 64;
     double total = 0;
-    for (const OptimParam& p : params) {
-        double partial[kChunks] = {};
-#pragma omp parallel for schedule(static)
-        for (int64_t c = 0; c < kChunks; ++c) {
-            const int64_t begin = p.numel * c / kChunks, end = p.numel * (c + 1) / kChunks;
-            double s = 0;
-            for (int64_t j = begin; j < end; ++j) s += double(p.grad[j]) * double(p.grad[j]);
-            partial[c] = s;
-        }
-        for (double s : partial) total += s;
-    }
+    for (const OptimParam& p : params) total += sum_squares(p.grad, p.numel);
     return total;
 }
 

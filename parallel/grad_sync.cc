@@ -2,22 +2,9 @@
 
 #include <algorithm>
 
-namespace frugal::parallel {
+#include "core/reduce.h"
 
-double sum_squares(const float* x, int64_t n) {
-    constexpr int64_t kChunks = 64;
-    double partial[kChunks] = {};
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < kChunks; ++c) {
-        const int64_t begin = n * c / kChunks, end = n * (c + 1) / kChunks;
-        double s = 0;
-        for (int64_t j = begin; j < end; ++j) s += double(x[j]) * double(x[j]);
-        partial[c] = s;
-    }
-    double total = 0;
-    for (double s : partial) total += s;
-    return total;
-}
+namespace frugal::parallel {
 
 GradSync::GradSync(model::ParamStore& store, Communicator& dp, Communicator& edp, Communicator& ep,
                    int64_t bucket_elems)

@@ -30,7 +30,4 @@ class GradSync {
     int64_t bucket_elems_;
 };
 
-// Sum of squares of n floats in fixed chunks summed in a fixed order.
-double sum_squares(const float* x, int64_t n);
-
 }  // namespace frugal::parallel

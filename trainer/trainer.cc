@@ -378,7 +378,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         for (int64_t m = 0; m < accum; ++m) {
             int32_t* tk = tokens.data() + m * micro * s;
             int32_t* tg = targets.data() + m * micro * s;
-            train_data.read_samples(tk, tg, step_first_sample + (m * dp_size + dp_rank) * micro, micro);
+            train_data.micro_batch(tk, tg, step_first_sample, m, micro, dp_rank, dp_size);
             for (int64_t i = 0; i < micro * s; ++i) total_valid += tg[i] != model::kIgnoreIndex;
         }
         data_scope.reset();
@@ -530,9 +530,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         // The final checkpoint holds every expert in its global shape: rank 0 reads the whole model back from it.
         if (is_root) {
             model::Transformer<float> full(cfg.model);
-            std::vector<checkpoint::TensorSlot> slots;
-            for (model::Param* p : full.params().params())
-                slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
+            std::vector<checkpoint::TensorSlot> slots = checkpoint::full_param_slots(full.params());
             std::ostringstream name;
             name << "step_" << std::setw(8) << std::setfill('0') << cfg.train.steps << ".h5";
             checkpoint::TrainingState st;

@@ -85,8 +85,8 @@ TEST(Data, OrderDependsOnlyOnSeedAndGlobalSampleIndex) {
     for (int64_t step : {0, 3, 200}) {
         std::vector<int32_t> t1(static_cast<size_t>(micro * s)), y1(t1.size()), t4(t1.size()), y4(t1.size());
         for (int64_t m = 0; m < 4; ++m) {
-            a.micro_batch(t1.data(), y1.data(), step, m, global, micro, 0, 1);
-            b.micro_batch(t4.data(), y4.data(), step, 0, global, micro, m, 4);
+            a.micro_batch(t1.data(), y1.data(), step * global, m, micro, 0, 1);
+            b.micro_batch(t4.data(), y4.data(), step * global, 0, micro, m, 4);
             EXPECT_EQ(t1, t4);
             EXPECT_EQ(y1, y4);
             for (int64_t i = 0; i + 1 < s; ++i)

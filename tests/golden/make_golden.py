@@ -18,40 +18,13 @@ top-k on score + bias with weights from the unbiased scores (DeepSeek-V3 section
 batch-level balancing loss or DeepSeek-V3's sequence-wise one, and the ST-MoE z-loss. Experts run densely over a
 mask, so no permutation code is shared with Frugal.
 """
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def read(path):
-    out = {}
-    with open(path, "rb") as f:
-        assert f.read(8) == b"FRGLGOLD", "bad magic"
-        (count,) = struct.unpack("<I", f.read(4))
-        for _ in range(count):
-            (n,) = struct.unpack("<I", f.read(4))
-            name = f.read(n).decode()
-            (ndim,) = struct.unpack("<I", f.read(4))
-            shape = struct.unpack("<" + "q" * ndim, f.read(8 * ndim))
-            size = int(np.prod(shape)) if ndim else 1
-            out[name] = np.frombuffer(f.read(8 * size), dtype="<f8").reshape(shape).copy()
-    return out
-
-
-def write(path, tensors):
-    with open(path, "wb") as f:
-        f.write(b"FRGLGOLD")
-        f.write(struct.pack("<I", len(tensors)))
-        for name in sorted(tensors):
-            a = np.ascontiguousarray(tensors[name], dtype="<f8")
-            f.write(struct.pack("<I", len(name)))
-            f.write(name.encode())
-            f.write(struct.pack("<I", a.ndim))
-            f.write(struct.pack("<" + "q" * a.ndim, *a.shape))
-            f.write(a.tobytes())
+from golden_io import read, write  # tests/golden/golden_io.py
 
 
 def rmsnorm(x, w, eps):

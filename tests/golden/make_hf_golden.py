@@ -11,27 +11,15 @@ the batch (`tokens`, `targets`), the logits, the mean cross-entropy over the non
 gradient of that loss for every parameter, under its Hugging Face name (`grad/NAME`).
 """
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import MixtralConfig, MixtralForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
+from golden_io import write  # tests/golden/golden_io.py
+
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf")
-
-
-def write(path, tensors):
-    with open(path, "wb") as f:
-        f.write(b"FRGLGOLD")
-        f.write(struct.pack("<I", len(tensors)))
-        for name in sorted(tensors):
-            a = np.ascontiguousarray(tensors[name], dtype="<f8")
-            f.write(struct.pack("<I", len(name)))
-            f.write(name.encode())
-            f.write(struct.pack("<I", a.ndim))
-            f.write(struct.pack("<" + "q" * a.ndim, *a.shape))
-            f.write(a.tobytes())
 
 
 def frugal_name(hf):
