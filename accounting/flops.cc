@@ -21,14 +21,15 @@ LayerParams layer_params(const model::ModelConfig& m, int64_t layer) {
     } else {
         // GQA projections: d * hd * (q + 2 kv) + q * hd * d (Megatron's h*(q + 2kv) + q*h).
         p.attention = d * hd * (hq + 2 * hkv) + hq * hd * d;
-        p.norms = 2 * d + (m.qk_norm ? 2 * hd : 0);
+        p.norms = 2 * d + (!m.qk_norm ? 0 : m.qk_norm_scope == "head" ? 2 * hd : (hq + hkv) * hd);
+        if (m.attn_bias) p.norms += (hq + 2 * hkv) * hd;  // vectors, not matmul weights: counted with the norms
     }
     if (m.is_moe_layer(layer)) {
         const double expert = 3 * d * double(m.moe.d_expert);  // SwiGLU: gate, up, down
         p.routed_all = expert * double(m.moe.n_experts);
         p.routed_active = expert * double(m.moe.top_k);
         p.shared = expert * double(m.moe.n_shared_experts);
-        p.router = d * double(m.moe.n_experts);
+        p.router = d * double(m.moe.n_experts) + (m.moe.shared_expert_gate ? d : 0);
     } else {
         p.dense_ffn = 3 * d * double(m.d_ff);
     }

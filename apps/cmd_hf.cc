@@ -58,7 +58,8 @@ int cmd_import_hf(const Args& args) {
         std::fputs(
             "usage: frugal import-hf HF_DIR --out CKPT.h5\n\nReads a Hugging Face model directory "
             "(config.json, model.safetensors or sharded with model.safetensors.index.json; F32, BF16 or F16) of "
-            "a supported family (qwen3_moe, mixtral) and writes a step-0 Frugal checkpoint. To fine-tune "
+            "a supported family (qwen3_moe, qwen2_moe, mixtral, olmoe) and writes a step-0 Frugal checkpoint. To "
+            "fine-tune "
             "without converting, set model.init_from: hf:HF_DIR in the training config.\n",
             args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
@@ -79,7 +80,7 @@ int cmd_import_hf(const Args& args) {
     trainer::adopt_hf_architecture(cfg.model);
     cfg.model.init_from.clear();
     model::Transformer<float> net(cfg.model);
-    checkpoint::load_hf_weights(dir, net.params(), cfg.model);
+    checkpoint::load_hf_weights(dir, net.params());
     FullSlots s(net, cfg.model);
     checkpoint::TrainingState st;
     st.config_yaml = trainer::to_yaml(cfg);
@@ -97,8 +98,10 @@ int cmd_import_hf(const Args& args) {
 int cmd_export_hf(const Args& args) {
     if (args.empty() || wants_help(args)) {
         std::fputs(
-            "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f32] [--model-type qwen3_moe|mixtral] "
-            "[--config HF_DIR/config.json]\n\nWrites config.json (copied from --config with the tokenizer "
+            "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f32] [--model-type "
+            "qwen3_moe|qwen2_moe|mixtral|olmoe] "
+            "[--config HF_DIR/config.json]\n\nThe family defaults to the one that holds the model's architecture. "
+            "Writes config.json (copied from --config with the tokenizer "
             "files beside it, or generated), sharded safetensors and model.safetensors.index.json, loadable by "
             "transformers. Importing and exporting reproduces the original tensors bit for bit in the same "
             "dtype.\n",
@@ -123,7 +126,7 @@ int cmd_export_hf(const Args& args) {
     FRUGAL_CONFIG_CHECK(!ckpt.empty() && !out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
     LoadedModel loaded = load_checkpoint_model(ckpt);
     const model::ModelConfig& m = loaded.cfg;
-    if (type.empty()) type = m.qk_norm ? "qwen3_moe" : "mixtral";
+    if (type.empty()) type = checkpoint::hf_model_type(m);
     checkpoint::export_hf(out, loaded.net->params(), m, type, dtype, source);
     log::info("export-hf: ", ckpt, " -> ", out, " (", type, ", ", dtype, ")");
     return 0;

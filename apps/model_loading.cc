@@ -41,7 +41,7 @@ LoadedModel load_hf_model(const std::string& dir) {
     LoadedModel m;
     m.cfg = model::model_from_hf_config((fs::path(dir) / "config.json").string());
     m.net = std::make_unique<model::Transformer<float>>(m.cfg);
-    checkpoint::load_hf_weights(dir, m.net->params(), m.cfg);
+    checkpoint::load_hf_weights(dir, m.net->params());
     return m;
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <memory>
 #include <sstream>
 
@@ -25,36 +26,59 @@ std::string model_type_of(const std::string& dir) {
     return type;
 }
 
-// Frugal name of a per-layer tensor -> HF name, for the non-expert tensors.
-std::string hf_name(const std::string& name, const std::string& type) {
-    const bool mixtral = type == "mixtral";
-    if (name == "embed.weight") return "model.embed_tokens.weight";
-    if (name == "final_norm.weight") return "model.norm.weight";
-    if (name == "head.weight") return "lm_head.weight";
-    const size_t dot = name.find('.', 7);
-    const std::string layer = name.substr(7, dot - 7), rest = name.substr(dot + 1);
-    const std::string p = "model.layers." + layer + ".";
-    if (rest == "attn_norm.weight") return p + "input_layernorm.weight";
-    if (rest == "ffn_norm.weight") return p + "post_attention_layernorm.weight";
-    if (rest == "attn.wq.weight") return p + "self_attn.q_proj.weight";
-    if (rest == "attn.wk.weight") return p + "self_attn.k_proj.weight";
-    if (rest == "attn.wv.weight") return p + "self_attn.v_proj.weight";
-    if (rest == "attn.wo.weight") return p + "self_attn.o_proj.weight";
-    if (rest == "attn.q_norm.weight") return p + "self_attn.q_norm.weight";
-    if (rest == "attn.k_norm.weight") return p + "self_attn.k_norm.weight";
-    if (rest == "moe.router.weight") return p + (mixtral ? "block_sparse_moe.gate.weight" : "mlp.gate.weight");
-    FRUGAL_THROW("no Hugging Face name for parameter ", name);
-}
+// One Hugging Face tensor that fills part of a Frugal parameter: elements [offset, offset + numel(shape)).
+struct HfPart {
+    std::string name;
+    Shape shape;
+    int64_t offset;
+};
 
-// gate, up, down names of expert e of layer L.
-std::array<std::string, 3> hf_expert(const std::string& layer, int64_t e, const std::string& type) {
-    const std::string p = "model.layers." + layer + ".";
-    if (type == "mixtral") {
-        const std::string q = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-        return {q + "w1.weight", q + "w3.weight", q + "w2.weight"};
+// The Hugging Face tensors behind parameter p (this rank's shard of it), in p's element order.
+std::vector<HfPart> hf_parts(const model::Param& p, const std::string& type) {
+    if (p.name == "embed.weight") return {{"model.embed_tokens.weight", p.shape, 0}};
+    if (p.name == "final_norm.weight") return {{"model.norm.weight", p.shape, 0}};
+    if (p.name == "head.weight") return {{"lm_head.weight", p.shape, 0}};
+    FRUGAL_CHECK(p.name.rfind("layers.", 0) == 0, "no Hugging Face name for parameter ", p.name);
+    const size_t dot = p.name.find('.', 7);
+    const std::string layer = p.name.substr(7, dot - 7), rest = p.name.substr(dot + 1);
+    const std::string L = "model.layers." + layer + ".";
+    const std::string moe = L + (type == "mixtral" ? "block_sparse_moe." : "mlp.");
+    static const std::map<std::string, std::string> same = {
+        {"attn_norm.weight", "input_layernorm.weight"},   {"ffn_norm.weight", "post_attention_layernorm.weight"},
+        {"attn.wq.weight", "self_attn.q_proj.weight"},    {"attn.wk.weight", "self_attn.k_proj.weight"},
+        {"attn.wv.weight", "self_attn.v_proj.weight"},    {"attn.wo.weight", "self_attn.o_proj.weight"},
+        {"attn.wq.bias", "self_attn.q_proj.bias"},        {"attn.wk.bias", "self_attn.k_proj.bias"},
+        {"attn.wv.bias", "self_attn.v_proj.bias"},        {"attn.q_norm.weight", "self_attn.q_norm.weight"},
+        {"attn.k_norm.weight", "self_attn.k_norm.weight"}};
+    if (auto it = same.find(rest); it != same.end()) return {{L + it->second, p.shape, 0}};
+    if (rest == "moe.router.weight") return {{moe + "gate.weight", p.shape, 0}};
+    if (rest == "moe.shared_gate.weight") return {{moe + "shared_expert_gate.weight", p.shape, 0}};
+    if (rest == "moe.shared.w13.weight") {  // rows [0, F) gate, [F, 2F) up
+        const int64_t f = p.shape[0] / 2, d = p.shape[1];
+        return {{moe + "shared_expert.gate_proj.weight", {f, d}, 0},
+                {moe + "shared_expert.up_proj.weight", {f, d}, f * d}};
     }
-    const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
-    return {q + "gate_proj.weight", q + "up_proj.weight", q + "down_proj.weight"};
+    if (rest == "moe.shared.w2.weight") return {{moe + "shared_expert.down_proj.weight", p.shape, 0}};
+    const bool w13 = rest == "moe.experts.w13";
+    FRUGAL_CHECK(w13 || rest == "moe.experts.w2", "no Hugging Face name for parameter ", p.name);
+    // [local experts, 2F, D] or [local experts, D, F]; global_offset says which experts this shard holds.
+    const int64_t rows = p.shape[1], cols = p.shape[2], per = rows * cols, first = p.global_offset / per;
+    std::vector<HfPart> parts;
+    for (int64_t e = 0; e < p.shape[0]; ++e) {
+        const std::string x = moe + "experts." + std::to_string(first + e) + ".";
+        if (type == "mixtral" && w13) {
+            parts.push_back({x + "w1.weight", {rows / 2, cols}, e * per});
+            parts.push_back({x + "w3.weight", {rows / 2, cols}, e * per + per / 2});
+        } else if (type == "mixtral") {
+            parts.push_back({x + "w2.weight", {rows, cols}, e * per});
+        } else if (w13) {
+            parts.push_back({x + "gate_proj.weight", {rows / 2, cols}, e * per});
+            parts.push_back({x + "up_proj.weight", {rows / 2, cols}, e * per + per / 2});
+        } else {
+            parts.push_back({x + "down_proj.weight", {rows, cols}, e * per});
+        }
+    }
+    return parts;
 }
 
 // Opens the safetensors files of a directory lazily, by tensor name.
@@ -73,7 +97,7 @@ class HfReader {
             single_ = true;
         }
     }
-    void read(const std::string& name, float* out, int64_t n) {
+    void read(const std::string& name, float* out, const Shape& shape) {
         std::string file = "model.safetensors";
         if (!single_) {
             auto it = where_.find(name);
@@ -88,7 +112,7 @@ class HfReader {
             f = std::make_unique<SafetensorsFile>(path.string());
         }
         FRUGAL_CONFIG_CHECK(f->has(name), dir_, "/", file, ": tensor '", name, "' is missing");
-        f->read_f32(name, out, n);
+        f->read_f32(name, out, shape);
     }
 
   private:
@@ -102,50 +126,51 @@ class HfReader {
 
 void check_importable(const std::string& dir) {
     const std::string type = model_type_of(dir);
-    FRUGAL_CONFIG_CHECK(type == "qwen3_moe" || type == "mixtral", dir, "/config.json: model_type '", type,
-                        "' cannot be imported yet (its ",
-                        type == "qwen2_moe"              ? "gated shared expert and attention biases are"
-                        : type == "olmoe"                ? "QK-norm over the full projection is"
-                        : type.rfind("deepseek", 0) == 0 ? "multi-head latent attention is"
-                                                         : "architecture is",
-                        " not in Frugal's model); importable: qwen3_moe, mixtral");
-    YAML::Node c = YAML::LoadFile((fs::path(dir) / "config.json").string());
+    const std::string cfg = dir + "/config.json";
+    FRUGAL_CONFIG_CHECK(type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || type == "olmoe", cfg,
+                        ": model_type '", type, "' cannot be imported (its ",
+                        type.rfind("deepseek", 0) == 0 ? "multi-head latent attention is" : "architecture is",
+                        " not in Frugal's model); importable: qwen3_moe, qwen2_moe, mixtral, olmoe");
+    YAML::Node c = YAML::LoadFile(cfg);
     for (const char* bias : {"attention_bias", "use_bias"})
-        FRUGAL_CONFIG_CHECK(!c[bias] || !c[bias].as<bool>(), dir, "/config.json: \"", bias,
-                            "\": true cannot be imported (Frugal's projections have no bias)");
-    FRUGAL_CONFIG_CHECK(
-        !c["sliding_window"] || c["sliding_window"].IsNull() ||
-            (c["use_sliding_window"] && !c["use_sliding_window"].as<bool>()),
-        dir, "/config.json: \"sliding_window\" attention cannot be imported (Frugal's attention is full causal)");
+        FRUGAL_CONFIG_CHECK(!c[bias] || !c[bias].as<bool>(), cfg, ": \"", bias, "\": true cannot be imported (", type,
+                            " would put a bias on the output projection too; Frugal's has none)");
+    FRUGAL_CONFIG_CHECK(!c["sliding_window"] || c["sliding_window"].IsNull() ||
+                            (c["use_sliding_window"] && !c["use_sliding_window"].as<bool>()),
+                        cfg, ": \"sliding_window\" attention cannot be imported (Frugal's attention is full causal)");
+    FRUGAL_CONFIG_CHECK(!c["clip_qkv"] || c["clip_qkv"].IsNull(), cfg,
+                        ": \"clip_qkv\": ", c["clip_qkv"] ? c["clip_qkv"].as<std::string>() : "",
+                        " cannot be imported (Frugal does not clamp "
+                        "queries, keys and values)");
+    FRUGAL_CONFIG_CHECK(!c["hidden_act"] || c["hidden_act"].as<std::string>() == "silu", cfg, ": \"hidden_act\": \"",
+                        c["hidden_act"] ? c["hidden_act"].as<std::string>() : "",
+                        "\" cannot be imported (Frugal's "
+                        "feed-forward blocks are SwiGLU: silu)");
+    // Scaled rotary embeddings (YaRN, linear, dynamic) would change every attention score.
+    FRUGAL_CONFIG_CHECK(!c["rope_scaling"] || c["rope_scaling"].IsNull(), cfg,
+                        ": \"rope_scaling\" cannot be imported (Frugal's RoPE is unscaled)");
+    const YAML::Node rp = c["rope_parameters"];
+    FRUGAL_CONFIG_CHECK(!rp || !rp["rope_type"] || rp["rope_type"].as<std::string>() == "default", cfg,
+                        ": rope_parameters.rope_type \"",
+                        rp && rp["rope_type"] ? rp["rope_type"].as<std::string>() : "",
+                        "\" cannot be imported (Frugal's RoPE is unscaled: default)");
 }
 
-void load_hf_weights(const std::string& dir, model::ParamStore& store, const model::ModelConfig& cfg) {
+std::string hf_model_type(const model::ModelConfig& m) {
+    if (m.qk_norm && m.qk_norm_scope == "projection") return "olmoe";
+    if (m.attn_bias || m.moe.shared_expert_gate) return "qwen2_moe";
+    if (m.qk_norm) return "qwen3_moe";
+    return "mixtral";
+}
+
+void load_hf_weights(const std::string& dir, model::ParamStore& store) {
     check_importable(dir);
     const std::string type = model_type_of(dir);
     HfReader reader(dir);
-    const int64_t d = cfg.d_model, f = cfg.moe.d_expert;
-    for (model::Param* p : store.params()) {
-        float* v = p->value.data<float>();
-        if (!p->is_expert) {
-            reader.read(hf_name(p->name, type), v, p->value.numel());
-            continue;
-        }
-        // layers.L.moe.experts.w13 / w2: this shard's experts only.
-        const std::string layer = p->name.substr(7, p->name.find('.', 7) - 7);
-        const bool w13 = p->name.size() >= 3 && p->name.substr(p->name.size() - 3) == "w13";
-        const int64_t per = w13 ? 2 * f * d : d * f;
-        const int64_t first = p->global_offset / per;
-        for (int64_t e = 0; e < p->shape[0]; ++e) {
-            auto names = hf_expert(layer, first + e, type);
-            float* dst = v + e * per;
-            if (w13) {
-                reader.read(names[0], dst, f * d);
-                reader.read(names[1], dst + f * d, f * d);
-            } else {
-                reader.read(names[2], dst, d * f);
-            }
-        }
-    }
+    // Expert parameters hold this rank's experts only: the other experts' tensors are never opened.
+    for (model::Param* p : store.params())
+        for (const HfPart& part : hf_parts(*p, type))
+            reader.read(part.name, p->value.data<float>() + part.offset, part.shape);
 }
 
 namespace {
@@ -170,61 +195,74 @@ StTensorOut make_out(const std::string& name, const Shape& shape, const float* d
 }
 
 std::string generated_config(const model::ModelConfig& m, const std::string& type, const std::string& dtype) {
+    static const std::map<std::string, std::string> arch = {{"mixtral", "MixtralForCausalLM"},
+                                                            {"qwen3_moe", "Qwen3MoeForCausalLM"},
+                                                            {"qwen2_moe", "Qwen2MoeForCausalLM"},
+                                                            {"olmoe", "OlmoeForCausalLM"}};
     std::ostringstream os;
-    os << "{\n  \"architectures\": [\"" << (type == "mixtral" ? "MixtralForCausalLM" : "Qwen3MoeForCausalLM")
-       << "\"],\n  \"model_type\": \"" << type << "\",\n  \"vocab_size\": " << m.vocab_size
-       << ",\n  \"hidden_size\": " << m.d_model << ",\n  \"num_hidden_layers\": " << m.n_layers
-       << ",\n  \"num_attention_heads\": " << m.n_heads << ",\n  \"num_key_value_heads\": " << m.kv_heads()
-       << ",\n  \"head_dim\": " << m.hd() << ",\n  \"rms_norm_eps\": " << m.norm_eps
-       << ",\n  \"rope_theta\": " << m.rope_theta << ",\n  \"max_position_embeddings\": " << m.max_seq_len
+    os << std::setprecision(17) << "{\n  \"architectures\": [\"" << arch.at(type) << "\"],\n  \"model_type\": \""
+       << type << "\",\n  \"vocab_size\": " << m.vocab_size << ",\n  \"hidden_size\": " << m.d_model
+       << ",\n  \"num_hidden_layers\": " << m.n_layers << ",\n  \"num_attention_heads\": " << m.n_heads
+       << ",\n  \"num_key_value_heads\": " << m.kv_heads() << ",\n  \"head_dim\": " << m.hd()
+       << ",\n  \"rms_norm_eps\": " << m.norm_eps << ",\n  \"rope_theta\": " << m.rope_theta
+       << ",\n  \"max_position_embeddings\": " << m.max_seq_len
        << ",\n  \"tie_word_embeddings\": " << (m.tie_embeddings ? "true" : "false")
-       << ",\n  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"" << (dtype == "bf16" ? "bfloat16" : "float32") << "\"";
-    if (type == "mixtral")
-        os << ",\n  \"intermediate_size\": " << m.moe.d_expert << ",\n  \"num_local_experts\": " << m.moe.n_experts
-           << ",\n  \"num_experts_per_tok\": " << m.moe.top_k << ",\n  \"sliding_window\": null";
+       << ",\n  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"" << (dtype == "bf16" ? "bfloat16" : "float32")
+       << "\",\n  \"num_experts_per_tok\": " << m.moe.top_k
+       << ",\n  \"norm_topk_prob\": " << (m.moe.norm_topk_prob ? "true" : "false");
+    if (type == "mixtral" || type == "olmoe")
+        os << ",\n  \"intermediate_size\": " << m.moe.d_expert;
     else
         os << ",\n  \"intermediate_size\": " << m.d_ff << ",\n  \"moe_intermediate_size\": " << m.moe.d_expert
-           << ",\n  \"num_experts\": " << m.moe.n_experts << ",\n  \"num_experts_per_tok\": " << m.moe.top_k
-           << ",\n  \"norm_topk_prob\": " << (m.moe.norm_topk_prob ? "true" : "false")
-           << ",\n  \"decoder_sparse_step\": 1,\n  \"mlp_only_layers\": [],\n  \"attention_bias\": false";
+           << ",\n  \"decoder_sparse_step\": 1,\n  \"mlp_only_layers\": []";
+    if (type == "mixtral")
+        os << ",\n  \"num_local_experts\": " << m.moe.n_experts << ",\n  \"sliding_window\": null";
+    else
+        os << ",\n  \"num_experts\": " << m.moe.n_experts << ",\n  \"use_sliding_window\": false";
+    if (type == "qwen3_moe" || type == "olmoe") os << ",\n  \"attention_bias\": false";
+    if (type == "olmoe") os << ",\n  \"clip_qkv\": null";
+    if (type == "qwen2_moe")
+        os << ",\n  \"shared_expert_intermediate_size\": " << m.moe.n_shared_experts * m.moe.d_expert
+           << ",\n  \"qkv_bias\": " << (m.attn_bias ? "true" : "false");
     os << "\n}\n";
     return os.str();
+}
+
+// Throws naming the first model setting the Hugging Face family cannot hold.
+void check_exportable(const model::ModelConfig& m, const std::string& type) {
+    FRUGAL_CONFIG_CHECK(m.dense_layers == 0, "model.dense_layers (", m.dense_layers, ") has no ", type,
+                        " equivalent: export needs every layer MoE");
+    FRUGAL_CONFIG_CHECK(m.attention == "gqa", "model.attention: ", m.attention, " has no ", type, " equivalent");
+    FRUGAL_CONFIG_CHECK(m.moe.routed_scaling_factor == 1.0 && m.moe.score_func == "softmax",
+                        "moe.score_func sigmoid / moe.routed_scaling_factor have no ", type, " equivalent");
+    const bool qwen2 = type == "qwen2_moe";
+    FRUGAL_CONFIG_CHECK(qwen2 ? m.moe.n_shared_experts > 0 && m.moe.shared_expert_gate : m.moe.n_shared_experts == 0,
+                        "moe.n_shared_experts ", m.moe.n_shared_experts, " with shared_expert_gate ",
+                        m.moe.shared_expert_gate ? "true" : "false", " has no ", type,
+                        " equivalent (qwen2_moe: gated shared experts; the others: none)");
+    FRUGAL_CONFIG_CHECK(qwen2 || !m.attn_bias, "model.attn_bias has no ", type, " equivalent (qwen2_moe has it)");
+    const std::string norm = !m.qk_norm ? "none" : m.qk_norm_scope;
+    const std::string want = type == "qwen3_moe" ? "head" : type == "olmoe" ? "projection" : "none";
+    FRUGAL_CONFIG_CHECK(norm == want, "model.qk_norm / qk_norm_scope (", norm, ") has no ", type, " equivalent (", type,
+                        " needs ", want, ")");
 }
 }  // namespace
 
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
                const std::string& type, const std::string& dtype, const std::string& source_config,
                int64_t max_shard_bytes) {
-    FRUGAL_CONFIG_CHECK(type == "qwen3_moe" || type == "mixtral", "export model_type '", type,
-                        "' is not supported: qwen3_moe or mixtral");
+    FRUGAL_CONFIG_CHECK(type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || type == "olmoe",
+                        "export model_type '", type, "' is not supported: qwen3_moe, qwen2_moe, mixtral or olmoe");
     FRUGAL_CONFIG_CHECK(dtype == "bf16" || dtype == "f32", "--dtype '", dtype, "': use bf16 or f32");
-    FRUGAL_CONFIG_CHECK(cfg.dense_layers == 0, "model.dense_layers (", cfg.dense_layers, ") has no ", type,
-                        " equivalent: export needs every layer MoE");
-    FRUGAL_CONFIG_CHECK(cfg.moe.n_shared_experts == 0, "moe.n_shared_experts has no ", type, " equivalent");
-    FRUGAL_CONFIG_CHECK(type != "mixtral" || !cfg.qk_norm, "model.qk_norm has no mixtral equivalent");
+    check_exportable(cfg, type);
     fs::create_directories(out_dir);
-    // Tensors in HF order, split into shards.
+    // Tensors in parameter order, split into shards.
     std::vector<StTensorOut> all;
-    const int64_t d = cfg.d_model, f = cfg.moe.d_expert;
     for (const model::Param* p : store.params()) {
-        const float* v = p->value.data<float>();
-        if (!p->is_expert) {
-            all.push_back(make_out(hf_name(p->name, type), p->shape, v, dtype));
-            continue;
-        }
         FRUGAL_CHECK(p->shape == p->global_shape, "export needs every expert on one process (got a shard of ", p->name,
                      ")");
-        const std::string layer = p->name.substr(7, p->name.find('.', 7) - 7);
-        const bool w13 = p->name.substr(p->name.size() - 3) == "w13";
-        for (int64_t e = 0; e < p->shape[0]; ++e) {
-            auto names = hf_expert(layer, e, type);
-            if (w13) {
-                all.push_back(make_out(names[0], {f, d}, v + e * 2 * f * d, dtype));
-                all.push_back(make_out(names[1], {f, d}, v + e * 2 * f * d + f * d, dtype));
-            } else {
-                all.push_back(make_out(names[2], {d, f}, v + e * d * f, dtype));
-            }
-        }
+        for (const HfPart& part : hf_parts(*p, type))
+            all.push_back(make_out(part.name, part.shape, p->value.data<float>() + part.offset, dtype));
     }
     std::vector<std::vector<StTensorOut>> shards(1);
     int64_t bytes = 0, total = 0;

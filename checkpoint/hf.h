@@ -1,20 +1,24 @@
-// Hugging Face checkpoints <-> Frugal parameters, for the families Frugal's model expresses exactly: qwen3_moe and
-// mixtral (qwen2_moe's gated shared expert, olmoe's full-projection QK-norm, MLA and attention biases are refused
-// by name until the model has them).
+// Hugging Face checkpoints <-> Frugal parameters, for the families Frugal's model expresses exactly: qwen3_moe,
+// qwen2_moe, mixtral and olmoe (MLA, sliding windows, scaled RoPE, QKV clipping and output-projection biases are
+// refused by name).
 //
-// Tensor names (L layer, e expert):
-//   embed.weight                      model.embed_tokens.weight
-//   layers.L.attn_norm.weight         model.layers.L.input_layernorm.weight
+// Tensor names (L layer, e expert; M = mlp. or, for mixtral, block_sparse_moe.):
+//   embed.weight                        model.embed_tokens.weight
+//   layers.L.attn_norm.weight           model.layers.L.input_layernorm.weight
 //   layers.L.attn.{wq,wk,wv,wo}.weight  model.layers.L.self_attn.{q,k,v,o}_proj.weight
-//   layers.L.attn.{q,k}_norm.weight   model.layers.L.self_attn.{q,k}_norm.weight            (qwen3_moe)
-//   layers.L.ffn_norm.weight          model.layers.L.post_attention_layernorm.weight
-//   layers.L.moe.router.weight        model.layers.L.mlp.gate.weight | block_sparse_moe.gate.weight
-//   layers.L.moe.experts.w13[e]       rows [0, F): gate = mlp.experts.e.gate_proj | block_sparse_moe.experts.e.w1
-//                                     rows [F, 2F): up  = mlp.experts.e.up_proj   | block_sparse_moe.experts.e.w3
-//   layers.L.moe.experts.w2[e]        down = mlp.experts.e.down_proj | block_sparse_moe.experts.e.w2
-//   final_norm.weight                 model.norm.weight
-//   head.weight                       lm_head.weight (absent when tie_word_embeddings)
-// Both families use the rotate-half RoPE convention Frugal uses, so no tensor is permuted.
+//   layers.L.attn.{wq,wk,wv}.bias       model.layers.L.self_attn.{q,k,v}_proj.bias              (qwen2_moe)
+//   layers.L.attn.{q,k}_norm.weight     model.layers.L.self_attn.{q,k}_norm.weight   (qwen3_moe: [hd]; olmoe:
+//                                       [n_heads hd] and [n_kv_heads hd], the whole projection)
+//   layers.L.ffn_norm.weight            model.layers.L.post_attention_layernorm.weight
+//   layers.L.moe.router.weight          model.layers.L.M gate.weight
+//   layers.L.moe.experts.w13[e]         rows [0, F): M experts.e.gate_proj (mixtral: w1); rows [F, 2F): up_proj (w3)
+//   layers.L.moe.experts.w2[e]          M experts.e.down_proj (mixtral: w2)
+//   layers.L.moe.shared.w13.weight      rows [0, F): mlp.shared_expert.gate_proj; [F, 2F): up_proj     (qwen2_moe)
+//   layers.L.moe.shared.w2.weight       mlp.shared_expert.down_proj                                  (qwen2_moe)
+//   layers.L.moe.shared_gate.weight     mlp.shared_expert_gate.weight [1, D]                         (qwen2_moe)
+//   final_norm.weight                   model.norm.weight
+//   head.weight                         lm_head.weight (absent when tie_word_embeddings)
+// All four families use the rotate-half RoPE convention Frugal uses, so no tensor is permuted.
 #pragma once
 
 #include <string>
@@ -29,7 +33,12 @@ void check_importable(const std::string& hf_dir);
 
 // Fills every parameter of store (float, possibly an expert shard) from the safetensors of hf_dir (single file or
 // sharded with model.safetensors.index.json). Each rank reads only its own experts' tensors.
-void load_hf_weights(const std::string& hf_dir, model::ParamStore& store, const model::ModelConfig& cfg);
+// Tensor shapes must match the store's exactly; a missing shard or tensor is named.
+void load_hf_weights(const std::string& hf_dir, model::ParamStore& store);
+
+// The Hugging Face family that holds this model: olmoe (projection QK-norm), qwen2_moe (QKV biases or a gated
+// shared expert), qwen3_moe (per-head QK-norm) or mixtral.
+std::string hf_model_type(const model::ModelConfig& cfg);
 
 // Writes config.json (from source_config when given, else generated for model_type), sharded safetensors with
 // model.safetensors.index.json (shards of at most max_shard_bytes), in "bf16" or "f32". store holds all experts.

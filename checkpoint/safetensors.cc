@@ -108,10 +108,11 @@ const StTensorInfo& SafetensorsFile::info(const std::string& name) const {
 
 const uint8_t* SafetensorsFile::bytes(const std::string& name) const { return data_ + info(name).begin; }
 
-void SafetensorsFile::read_f32(const std::string& name, float* out, int64_t n) const {
+void SafetensorsFile::read_f32(const std::string& name, float* out, const Shape& shape) const {
     const StTensorInfo& t = info(name);
-    FRUGAL_CONFIG_CHECK(shape_numel(t.shape) == n, path_, ": tensor '", name, "' has shape ", shape_str(t.shape), " (",
-                        shape_numel(t.shape), " elements), the model needs ", n);
+    FRUGAL_CONFIG_CHECK(t.shape == shape, path_, ": tensor '", name, "' has shape ", shape_str(t.shape),
+                        ", the model (config.json) needs ", shape_str(shape));
+    const int64_t n = shape_numel(shape);
     const uint8_t* src = data_ + t.begin;
     if (t.dtype == "F32") {
         std::memcpy(out, src, size_t(n) * 4);

@@ -31,8 +31,8 @@ class SafetensorsFile {
     bool has(const std::string& name) const { return tensors_.count(name) > 0; }
     const StTensorInfo& info(const std::string& name) const;
     const uint8_t* bytes(const std::string& name) const;
-    // Converts to FP32 (F32, BF16 and F16 are exact); checks the element count against n.
-    void read_f32(const std::string& name, float* out, int64_t n) const;
+    // Converts to FP32 (F32, BF16 and F16 are exact); the tensor must have exactly the given shape.
+    void read_f32(const std::string& name, float* out, const Shape& shape) const;
 
   private:
     std::string path_;

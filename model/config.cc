@@ -10,6 +10,9 @@ void MoEConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "d_expert", &d_expert, "hidden width of one routed expert (HF: moe_intermediate_size)", 1);
     f.add(p + "n_shared_experts", &n_shared_experts,
           "shared experts every token passes through; fused into one SwiGLU of width n_shared_experts * d_expert", 0);
+    f.add(p + "shared_expert_gate", &shared_expert_gate,
+          "scale the shared experts' output of each token by sigmoid(x . w_gate), a learned [1, d_model] gate "
+          "(Qwen2-MoE)");
     f.add(p + "score_func", &score_func, "router affinity: softmax (Mixtral, Qwen) or sigmoid (DeepSeek-V3)",
           {"softmax", "sigmoid"});
     f.add(p + "norm_topk_prob", &norm_topk_prob, "renormalize the chosen experts' weights to sum to one");
@@ -35,6 +38,9 @@ void MoEConfig::validate() const {
     if (n_experts == 0) return;
     FRUGAL_CONFIG_CHECK(top_k <= n_experts, "moe.top_k (", top_k, ") exceeds moe.n_experts (", n_experts,
                         "): set moe.top_k to at most ", n_experts);
+    FRUGAL_CONFIG_CHECK(!shared_expert_gate || n_shared_experts > 0,
+                        "moe.shared_expert_gate is set but moe.n_shared_experts is 0: there is no shared expert to "
+                        "gate; set moe.n_shared_experts or drop the gate");
     FRUGAL_CONFIG_CHECK(capacity_factor == 0.0 || capacity_factor >= 0.01, "moe.capacity_factor (", capacity_factor,
                         ") would drop nearly every token: use 0 (dropless) or a value >= 1");
 }
@@ -52,7 +58,12 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "max_seq_len", &max_seq_len, "longest sequence the rotary tables cover", 1);
     f.add(p + "rope_theta", &rope_theta, "rotary embedding base", 1.0);
     f.add(p + "norm_eps", &norm_eps, "RMSNorm epsilon", 0.0, 1.0);
-    f.add(p + "qk_norm", &qk_norm, "per-head RMSNorm on queries and keys before the rotary embedding (Qwen3)");
+    f.add(p + "qk_norm", &qk_norm, "RMSNorm on queries and keys before the rotary embedding (Qwen3, OLMoE)");
+    f.add(p + "qk_norm_scope", &qk_norm_scope,
+          "what one QK-norm normalizes: head (each head's head_dim values, Qwen3) or projection (the whole query and "
+          "key projections, n_heads * head_dim and n_kv_heads * head_dim wide, OLMoE)",
+          {"head", "projection"});
+    f.add(p + "attn_bias", &attn_bias, "learned biases on the query, key and value projections (Qwen2)");
     f.add(p + "tie_embeddings", &tie_embeddings, "the output head shares the token embedding matrix");
     f.add(p + "init_std", &init_std,
           "standard deviation of the normal initialization; output projections use init_std / sqrt(2 n_layers)", 0.0,
@@ -68,7 +79,8 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "v_head_dim", &v_head_dim, "mla: per-head value width", 1);
     f.add(p + "mtp_modules", &mtp_modules, "multi-token-prediction modules (counted separately; not trained yet)", 0);
     f.add(p + "init_from", &init_from,
-          "hf:DIR starts from a Hugging Face model (qwen3_moe, mixtral): its config.json sets the architecture keys "
+          "hf:DIR starts from a Hugging Face model (qwen3_moe, qwen2_moe, mixtral, olmoe): its config.json sets the "
+          "architecture keys "
           "and its safetensors the weights; empty = random initialization");
     moe.register_fields(f, "moe.");
 }

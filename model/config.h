@@ -14,6 +14,7 @@ struct MoEConfig {
     int64_t top_k = 2;
     int64_t d_expert = 512;              // hidden width of one routed expert (moe_intermediate_size)
     int64_t n_shared_experts = 0;        // shared experts, fused into one SwiGLU of width n_shared * d_expert
+    bool shared_expert_gate = false;     // shared output scaled per token by sigmoid(x w_g) (Qwen2-MoE)
     std::string score_func = "softmax";  // softmax | sigmoid
     bool norm_topk_prob = true;          // renormalize the chosen weights to sum to 1
     double routed_scaling_factor = 1.0;
@@ -39,7 +40,10 @@ struct ModelConfig {
     int64_t max_seq_len = 256;
     double rope_theta = 10000.0;
     double norm_eps = 1e-6;
-    bool qk_norm = false;  // per-head RMSNorm on queries and keys (Qwen3)
+    bool qk_norm = false;                // RMSNorm on queries and keys before the rotary embedding
+    std::string qk_norm_scope = "head";  // head: over each head's hd values (Qwen3); projection: over the whole
+                                         // query / key projection (OLMoE)
+    bool attn_bias = false;              // biases on the query, key and value projections (Qwen2)
     bool tie_embeddings = false;
     double init_std = 0.02;
     // Multi-head latent attention (DeepSeek-V2/V3). The accounting counts it; training it is not implemented yet

@@ -49,6 +49,7 @@ ModelConfig model_from_hf_config(const std::string& path, std::string* model_typ
         m.moe.d_expert =
             type == "olmoe" ? req("intermediate_size").as<int64_t>() : req("moe_intermediate_size").as<int64_t>();
         m.qk_norm = type != "qwen2_moe";
+        if (type == "olmoe") m.qk_norm_scope = "projection";  // q_norm over hidden_size, k_norm over kv width
         if (c["mlp_only_layers"] && c["mlp_only_layers"].IsSequence() && c["mlp_only_layers"].size() > 0)
             FRUGAL_CONFIG_ERROR(path,
                                 ": \"mlp_only_layers\" (dense layers between MoE layers) cannot be expressed: "
@@ -61,6 +62,9 @@ ModelConfig model_from_hf_config(const std::string& path, std::string* model_typ
                                 ") is not a multiple of moe_intermediate_size (", m.moe.d_expert,
                                 "): Frugal's shared experts are n_shared_experts x d_expert wide");
             m.moe.n_shared_experts = shared / m.moe.d_expert;
+            m.moe.shared_expert_gate = shared > 0;  // Qwen2MoeSparseMoeBlock.shared_expert_gate
+            // transformers 5 names it qkv_bias; earlier versions always put biases on q, k and v.
+            m.attn_bias = !c["qkv_bias"] || c["qkv_bias"].as<bool>();
         }
     } else if (type == "deepseek_v3" || type == "deepseek_v2" || type == "glm4_moe") {
         m.moe.n_experts = req("n_routed_experts").as<int64_t>();
@@ -79,6 +83,7 @@ ModelConfig model_from_hf_config(const std::string& path, std::string* model_typ
             m.v_head_dim = req("v_head_dim").as<int64_t>();
         } else {
             m.qk_norm = c["use_qk_norm"] && c["use_qk_norm"].as<bool>();
+            m.attn_bias = c["attention_bias"] && c["attention_bias"].as<bool>();
         }
         if (c["scoring_func"]) m.moe.score_func = c["scoring_func"].as<std::string>();
         if (c["routed_scaling_factor"]) m.moe.routed_scaling_factor = c["routed_scaling_factor"].as<double>();
@@ -95,10 +100,11 @@ ModelConfig model_from_hf_config(const std::string& path, std::string* model_typ
                             "' is not supported; supported: deepseek_v3, deepseek_v2, qwen3_moe, qwen2_moe, mixtral, "
                             "olmoe, glm4_moe, ernie4_5_moe");
     }
-    if (c["norm_topk_prob"])
+    // Absent norm_topk_prob takes the family's transformers default (Mixtral always renormalizes).
+    if (c["norm_topk_prob"] && !c["norm_topk_prob"].IsNull())
         m.moe.norm_topk_prob = c["norm_topk_prob"].as<bool>();
-    else if (type == "mixtral")
-        m.moe.norm_topk_prob = true;  // Mixtral renormalizes over the chosen experts
+    else
+        m.moe.norm_topk_prob = type == "mixtral" || type == "deepseek_v3" || type == "glm4_moe";
     if (m.moe.score_func != "softmax" && m.moe.score_func != "sigmoid")
         FRUGAL_CONFIG_ERROR(path, ": scoring_func '", m.moe.score_func, "' is not softmax or sigmoid");
     m.validate();

@@ -138,11 +138,14 @@ void adopt_hf_architecture(model::ModelConfig& m) {
     m.rope_theta = hf.rope_theta;
     m.norm_eps = hf.norm_eps;
     m.qk_norm = hf.qk_norm;
+    m.qk_norm_scope = hf.qk_norm_scope;
+    m.attn_bias = hf.attn_bias;
     m.tie_embeddings = hf.tie_embeddings;
     m.moe.n_experts = hf.moe.n_experts;
     m.moe.top_k = hf.moe.top_k;
     m.moe.d_expert = hf.moe.d_expert;
     m.moe.n_shared_experts = hf.moe.n_shared_experts;
+    m.moe.shared_expert_gate = hf.moe.shared_expert_gate;
     m.moe.score_func = hf.moe.score_func;
     m.moe.norm_topk_prob = hf.moe.norm_topk_prob;
     m.moe.routed_scaling_factor = hf.moe.routed_scaling_factor;

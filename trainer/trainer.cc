@@ -243,7 +243,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     model::Transformer<float> net(cfg.model, dims.expert_shard(n_experts));
     net.init(uint64_t(cfg.run.seed));
     if (!cfg.model.init_from.empty()) {
-        checkpoint::load_hf_weights(cfg.model.init_from.substr(3), net.params(), cfg.model);
+        checkpoint::load_hf_weights(cfg.model.init_from.substr(3), net.params());
         log::info("weights from ", cfg.model.init_from.substr(3), " (each rank read its own experts)");
     }
     net.set_precision(cfg.precision);
@@ -538,7 +538,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             const std::string source =
                 cfg.model.init_from.empty() ? "" : (fs::path(cfg.model.init_from.substr(3)) / "config.json").string();
             checkpoint::export_hf(cfg.checkpoint.export_hf, full.params(), cfg.model,
-                                  cfg.model.qk_norm ? "qwen3_moe" : "mixtral", cfg.checkpoint.export_hf_dtype, source);
+                                  checkpoint::hf_model_type(cfg.model), cfg.checkpoint.export_hf_dtype, source);
             log::info("exported the model in Hugging Face format to ", cfg.checkpoint.export_hf);
         }
         world.set_layer("export");

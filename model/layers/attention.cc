@@ -4,15 +4,22 @@ namespace frugal::model {
 
 template <typename T>
 Attention<T>::Attention(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, const RopeTable<T>* rope)
-    : d_(cfg.d_model), hq_(cfg.n_heads), hkv_(cfg.kv_heads()), hd_(cfg.hd()), qk_norm_(cfg.qk_norm), rope_(rope) {
+    : d_(cfg.d_model),
+      hq_(cfg.n_heads),
+      hkv_(cfg.kv_heads()),
+      hd_(cfg.hd()),
+      qk_norm_(cfg.qk_norm),
+      q_norm_rows_(cfg.qk_norm_scope == "head" ? cfg.n_heads : 1),
+      k_norm_rows_(cfg.qk_norm_scope == "head" ? cfg.kv_heads() : 1),
+      rope_(rope) {
     const double out_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layers));
-    wq_ = Linear<T>(store, prefix + "wq.weight", d_, hq_ * hd_, cfg.init_std);
-    wk_ = Linear<T>(store, prefix + "wk.weight", d_, hkv_ * hd_, cfg.init_std);
-    wv_ = Linear<T>(store, prefix + "wv.weight", d_, hkv_ * hd_, cfg.init_std);
+    wq_ = Linear<T>(store, prefix + "wq.weight", d_, hq_ * hd_, cfg.init_std, cfg.attn_bias);
+    wk_ = Linear<T>(store, prefix + "wk.weight", d_, hkv_ * hd_, cfg.init_std, cfg.attn_bias);
+    wv_ = Linear<T>(store, prefix + "wv.weight", d_, hkv_ * hd_, cfg.init_std, cfg.attn_bias);
     wo_ = Linear<T>(store, prefix + "wo.weight", hq_ * hd_, d_, out_std);
     if (qk_norm_) {
-        q_norm_ = RMSNorm<T>(store, prefix + "q_norm.weight", hd_, cfg.norm_eps);
-        k_norm_ = RMSNorm<T>(store, prefix + "k_norm.weight", hd_, cfg.norm_eps);
+        q_norm_ = RMSNorm<T>(store, prefix + "q_norm.weight", hq_ * hd_ / q_norm_rows_, cfg.norm_eps);
+        k_norm_ = RMSNorm<T>(store, prefix + "k_norm.weight", hkv_ * hd_ / k_norm_rows_, cfg.norm_eps);
     }
 }
 
@@ -27,8 +34,8 @@ void Attention<T>::forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64
         T* k_raw = ensure<T>(k_raw_, n * kw);
         wq_.forward(q_raw, x_ND, n);
         wk_.forward(k_raw, x_ND, n);
-        q_norm_.forward(q, ensure<T>(rstd_q_, n * hq_), q_raw, n * hq_);
-        k_norm_.forward(k, ensure<T>(rstd_k_, n * hkv_), k_raw, n * hkv_);
+        q_norm_.forward(q, ensure<T>(rstd_q_, n * q_norm_rows_), q_raw, n * q_norm_rows_);
+        k_norm_.forward(k, ensure<T>(rstd_k_, n * k_norm_rows_), k_raw, n * k_norm_rows_);
     } else {
         wq_.forward(q, x_ND, n);
         wk_.forward(k, x_ND, n);
@@ -57,8 +64,8 @@ void Attention<T>::backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int
     if (qk_norm_) {
         T* dq_raw = ensure_zero<T>(dq_raw_, n * qw);
         T* dk_raw = ensure_zero<T>(dk_raw_, n * kw);
-        q_norm_.backward(dq_raw, dq, q_raw_.data<T>(), rstd_q_.data<T>(), n * hq_);
-        k_norm_.backward(dk_raw, dk, k_raw_.data<T>(), rstd_k_.data<T>(), n * hkv_);
+        q_norm_.backward(dq_raw, dq, q_raw_.data<T>(), rstd_q_.data<T>(), n * q_norm_rows_);
+        k_norm_.backward(dk_raw, dk, k_raw_.data<T>(), rstd_k_.data<T>(), n * k_norm_rows_);
         dq = dq_raw;
         dk = dk_raw;
     }

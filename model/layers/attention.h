@@ -1,5 +1,6 @@
-// Causal self-attention with grouped-query heads, optional QK-norm (per-head RMSNorm, Qwen3) and rotary
-// embeddings. Projections have no bias. The attention core stays in the compute precision.
+// Causal self-attention with grouped-query heads, optional QK-norm (RMSNorm per head, Qwen3, or over the whole
+// projection, OLMoE), optional query/key/value biases (Qwen2) and rotary embeddings. The output projection has no
+// bias. The attention core stays in the compute precision.
 //
 // Legend: N = B*S tokens, D model dim, Hq/Hkv heads, hd head dim.
 // Saved for backward: q_NHd (after norm and rope), k_NHd, v_NHd, attention output att_NHd, probs_BHSS, and with
@@ -26,6 +27,7 @@ class Attention {
   private:
     int64_t d_, hq_, hkv_, hd_;
     bool qk_norm_;
+    int64_t q_norm_rows_, k_norm_rows_;  // rows the QK-norms see per token: heads (scope head) or 1
     const RopeTable<T>* rope_;
     Linear<T> wq_, wk_, wv_, wo_;
     RMSNorm<T> q_norm_, k_norm_;

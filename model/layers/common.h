@@ -1,5 +1,5 @@
 // Small layers and helpers shared by the model: scratch buffers that grow once and are reused across steps (no
-// allocation in the step loop), a bias-free Linear, RMSNorm and the rotary tables.
+// allocation in the step loop), Linear (optional bias), RMSNorm and the rotary tables.
 //
 // Legend: N rows (tokens), D model dim, I/O in/out features, hd head dim, P positions.
 #pragma once
@@ -40,24 +40,38 @@ T* grad(Param* p) {
     return p->grad.data<T>();
 }
 
-// y_NO = x_NI w_OI^T. The weight lives in the ParamStore; this object is a view with the dims and the precision
-// recipe of its matrix products (FP32 until set_precision() gives it another): the layer code is the same for
-// every number format.
+// y_NO = x_NI w_OI^T (+ b_O). The weight lives in the ParamStore; this object is a view with the dims and the
+// precision recipe of its matrix products (FP32 until set_precision() gives it another): the layer code is the same
+// for every number format. The optional bias ("NAME.bias" beside "NAME.weight") is added in T after the product.
 template <typename T>
 struct Linear {
     Param* w = nullptr;
+    Param* b = nullptr;
     int64_t in = 0, out = 0;
     std::unique_ptr<precision::MatmulRecipe<T>> recipe = precision::make_fp32_recipe<T>();
 
     Linear() = default;
-    Linear(ParamStore& store, const std::string& name, int64_t in_features, int64_t out_features, double std)
-        : w(store.add(name, {out_features, in_features}, ParamKind::kWeight, std)),
-          in(in_features),
-          out(out_features) {}
-    void forward(T* y_NO, const T* x_NI, int64_t n) const { recipe->forward(y_NO, x_NI, value<T>(w), n, in, out); }
-    // dx_NI += dy w ; dw += dy^T x  (dx may be null)
+    Linear(ParamStore& store, const std::string& name, int64_t in_features, int64_t out_features, double std,
+           bool bias = false)
+        : w(store.add(name, {out_features, in_features}, ParamKind::kWeight, std)), in(in_features), out(out_features) {
+        if (bias) b = store.add(name.substr(0, name.rfind('.')) + ".bias", {out_features}, ParamKind::kBias, 0.0);
+    }
+    void forward(T* y_NO, const T* x_NI, int64_t n) const {
+        recipe->forward(y_NO, x_NI, value<T>(w), n, in, out);
+        if (b) {
+            const T* bv = value<T>(b);
+            for (int64_t r = 0; r < n; ++r)
+                for (int64_t o = 0; o < out; ++o) y_NO[r * out + o] += bv[o];
+        }
+    }
+    // dx_NI += dy w ; dw += dy^T x ; db += sum over rows of dy  (dx may be null)
     void backward(T* dx_NI, const T* dy_NO, const T* x_NI, int64_t n) const {
         recipe->backward(dx_NI, grad<T>(w), dy_NO, x_NI, value<T>(w), n, in, out);
+        if (b) {
+            T* db = grad<T>(b);
+            for (int64_t r = 0; r < n; ++r)
+                for (int64_t o = 0; o < out; ++o) db[o] += dy_NO[r * out + o];
+        }
     }
     void set_precision(const precision::PrecisionConfig& cfg, const std::string& role) {
         recipe = precision::make_matmul_recipe<T>(cfg, role);

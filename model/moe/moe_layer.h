@@ -1,5 +1,6 @@
 // The MoE feed-forward block: router -> dispatcher.dispatch -> experts -> dispatcher.combine, plus optional shared
-// experts that every token passes through (DeepSeek-V3, Qwen2-MoE without its gate).
+// experts that every token passes through (DeepSeek-V3), optionally scaled per token by a sigmoid gate
+// g_T = sigmoid(x_TD w_gate^T) (Qwen2-MoE): out = g * shared(x) + combine(experts(dispatch(x))).
 //
 // Parallelism plugs in through the dispatcher: the layer is built with a LocalDispatcher and the expert-parallel
 // wiring replaces it (set_dispatcher) and builds only the local experts; this file never talks to other ranks.
@@ -45,6 +46,8 @@ class MoELayer {
     Router<T> router_;
     Experts<T> experts_;
     std::unique_ptr<MLP<T>> shared_;
+    Linear<T> shared_gate_;  // [1, D], FP32 like the router; w == nullptr when the shared experts are ungated
+    Tensor shared_TD_, gate_T_, dpre_T_, dshared_TD_;
     std::unique_ptr<Dispatcher<T>> dispatcher_;
     Tensor y_RD_, dy_RD_, dx_RD_;
     std::vector<T> dweight_TK_;

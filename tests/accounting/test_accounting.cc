@@ -43,6 +43,13 @@ TEST(Accounting, TotalParametersEqualWhatTheModelAllocates) {
         model::Transformer<float> net(c);
         EXPECT_EQ(accounting::count_params(c).total, double(net.params().numel())) << "tied " << tied;
     }
+    // Qwen2-MoE and OLMoE pieces: QKV biases, the shared-expert gate, QK-norm over the whole projection.
+    model::ModelConfig c = tiny();
+    c.attn_bias = true;
+    c.moe.shared_expert_gate = true;
+    c.qk_norm_scope = "projection";
+    model::Transformer<float> net(c);
+    EXPECT_EQ(accounting::count_params(c).total, double(net.params().numel())) << "biases, gate, projection norm";
 }
 
 TEST(Accounting, ActiveParametersAndFlopsMatchAHandCalculation) {

@@ -56,7 +56,7 @@ TEST(Estimate, HuggingFaceConfigsLoadToTheSameCounts) {
 TEST(Estimate, EveryHuggingFaceFamilyLoadsWithItsPublishedSize) {
     // (file, published total, published activated). Published: OLMoE-1B-7B 6.9B / 1.3B; Qwen1.5-MoE-A2.7B
     // (qwen2_moe) 14.3B / 2.7B; GLM-4.5-Air (glm4_moe) 106B / 12B. Attention biases (qwen2_moe, glm4_moe) and
-    // the shared-expert gate (qwen2_moe) are not in Frugal's model: a few million parameters, well inside 1%.
+    // the shared-expert gate (qwen2_moe) are counted.
     struct Case {
         const char* file;
         double total, active;

@@ -94,7 +94,7 @@ TEST_F(Hf, ImportedWeightsAreTheSafetensorsValuesAndShardsReadOnlyTheirExperts) 
     model::ModelConfig cfg = tiny_qwen3();
     // Experts 2 and 3 of 4 (the second rank of ep = 2).
     model::Transformer<float> shard(cfg, {2, 2});
-    checkpoint::load_hf_weights((dir_ / "src").string(), shard.params(), cfg);
+    checkpoint::load_hf_weights((dir_ / "src").string(), shard.params());
     model::Param* w13 = shard.params().find("layers.1.moe.experts.w13");
     const int64_t f = 24, d = 32;
     // Expert 3's up projection (rows F..2F of the w13 block of local expert 1).
@@ -112,8 +112,8 @@ TEST_F(Hf, ImportedWeightsAreTheSafetensorsValuesAndShardsReadOnlyTheirExperts) 
     std::string index = std::regex_replace(ss.str(), std::regex("mlp\\.experts\\.([23])\\."), "mlp.gone.$1.");
     std::ofstream(dir_ / "src" / "model.safetensors.index.json") << index;
     model::Transformer<float> first(cfg, {0, 2});
-    EXPECT_NO_THROW(checkpoint::load_hf_weights((dir_ / "src").string(), first.params(), cfg));
-    EXPECT_THROW(checkpoint::load_hf_weights((dir_ / "src").string(), shard.params(), cfg), ConfigError);
+    EXPECT_NO_THROW(checkpoint::load_hf_weights((dir_ / "src").string(), first.params()));
+    EXPECT_THROW(checkpoint::load_hf_weights((dir_ / "src").string(), shard.params()), ConfigError);
 }
 
 TEST_F(Hf, BadInputIsNamedWithExitCodeTwo) {
@@ -141,7 +141,8 @@ TEST_F(Hf, BadInputIsNamedWithExitCodeTwo) {
     r = test::run_frugal("import-hf " + (dir_ / "shape").string() + " --out " + out);
     EXPECT_EQ(r.code, 2) << r.output;
     EXPECT_NE(r.output.find("has shape"), std::string::npos) << r.output;
-    // An unsupported model_type.
+    // A config that disagrees with the tensors in another way: relabelled olmoe, whose QK-norms span the whole
+    // projection ([32]) where the file has per-head ones ([8]).
     fs::copy(dir_ / "src", dir_ / "olmoe", fs::copy_options::recursive);
     {
         std::ifstream in(dir_ / "olmoe" / "config.json");
@@ -153,7 +154,38 @@ TEST_F(Hf, BadInputIsNamedWithExitCodeTwo) {
     }
     r = test::run_frugal("import-hf " + (dir_ / "olmoe").string() + " --out " + out);
     EXPECT_EQ(r.code, 2) << r.output;
-    EXPECT_NE(r.output.find("model_type 'olmoe' cannot be imported yet"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("q_norm.weight' has shape [8], the model (config.json) needs [32]"), std::string::npos)
+        << r.output;
+    // A tensor of the wrong dtype: one tensor's bytes relabelled as I16.
+    fs::copy(dir_ / "src", dir_ / "dtype", fs::copy_options::recursive);
+    {
+        checkpoint::SafetensorsFile f((dir_ / "src" / shards[0]).string());
+        std::vector<checkpoint::StTensorOut> ts;
+        for (const auto& [name, info] : f.tensors()) {
+            const uint8_t* b = f.bytes(name);
+            ts.push_back({name, ts.empty() ? "I16" : info.dtype, info.shape,
+                          std::vector<uint8_t>(b, b + (info.end - info.begin))});
+        }
+        checkpoint::write_safetensors((dir_ / "dtype" / shards[0]).string(), ts, {});
+        r = test::run_frugal("import-hf " + (dir_ / "dtype").string() + " --out " + out);
+        EXPECT_EQ(r.code, 2) << r.output;
+        EXPECT_NE(r.output.find("'" + ts.front().name + "' is I16; F32, BF16 and F16 are supported"), std::string::npos)
+            << r.output;
+    }
+    // An unsupported model_type.
+    fs::copy(dir_ / "src", dir_ / "glm", fs::copy_options::recursive);
+    {
+        std::ifstream in(dir_ / "glm" / "config.json");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        std::string t = std::regex_replace(ss.str(), std::regex("\"qwen3_moe\""), "\"glm4_moe\"");
+        t = std::regex_replace(t, std::regex("\"num_experts\": 4"), "\"n_routed_experts\": 4");
+        std::ofstream(dir_ / "glm" / "config.json") << t;
+    }
+    r = test::run_frugal("import-hf " + (dir_ / "glm").string() + " --out " + out);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("model_type 'glm4_moe' cannot be imported"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("importable: qwen3_moe, qwen2_moe, mixtral, olmoe"), std::string::npos) << r.output;
     // A truncated safetensors header.
     fs::copy(dir_ / "src", dir_ / "trunc", fs::copy_options::recursive);
     fs::resize_file(dir_ / "trunc" / shards[0], 20);
@@ -170,7 +202,8 @@ TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
         " --set data.dir=" + test::test_corpus().string() + " --set run.out_dir=" + (dir_ / "ft").string() +
         " --set parallel.ep=2 --set train.micro_batch=8 --set train.seq_len=64 --set model.max_seq_len=64 "
         "--set train.steps=25 --set run.log_every=1 --set train.eval_every=0 --set checkpoint.every=25 "
-        "--set train.threads=1 --set train.freeze=[router] --set checkpoint.export_hf=" + (dir_ / "exported").string());
+        "--set train.threads=1 --set train.freeze=[router] --set checkpoint.export_hf=" +
+        (dir_ / "exported").string());
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("weights from"), std::string::npos) << r.output;
     std::ifstream m(dir_ / "ft" / "metrics.jsonl");
@@ -216,7 +249,7 @@ TEST_F(Hf, ScoreReportsTheModelsLogProbabilities) {
     // Independent check: log-softmax of the logits of an in-process forward pass.
     model::ModelConfig cfg = tiny_qwen3();
     model::Transformer<float> net(cfg);
-    checkpoint::load_hf_weights((dir_ / "src").string(), net.params(), cfg);
+    checkpoint::load_hf_weights((dir_ / "src").string(), net.params());
     const int64_t s = int64_t(text.size()) - 1;
     std::vector<int32_t> x(text.begin(), text.end() - 1), y(text.begin() + 1, text.end());
     for (auto& v : x) v = int32_t(static_cast<unsigned char>(v));

@@ -29,7 +29,7 @@ void check_family(const std::string& family) {
     cfg.moe.aux_loss = "none";  // the golden loss is the cross-entropy alone
     cfg.moe.z_loss_coef = 0;
     model::Transformer<float> net(cfg);
-    checkpoint::load_hf_weights(dir, net.params(), cfg);
+    checkpoint::load_hf_weights(dir, net.params());
     const auto& tk = g.at("tokens");
     const int64_t b = tk.shape[0], s = tk.shape[1];
     std::vector<int32_t> tokens(tk.data.begin(), tk.data.end()),

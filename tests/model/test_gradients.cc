@@ -88,9 +88,11 @@ TEST(Gradients, Rope) {
     test::check_gradient(loss, x.data(), dx.data(), n * h * hd, "rope x", 100);
 }
 
-void attention_case(bool qk_norm, int64_t n_kv_heads) {
+void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope = "head", bool bias = false) {
     ModelConfig cfg = tiny_config();
     cfg.qk_norm = qk_norm;
+    cfg.qk_norm_scope = scope;
+    cfg.attn_bias = bias;
     cfg.n_kv_heads = n_kv_heads;
     const int64_t b = 2, s = 5, n = b * s, d = cfg.d_model;
     model::RopeTable<double> rope(cfg.max_seq_len, cfg.hd(), 10000.0);
@@ -98,6 +100,11 @@ void attention_case(bool qk_norm, int64_t n_kv_heads) {
     model::Attention<double> attn(store, cfg, "attn.", &rope);
     store.allocate(DType::kF64);
     store.init(17);
+    for (model::Param* p : store.params())  // biases start at zero: move them so the check sees their effect
+        if (p->kind == model::ParamKind::kBias) {
+            auto v = test::random_vec<double>(p->value.numel(), 18);
+            std::copy(v.begin(), v.end(), p->value.data<double>());
+        }
     std::vector<int32_t> pos(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = int32_t(i % s);
     auto x = test::random_vec<double>(n * d, 8);
@@ -116,6 +123,8 @@ void attention_case(bool qk_norm, int64_t n_kv_heads) {
 TEST(Gradients, AttentionGQAWithQKNorm) { attention_case(true, 2); }
 TEST(Gradients, AttentionMultiHead) { attention_case(false, 0); }
 TEST(Gradients, AttentionMultiQuery) { attention_case(true, 1); }
+TEST(Gradients, AttentionProjectionQKNorm) { attention_case(true, 2, "projection"); }  // OLMoE
+TEST(Gradients, AttentionQKVBias) { attention_case(false, 2, "head", true); }          // Qwen2
 
 TEST(Gradients, SwiGLU) {
     const int64_t n = 7, d = 6, f = 9;
@@ -188,9 +197,10 @@ INSTANTIATE_TEST_SUITE_P(Variants, RouterGradients,
                                            RouterCase{"sigmoid", "seq", true, 2.5},
                                            RouterCase{"sigmoid", "batch", false, 1.5}));
 
-void moe_case(double capacity_factor, int64_t shared) {
+void moe_case(double capacity_factor, int64_t shared, bool gate = false) {
     ModelConfig cfg = tiny_config();
     cfg.moe.n_shared_experts = shared;
+    cfg.moe.shared_expert_gate = gate;
     cfg.moe.capacity_factor = capacity_factor;
     cfg.moe.aux_loss = "batch";
     cfg.moe.aux_loss_coef = 0.1;
@@ -222,6 +232,7 @@ void moe_case(double capacity_factor, int64_t shared) {
 TEST(Gradients, MoELayerDropless) { moe_case(0.0, 0); }
 TEST(Gradients, MoELayerWithSharedExpert) { moe_case(0.0, 1); }
 TEST(Gradients, MoELayerWithCapacityDropping) { moe_case(0.5, 1); }
+TEST(Gradients, MoELayerWithGatedSharedExpert) { moe_case(0.0, 2, true); }  // Qwen2-MoE
 
 TEST(Gradients, CrossEntropy) {
     const int64_t n = 4, v = 9;
@@ -235,11 +246,16 @@ TEST(Gradients, CrossEntropy) {
     test::check_gradient(loss, logits.data(), dl.data(), n * v, "cross-entropy logits", 100);
 }
 
-void whole_model_case(bool tied) {
+void whole_model_case(bool tied, bool qwen2_features = false) {
     ModelConfig cfg = tiny_config();
     cfg.n_layers = 3;
     cfg.dense_layers = 1;
     cfg.qk_norm = true;
+    if (qwen2_features) {  // every optional piece at once: projection QK-norm, QKV biases, gated shared expert
+        cfg.qk_norm_scope = "projection";
+        cfg.attn_bias = true;
+        cfg.moe.shared_expert_gate = true;
+    }
     cfg.tie_embeddings = tied;
     cfg.moe.n_shared_experts = 1;
     cfg.moe.aux_loss = "seq";
@@ -270,6 +286,7 @@ void whole_model_case(bool tied) {
 
 TEST(Gradients, WholeModelUntied) { whole_model_case(false); }
 TEST(Gradients, WholeModelTied) { whole_model_case(true); }
+TEST(Gradients, WholeModelWithBiasesGateAndProjectionNorm) { whole_model_case(false, true); }
 
 }  // namespace
 }  // namespace frugal
