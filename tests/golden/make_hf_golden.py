@@ -5,7 +5,7 @@
     pip install torch transformers
     python3 tests/golden/make_hf_golden.py
 
-For qwen3_moe and mixtral it writes tests/golden/hf/FAMILY/ (config.json and model.safetensors in float32, from
+For qwen3_moe, qwen2_moe, mixtral and olmoe it writes tests/golden/hf/FAMILY/ (config.json and model.safetensors in float32, from
 save_pretrained) and tests/golden/hf/FAMILY.golden (the FRGLGOLD named-tensor file of tests/golden/tensor_file.h):
 the batch (`tokens`, `targets`), the logits, the mean cross-entropy over the non-ignored targets (`loss`) and the
 gradient of that loss for every parameter, under its Hugging Face name (`grad/NAME`).
@@ -15,7 +15,8 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import MixtralConfig, MixtralForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+from transformers import (MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM, Qwen2MoeConfig,
+                          Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 from golden_io import write  # tests/golden/golden_io.py
 
@@ -24,7 +25,8 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf")
 
 def frugal_name(hf):
     """Frugal's name of a transformers parameter (the in-memory names: experts fused as gate_up_proj [E, 2F, D],
-    gate rows first, and down_proj [E, D, F], which is Frugal's w13 / w2 layout)."""
+    gate rows first, and down_proj [E, D, F], which is Frugal's w13 / w2 layout). The shared expert's gate_proj
+    and up_proj are two halves of Frugal's shared.w13: both map to it, with the row half they fill."""
     if hf == "model.embed_tokens.weight":
         return "embed.weight"
     if hf == "model.norm.weight":
@@ -40,8 +42,21 @@ def frugal_name(hf):
         "self_attn.q_norm.weight": "attn.q_norm.weight", "self_attn.k_norm.weight": "attn.k_norm.weight",
         "mlp.gate.weight": "moe.router.weight", "mlp.experts.gate_up_proj": "moe.experts.w13",
         "mlp.experts.down_proj": "moe.experts.w2",
+        "self_attn.q_proj.bias": "attn.wq.bias", "self_attn.k_proj.bias": "attn.wk.bias",
+        "self_attn.v_proj.bias": "attn.wv.bias", "mlp.shared_expert_gate.weight": "moe.shared_gate.weight",
+        "mlp.shared_expert.gate_proj.weight": "moe.shared.w13.weight",
+        "mlp.shared_expert.up_proj.weight": "moe.shared.w13.weight",
+        "mlp.shared_expert.down_proj.weight": "moe.shared.w2.weight",
     }
     return "layers." + layer + "." + table[rest]
+
+
+def perturb(model):
+    """RMSNorm weights away from 1 and biases away from 0, so their gradients matter."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n or n.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
 
 
 def run(name, model):
@@ -59,7 +74,11 @@ def run(name, model):
     out = {"tokens": tokens.double().numpy(), "targets": targets.double().numpy(),
            "logits": logits.detach().double().reshape(b * s, v).numpy(), "loss": np.array([loss.item()])}
     for pname, p in model.named_parameters():
-        out["grad/" + frugal_name(pname)] = p.grad.double().numpy()
+        key, g = "grad/" + frugal_name(pname), p.grad.double().numpy()
+        if pname.endswith("shared_expert.up_proj.weight"):  # second half of w13, after gate_proj
+            out[key] = np.concatenate([out[key], g], axis=0)
+        else:
+            out[key] = g
     write(os.path.join(HERE, name + ".golden"), out)
     print(name, "loss", loss.item())
 
@@ -74,11 +93,27 @@ def main():
                           tie_word_embeddings=False, attention_bias=False, use_sliding_window=False,
                           output_router_logits=False, torch_dtype="float32")
     m = Qwen3MoeForCausalLM(qwen).float()
-    with torch.no_grad():  # RMSNorm weights away from 1, so the norms' gradients matter
-        for n, p in m.named_parameters():
-            if "norm" in n:
-                p.add_(0.1 * torch.randn_like(p))
+    perturb(m)
     run("qwen3_moe", m)
+    torch.manual_seed(0)
+    qwen2 = Qwen2MoeConfig(vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=24,
+                           shared_expert_intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+                           decoder_sparse_step=1, mlp_only_layers=[], max_position_embeddings=64,
+                           rope_theta=10000.0, tie_word_embeddings=False, use_sliding_window=False,
+                           output_router_logits=False, torch_dtype="float32")
+    m = Qwen2MoeForCausalLM(qwen2).float()
+    perturb(m)
+    run("qwen2_moe", m)
+    torch.manual_seed(0)
+    olmoe = OlmoeConfig(vocab_size=97, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                        norm_topk_prob=False, max_position_embeddings=64, rope_theta=10000.0,
+                        tie_word_embeddings=False, clip_qkv=None, output_router_logits=False,
+                        torch_dtype="float32")
+    m = OlmoeForCausalLM(olmoe).float()
+    perturb(m)
+    run("olmoe", m)
     torch.manual_seed(0)
     mix = MixtralConfig(vocab_size=97, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
@@ -90,20 +125,23 @@ def main():
 
 
 def check_export_loads():
-    """With build/frugal present: import each model, export it again, load the export with transformers and check
-    it gives the same logits (the C++ tests check the round trip bit for bit)."""
+    """With build/frugal present: import each model, export it again (config.json generated by Frugal), load the
+    export with transformers and check it gives the same logits (the C++ tests check the round trip bit for
+    bit)."""
     import subprocess
     import tempfile
     frugal = os.path.join(os.path.dirname(HERE), "..", "..", "build", "frugal")
     if not os.path.exists(frugal):
         print("build/frugal not found: export check skipped")
         return
-    for name, cls in (("qwen3_moe", Qwen3MoeForCausalLM), ("mixtral", MixtralForCausalLM)):
+    for name, cls in (("qwen3_moe", Qwen3MoeForCausalLM), ("qwen2_moe", Qwen2MoeForCausalLM),
+                      ("mixtral", MixtralForCausalLM), ("olmoe", OlmoeForCausalLM)):
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(HERE, name)
             subprocess.run([frugal, "import-hf", src, "--out", os.path.join(tmp, "m.h5")], check=True)
+            # No --config: the config.json is Frugal's own, generated from the model, and must load as it is.
             subprocess.run([frugal, "export-hf", os.path.join(tmp, "m.h5"), "--out", os.path.join(tmp, "hf"),
-                            "--dtype", "f32", "--config", os.path.join(src, "config.json")], check=True)
+                            "--dtype", "f32"], check=True)
             a, b = cls.from_pretrained(src).eval(), cls.from_pretrained(os.path.join(tmp, "hf")).eval()
             x = torch.randint(0, a.config.vocab_size, (2, 10))
             with torch.no_grad():
