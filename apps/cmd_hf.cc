@@ -32,7 +32,7 @@ struct FullSlots {
     std::vector<checkpoint::TensorSlot> slots;
     std::vector<std::vector<float>> zeros;
     FullSlots(model::Transformer<float>& net, const model::ModelConfig& m) {
-        slots = checkpoint::full_param_slots(net.params());
+        slots = checkpoint::param_slots(net.params());
         for (model::Param* p : net.params().params()) {
             for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"}) {
                 zeros.emplace_back(size_t(p->value.numel()), 0.0f);

@@ -1,103 +1,178 @@
-// frugal score: mean cross-entropy and perplexity of a model on a text file.
-#include <unistd.h>
-
+// frugal score: mean cross-entropy and perplexity of a model on a text file, on one process or expert parallel
+// over the ranks of `frugal launch -n N score ...`.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
-#include <memory>
+#include <limits>
 #include <sstream>
 
 #include "apps/commands.h"
 #include "apps/model_loading.h"
-#include "checkpoint/checkpoint.h"
-#include "checkpoint/hf.h"
+#include "apps/mpi_job.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "data/hf_tokenizer.h"
 #include "data/tokenizer.h"
-#include "model/hf_config.h"
-#include "model/transformer.h"
+#include "parallel/all_to_all_dispatcher.h"
+#include "parallel/mpi_comm.h"
+#include "parallel/parallel_dims.h"
 
 namespace frugal::apps {
 
 namespace fs = std::filesystem;
 
-int cmd_score(const Args& args) {
-    if (args.empty() || wants_help(args)) {
-        std::fputs(
-            "usage: frugal score MODEL --text-file FILE [--tokenizer tokenizer.json] [--seq-len N] [--json]\n\n"
-            "MODEL is a Frugal checkpoint (.h5) or hf:DIR. Tokenizes FILE with the model's tokenizer (hf:DIR: "
-            "DIR/tokenizer.json; a checkpoint: --tokenizer, or the byte-level tokenizer for a 257-token vocabulary), "
-            "runs the model over consecutive windows of --seq-len tokens (default model.max_seq_len) and prints the "
-            "tokens scored, the mean cross-entropy in nats per token and the perplexity. --json prints num_tokens, "
-            "mean_nll, perplexity, token_ids and logprobs (of every token after the first, given the ones before it "
-            "in its window).\n",
-            args.empty() ? stderr : stdout);
-        return args.empty() ? 2 : 0;
-    }
-    std::string model_arg, text_file, tokenizer;
-    int64_t seq_len = 0;
+namespace {
+
+const char* kHelp =
+    "usage: frugal score MODEL --text-file FILE [--tokenizer tokenizer.json] [--seq-len N] [--json]\n"
+    "       frugal launch -n N score MODEL --text-file FILE [--ep E] [...]\n\n"
+    "MODEL is a Frugal checkpoint (.h5) or hf:DIR. Tokenizes FILE with the model's tokenizer (hf:DIR: "
+    "DIR/tokenizer.json; a checkpoint: --tokenizer, else the tokenizer.json of the Hugging Face model it was "
+    "fine-tuned from, else the byte-level tokenizer for a 257-token vocabulary), runs the model over consecutive "
+    "windows of --seq-len tokens (default model.max_seq_len; each window restarts the context) and prints the "
+    "tokens scored, the mean cross-entropy in nats per token and the perplexity.\n\n"
+    "  --json          one object: num_tokens, mean_nll, perplexity, token_ids and logprobs (of every token after "
+    "the first, given the ones before it in its window)\n"
+    "  --ep E          under frugal launch: experts are sharded over groups of E ranks (default: every rank), each "
+    "rank reads only its experts' weights and the windows are spread over the ranks\n"
+    "  --timeout S     under frugal launch: seconds a collective may wait before the job stops (default 600)\n";
+
+struct ScoreArgs {
+    std::string model, text_file, tokenizer;
+    int64_t seq_len = 0, ep = 0;
+    double timeout_s = 600;
     bool json = false;
+};
+
+ScoreArgs parse(const Args& args) {
+    ScoreArgs a;
     for (size_t i = 0; i < args.size(); ++i) {
         auto value = [&]() -> const std::string& {
-            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), args[i], " needs a value");
+            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), args[i], " needs a value (see frugal score --help)");
             return args[++i];
         };
+        auto number = [&](double min) {
+            const std::string& flag = args[i];
+            const std::string& v = value();
+            char* end = nullptr;
+            const double x = std::strtod(v.c_str(), &end);
+            FRUGAL_CONFIG_CHECK(!v.empty() && *end == '\0' && x >= min, flag, " '", v, "': expected a number >= ", min);
+            return x;
+        };
         if (args[i] == "--text-file")
-            text_file = value();
+            a.text_file = value();
         else if (args[i] == "--tokenizer")
-            tokenizer = value();
+            a.tokenizer = value();
         else if (args[i] == "--seq-len")
-            seq_len = std::stoll(value());
+            a.seq_len = int64_t(number(2));
+        else if (args[i] == "--ep")
+            a.ep = int64_t(number(1));
+        else if (args[i] == "--timeout")
+            a.timeout_s = number(1);
         else if (args[i] == "--json")
-            json = true;
+            a.json = true;
         else if (args[i].rfind("-", 0) == 0)
-            FRUGAL_CONFIG_ERROR("frugal score: unknown option '", args[i], "'");
+            FRUGAL_CONFIG_ERROR("frugal score: unknown option '", args[i], "' (see frugal score --help)");
         else
-            model_arg = args[i];
+            a.model = args[i];
     }
-    FRUGAL_CONFIG_CHECK(!model_arg.empty() && !text_file.empty(), "frugal score MODEL --text-file FILE (see --help)");
-    std::ifstream in(text_file, std::ios::binary);
-    FRUGAL_CONFIG_CHECK(in.good(), "cannot read --text-file ", text_file);
+    FRUGAL_CONFIG_CHECK(!a.model.empty() && !a.text_file.empty(), "frugal score MODEL --text-file FILE (see --help)");
+    return a;
+}
+
+bool is_hf(const ScoreArgs& a) { return a.model.rfind("hf:", 0) == 0; }
+
+// Everything that can be checked before a rank communicates: the model's architecture, the tokens, the layout.
+struct Plan {
+    model::ModelConfig cfg;
+    std::vector<int32_t> ids;
+    int64_t window = 0;  // tokens scored per window
+    parallel::ParallelDims dims;
+};
+
+Plan plan(const ScoreArgs& a, int world_size, int rank) {
+    Plan p;
+    std::string init_from;
+    p.cfg = is_hf(a) ? hf_model_config(a.model.substr(3)) : checkpoint_model_config(a.model, &init_from);
+    std::string tokenizer = a.tokenizer;
+    if (tokenizer.empty() && is_hf(a)) tokenizer = (fs::path(a.model.substr(3)) / "tokenizer.json").string();
+    if (tokenizer.empty() && init_from.rfind("hf:", 0) == 0) {
+        const fs::path t = fs::path(init_from.substr(3)) / "tokenizer.json";
+        if (fs::exists(t)) tokenizer = t.string();
+    }
+    std::ifstream in(a.text_file, std::ios::binary);
+    FRUGAL_CONFIG_CHECK(in.good(), "cannot read --text-file ", a.text_file);
     std::stringstream ss;
     ss << in.rdbuf();
-
-    const bool hf = model_arg.rfind("hf:", 0) == 0;
-    LoadedModel loaded = hf ? load_hf_model(model_arg.substr(3)) : load_checkpoint_model(model_arg);
-    const model::ModelConfig& cfg = loaded.cfg;
-    model::Transformer<float>* net = loaded.net.get();
-    if (hf && tokenizer.empty()) tokenizer = (fs::path(model_arg.substr(3)) / "tokenizer.json").string();
-    std::vector<int32_t> ids;
     if (!tokenizer.empty() && fs::exists(tokenizer)) {
-        data::HfTokenizer(tokenizer).encode(ss.str(), ids);
+        data::HfTokenizer(tokenizer).encode(ss.str(), p.ids);
     } else {
-        FRUGAL_CONFIG_CHECK(cfg.vocab_size == data::ByteTokenizer::kVocabSize, "the model's vocabulary is ",
-                            cfg.vocab_size, " tokens: give its tokenizer with --tokenizer tokenizer.json");
-        data::ByteTokenizer().encode(ss.str(), ids);
+        FRUGAL_CONFIG_CHECK(p.cfg.vocab_size == data::ByteTokenizer::kVocabSize, "the model's vocabulary is ",
+                            p.cfg.vocab_size, " tokens: give its tokenizer with --tokenizer tokenizer.json");
+        data::ByteTokenizer().encode(ss.str(), p.ids);
     }
-    for (int32_t t : ids)
-        FRUGAL_CONFIG_CHECK(t < cfg.vocab_size, "token id ", t, " is outside the model's vocabulary of ",
-                            cfg.vocab_size, ": the tokenizer does not belong to this model");
-    FRUGAL_CONFIG_CHECK(ids.size() >= 2, text_file, " has fewer than two tokens: nothing to score");
-    const int64_t s_max = seq_len > 0 ? std::min(seq_len, cfg.max_seq_len) : cfg.max_seq_len;
+    for (int32_t t : p.ids)
+        FRUGAL_CONFIG_CHECK(t < p.cfg.vocab_size, "token id ", t, " is outside the model's vocabulary of ",
+                            p.cfg.vocab_size, ": the tokenizer does not belong to this model");
+    FRUGAL_CONFIG_CHECK(p.ids.size() >= 2, a.text_file, " has fewer than two tokens: nothing to score");
+    p.window = a.seq_len > 0 ? std::min(a.seq_len, p.cfg.max_seq_len) : p.cfg.max_seq_len;
+    p.dims = parallel::ParallelDims::make(world_size, rank, a.ep > 0 ? a.ep : world_size, p.cfg.moe.n_experts);
+    return p;
+}
+
+// Window w scores targets ids[w W + 1 .. w W + len]: returns len.
+int64_t window_len(const Plan& p, int64_t w) {
+    return std::min<int64_t>(p.window, int64_t(p.ids.size()) - 1 - w * p.window);
+}
+
+// Scores every window, spread round-robin over the ranks (window w on rank w mod world): every rank runs the same
+// number of forward passes, because the experts' all-to-all needs every rank of the group; a rank without a
+// window in the last round scores a one-token filler and discards it. Returns all log-probabilities, in order,
+// on every rank.
+std::vector<double> score_windows(const ScoreArgs& a, const Plan& p, parallel::Communicator& world) {
+    const auto& dims = p.dims;
+    auto ep_comm = world.split(dims.edp_rank, dims.ep_rank, "ep");
+    const model::ExpertShard shard = dims.expert_shard(p.cfg.moe.n_experts);
+    LoadedModel m = is_hf(a) ? load_hf_model(a.model.substr(3), shard) : load_checkpoint_model(a.model, shard);
+    parallel::use_expert_parallel(*m.net, *ep_comm, false);
+    const int64_t n_win = (int64_t(p.ids.size()) - 1 + p.window - 1) / p.window;
+    const int64_t ranks = world.size(), rounds = (n_win + ranks - 1) / ranks;
+    if (world.rank() == 0)
+        log::info("score: ", p.ids.size() - 1, " tokens in ", n_win, " window(s) of up to ", p.window, " over ", ranks,
+                  " rank(s), ep ", dims.ep, " (", shard.count, " of ", p.cfg.moe.n_experts, " experts per rank)");
+    std::vector<double> mine(size_t(rounds * p.window), std::numeric_limits<double>::quiet_NaN());
+    for (int64_t r = 0; r < rounds; ++r) {
+        const int64_t w = r * ranks + world.rank();
+        const int64_t start = w < n_win ? w * p.window : 0, len = w < n_win ? window_len(p, w) : 1;
+        world.set_layer("score window " + std::to_string(w));
+        m.net->forward(p.ids.data() + start, p.ids.data() + start + 1, 1, len);
+        if (w < n_win)
+            for (int64_t i = 0; i < len; ++i) mine[size_t(r * p.window + i)] = -double(m.net->token_losses()[i]);
+    }
+    std::vector<double> all(size_t(ranks) * mine.size());
+    world.set_layer("gather log-probabilities");
+    world.all_gather(mine.data(), all.data(), int64_t(mine.size()), DType::kF64);
     std::vector<double> logprobs;
-    for (size_t start = 0; start + 1 < ids.size(); start += size_t(s_max)) {
-        const int64_t s = std::min<int64_t>(s_max, int64_t(ids.size() - start - 1));
-        std::vector<int32_t> x(ids.begin() + long(start), ids.begin() + long(start) + s),
-            y(ids.begin() + long(start) + 1, ids.begin() + long(start) + s + 1);
-        net->forward(x.data(), y.data(), 1, s);
-        for (int64_t i = 0; i < s; ++i) logprobs.push_back(-double(net->token_losses()[i]));
+    logprobs.reserve(p.ids.size() - 1);
+    for (int64_t w = 0; w < n_win; ++w) {
+        const double* src = all.data() + ((w % ranks) * rounds + w / ranks) * p.window;
+        logprobs.insert(logprobs.end(), src, src + window_len(p, w));
     }
+    return logprobs;
+}
+
+void print(const ScoreArgs& a, const Plan& p, const std::vector<double>& logprobs) {
     double sum = 0;
     for (double lp : logprobs) sum -= lp;
     const double mean = sum / double(logprobs.size());
     std::ostringstream os;
     os << std::setprecision(10);
-    if (json) {
+    if (a.json) {
         os << "{\"num_tokens\": " << logprobs.size() << ", \"mean_nll\": " << mean
            << ", \"perplexity\": " << std::exp(mean) << ", \"token_ids\": [";
-        for (size_t i = 0; i < ids.size(); ++i) os << (i ? ", " : "") << ids[i];
+        for (size_t i = 0; i < p.ids.size(); ++i) os << (i ? ", " : "") << p.ids[i];
         os << "], \"logprobs\": [";
         for (size_t i = 0; i < logprobs.size(); ++i) os << (i ? ", " : "") << logprobs[i];
         os << "]}\n";
@@ -106,7 +181,38 @@ int cmd_score(const Args& args) {
            << " nats/token\nperplexity       " << std::exp(mean) << "\n";
     }
     std::fputs(os.str().c_str(), stdout);
-    return 0;
+    std::fflush(stdout);
+}
+
+}  // namespace
+
+int cmd_score(const Args& args) {
+    if (args.empty() || wants_help(args)) {
+        std::fputs(kHelp, args.empty() ? stderr : stdout);
+        return args.empty() ? 2 : 0;
+    }
+    if (!parallel::launched_by_mpi()) {
+        const ScoreArgs a = parse(args);
+        const Plan p = plan(a, 1, 0);
+        parallel::SingleProcessComm world;
+        print(a, p, score_windows(a, p, world));
+        return 0;
+    }
+    ScoreArgs a;
+    Plan p;
+    return run_mpi_job(
+        [&] {
+            int rank = 0, size = 1;
+            MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+            MPI_Comm_size(MPI_COMM_WORLD, &size);
+            a = parse(args);
+            p = plan(a, size, rank);
+            return a.timeout_s;
+        },
+        [&](parallel::Communicator& world) {
+            const std::vector<double> logprobs = score_windows(a, p, world);
+            if (world.rank() == 0) print(a, p, logprobs);
+        });
 }
 
 }  // namespace frugal::apps

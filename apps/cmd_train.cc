@@ -1,6 +1,7 @@
 #include <cstdio>
 
 #include "apps/commands.h"
+#include "apps/mpi_job.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "parallel/mpi_comm.h"
@@ -61,38 +62,17 @@ int cmd_train(const Args& args) {
         return 0;
     }
 
-    // Under mpirun/srun. Configuration errors are found identically on every rank before any communication: rank 0
-    // reports, every rank exits 2. Any later failure may hit one rank only: it reports and aborts the whole job, so
-    // no rank is left waiting in a collective.
-    parallel::mpi_init();
-    int rank = 0, size = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    log::set_rank(rank, size);
+    // Under mpirun/srun: every rank runs the same command.
     trainer::TrainConfig cfg;
-    try {
-        Args2 a = parse(args);
-        cfg = trainer::load_config(a.config_path, a.overrides, size);
-    } catch (const ConfigError& e) {
-        if (rank == 0) log::error(e.what());
-        parallel::mpi_finalize();
-        return 2;
-    }
-    try {
-        auto world = parallel::MpiComm::world(cfg.parallel.timeout_s);
-        trainer::train(cfg, *world);
-    } catch (const ConfigError& e) {
-        log::error(e.what());
-        parallel::mpi_abort(2);
-    } catch (const Error& e) {
-        log::error(e.what(), " [", e.where(), "]");
-        parallel::mpi_abort(1);
-    } catch (const std::exception& e) {
-        log::error(e.what());
-        parallel::mpi_abort(1);
-    }
-    parallel::mpi_finalize();
-    return 0;
+    return run_mpi_job(
+        [&] {
+            int size = 1;
+            MPI_Comm_size(MPI_COMM_WORLD, &size);
+            Args2 a = parse(args);
+            cfg = trainer::load_config(a.config_path, a.overrides, size);
+            return cfg.parallel.timeout_s;
+        },
+        [&](parallel::Communicator& world) { trainer::train(cfg, world); });
 }
 
 }  // namespace frugal::apps

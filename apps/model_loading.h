@@ -1,5 +1,6 @@
-// Loading a whole model (every expert, one process) for the commands that work on a trained model: from a Frugal
-// checkpoint (its stored config and parameters) or from a Hugging Face directory.
+// Loading a trained model for the commands that use one (score, export-hf): from a Frugal checkpoint (its stored
+// config, parameters and learned expert biases) or from a Hugging Face directory. With a shard, only that shard's
+// experts are built and read (expert-parallel scoring); the default builds every expert.
 #pragma once
 
 #include <memory>
@@ -14,7 +15,12 @@ struct LoadedModel {
     std::unique_ptr<model::Transformer<float>> net;
 };
 
-LoadedModel load_checkpoint_model(const std::string& ckpt_path);
-LoadedModel load_hf_model(const std::string& hf_dir);
+// The architecture stored in a checkpoint (or of a Hugging Face directory), without loading any weight.
+// init_from, if given, receives the run's model.init_from (hf:DIR of a fine-tuned import, else empty).
+model::ModelConfig checkpoint_model_config(const std::string& ckpt_path, std::string* init_from = nullptr);
+model::ModelConfig hf_model_config(const std::string& hf_dir);
+
+LoadedModel load_checkpoint_model(const std::string& ckpt_path, model::ExpertShard shard = {});
+LoadedModel load_hf_model(const std::string& hf_dir, model::ExpertShard shard = {});
 
 }  // namespace frugal::apps

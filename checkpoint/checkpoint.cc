@@ -169,11 +169,13 @@ std::string shape_text(const Shape& s) {
 
 }  // namespace
 
-std::vector<TensorSlot> full_param_slots(model::ParamStore& store) {
+std::vector<TensorSlot> param_slots(model::ParamStore& store) {
     std::vector<TensorSlot> slots;
     for (model::Param* p : store.params()) {
-        FRUGAL_CHECK(p->shape == p->global_shape, "parameter ", p->name, " is a shard; a full model is needed");
-        slots.push_back({"params/" + p->name, p->global_shape, 0, p->shape, true, p->value.data<float>()});
+        int64_t row = 1;
+        for (size_t i = 1; i < p->global_shape.size(); ++i) row *= p->global_shape[i];
+        slots.push_back({"params/" + p->name, p->global_shape, p->global_offset / std::max<int64_t>(row, 1), p->shape,
+                         true, p->value.data<float>()});
     }
     return slots;
 }

@@ -228,7 +228,8 @@ std::string generated_config(const model::ModelConfig& m, const std::string& typ
     return os.str();
 }
 
-// Throws naming the first model setting the Hugging Face family cannot hold.
+}  // namespace
+
 void check_exportable(const model::ModelConfig& m, const std::string& type) {
     FRUGAL_CONFIG_CHECK(m.dense_layers == 0, "model.dense_layers (", m.dense_layers, ") has no ", type,
                         " equivalent: export needs every layer MoE");
@@ -245,8 +246,10 @@ void check_exportable(const model::ModelConfig& m, const std::string& type) {
     const std::string want = type == "qwen3_moe" ? "head" : type == "olmoe" ? "projection" : "none";
     FRUGAL_CONFIG_CHECK(norm == want, "model.qk_norm / qk_norm_scope (", norm, ") has no ", type, " equivalent (", type,
                         " needs ", want, ")");
+    FRUGAL_CONFIG_CHECK(m.moe.bias_update_rate == 0.0, "moe.bias_update_rate (", m.moe.bias_update_rate,
+                        ") learns per-expert routing biases that ", type,
+                        " has no place for: the export would route differently; set it to 0 to export");
 }
-}  // namespace
 
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
                const std::string& type, const std::string& dtype, const std::string& source_config,

@@ -40,6 +40,9 @@ void load_hf_weights(const std::string& hf_dir, model::ParamStore& store);
 // shared expert), qwen3_moe (per-head QK-norm) or mixtral.
 std::string hf_model_type(const model::ModelConfig& cfg);
 
+// Throws ConfigError naming the first model setting the Hugging Face family `type` cannot hold.
+void check_exportable(const model::ModelConfig& cfg, const std::string& type);
+
 // Writes config.json (from source_config when given, else generated for model_type), sharded safetensors with
 // model.safetensors.index.json (shards of at most max_shard_bytes), in "bf16" or "f32". store holds all experts.
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,

@@ -38,6 +38,11 @@ LaunchOptions parse_launch_args(const std::vector<std::string>& args) {
         if (a == "--") {
             o.mpirun_args.assign(args.begin() + long(i) + 1, args.end());
             break;
+        } else if (a == "score" && o.config.empty() && o.command == "train") {
+            // Everything up to a lone "--" belongs to `frugal score`.
+            o.command = a;
+            for (++i; i < args.size() && args[i] != "--"; ++i) o.command_args.push_back(args[i]);
+            --i;
         } else if (a == "-n" || a == "--ranks") {
             o.ranks = parse_int(a, value(), 1);
         } else if (a == "--set") {
@@ -66,6 +71,14 @@ LaunchOptions parse_launch_args(const std::vector<std::string>& args) {
             o.config = a;
         }
     }
+    if (o.command == "score") {
+        FRUGAL_CONFIG_CHECK(o.config.empty() && o.overrides.empty(),
+                            "frugal launch ... score takes no CONFIG or --set "
+                            "(the model comes from its checkpoint or hf:DIR)");
+        FRUGAL_CONFIG_CHECK(o.slurm_script.empty(), "--slurm-script writes training jobs only");
+        FRUGAL_CONFIG_CHECK(o.ranks > 0, "frugal launch: give the number of ranks with -n N");
+        return o;
+    }
     FRUGAL_CONFIG_CHECK(!o.config.empty(), "frugal launch: no config file given (see frugal launch --help)");
     FRUGAL_CONFIG_CHECK(fs::exists(o.config), "config file ", o.config, " does not exist");
     if (o.slurm_script.empty()) {
@@ -87,7 +100,6 @@ Environment current_environment() {
 
 std::vector<std::string> build_command(const LaunchOptions& opt, const Environment& env) {
     std::vector<std::string> cmd;
-    const std::string config = fs::absolute(opt.config).string();
     if (env.in_slurm) {
         // Inside an allocation srun knows the nodes; --kill-on-bad-exit stops every task when one fails.
         cmd = {"srun", "-n", std::to_string(opt.ranks), "--kill-on-bad-exit=1"};
@@ -111,7 +123,12 @@ std::vector<std::string> build_command(const LaunchOptions& opt, const Environme
             if (std::getenv(v)) cmd.insert(cmd.end(), {"-x", v});
     }
     cmd.insert(cmd.end(), opt.mpirun_args.begin(), opt.mpirun_args.end());
-    cmd.insert(cmd.end(), {opt.frugal_binary, "train", config});
+    if (opt.command == "score") {
+        cmd.insert(cmd.end(), {opt.frugal_binary, "score"});
+        cmd.insert(cmd.end(), opt.command_args.begin(), opt.command_args.end());
+        return cmd;
+    }
+    cmd.insert(cmd.end(), {opt.frugal_binary, "train", fs::absolute(opt.config).string()});
     for (const auto& s : opt.overrides) cmd.insert(cmd.end(), {"--set", s});
     return cmd;
 }

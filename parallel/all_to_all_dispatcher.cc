@@ -193,4 +193,22 @@ const T* AllToAllDispatcher<T>::dispatch_backward_communicate(const T* dexpert_r
 template class AllToAllDispatcher<float>;
 template class AllToAllDispatcher<double>;
 
+template <typename T>
+void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch) {
+    const model::ModelConfig& m = net.config();
+    auto layers = net.moe_layers();
+    size_t i = 0;
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+        if (!m.is_moe_layer(l)) continue;
+        if (ep_comm.size() > 1)
+            layers[i++]->set_dispatcher(std::make_unique<AllToAllDispatcher<T>>(
+                ep_comm, m.moe.n_experts, "layer " + std::to_string(l) + " MoE dispatch", fp8_dispatch));
+        else
+            layers[i++]->set_dispatcher(std::make_unique<model::LocalDispatcher<T>>(m.moe.n_experts, fp8_dispatch));
+    }
+}
+
+template void use_expert_parallel(model::Transformer<float>&, Communicator&, bool);
+template void use_expert_parallel(model::Transformer<double>&, Communicator&, bool);
+
 }  // namespace frugal::parallel

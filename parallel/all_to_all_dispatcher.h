@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "model/moe/dispatcher.h"
+#include "model/transformer.h"
 #include "parallel/communicator.h"
 
 namespace frugal::parallel {
@@ -78,5 +79,10 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     std::vector<float> scales_send_, scales_recv_;
     Tensor recv_rows_RD_, expert_rows_RD_, back_send_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
 };
+
+// Gives every MoE layer of net its dispatcher: all-to-all over ep_comm when the group has more than one rank
+// (net must then hold that rank's expert shard), the local one otherwise.
+template <typename T>
+void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch);
 
 }  // namespace frugal::parallel

@@ -75,6 +75,8 @@ void TrainConfig::validate(int64_t world_size) const {
     precision.validate();
     FRUGAL_CONFIG_CHECK(checkpoint.export_hf.empty() || checkpoint.every > 0, "checkpoint.export_hf (",
                         checkpoint.export_hf, ") exports from the final checkpoint: set checkpoint.every");
+    if (!checkpoint.export_hf.empty())  // found now rather than after the last step
+        frugal::checkpoint::check_exportable(model, frugal::checkpoint::hf_model_type(model));
     FRUGAL_CONFIG_CHECK(model.attention == "gqa", "model.attention '", model.attention,
                         "' is counted by `frugal estimate` but cannot be trained yet: use gqa");
     FRUGAL_CONFIG_CHECK(model.mtp_modules == 0, "model.mtp_modules (", model.mtp_modules,

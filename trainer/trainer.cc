@@ -247,19 +247,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         log::info("weights from ", cfg.model.init_from.substr(3), " (each rank read its own experts)");
     }
     net.set_precision(cfg.precision);
+    parallel::use_expert_parallel(net, *ep_comm, cfg.precision.fp8_dispatch);
     auto moe_layers = net.moe_layers();
-    {
-        size_t i = 0;
-        for (int64_t l = 0; l < cfg.model.n_layers; ++l) {
-            if (!cfg.model.is_moe_layer(l)) continue;
-            if (dims.ep > 1)
-                moe_layers[i++]->set_dispatcher(std::make_unique<parallel::AllToAllDispatcher<float>>(
-                    *ep_comm, n_experts, "layer " + std::to_string(l) + " MoE dispatch", cfg.precision.fp8_dispatch));
-            else
-                moe_layers[i++]->set_dispatcher(
-                    std::make_unique<model::LocalDispatcher<float>>(n_experts, cfg.precision.fp8_dispatch));
-        }
-    }
     auto oparams = optim_params(net.params(), cfg.optim, cfg.train.freeze);
     optim::AdamW opt(cfg.optim, oparams, cfg.precision.optimizer_state == "bf16");
     parallel::GradSync grad_sync(net.params(), world, *edp_comm, *ep_comm);
@@ -530,7 +519,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         // The final checkpoint holds every expert in its global shape: rank 0 reads the whole model back from it.
         if (is_root) {
             model::Transformer<float> full(cfg.model);
-            std::vector<checkpoint::TensorSlot> slots = checkpoint::full_param_slots(full.params());
+            std::vector<checkpoint::TensorSlot> slots = checkpoint::param_slots(full.params());
             std::ostringstream name;
             name << "step_" << std::setw(8) << std::setfill('0') << cfg.train.steps << ".h5";
             checkpoint::TrainingState st;

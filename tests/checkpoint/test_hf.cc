@@ -194,25 +194,31 @@ TEST_F(Hf, BadInputIsNamedWithExitCodeTwo) {
     EXPECT_NE(r.output.find("truncated"), std::string::npos) << r.output;
 }
 
-TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
-    ASSERT_FALSE(test::test_corpus().empty());
+// Fine-tunes the Hugging Face model in src for `steps` steps on 2 ranks with ep 2, exporting it to exported;
+// returns the loss of every step.
+std::vector<double> fine_tune(const fs::path& src, const fs::path& run, const fs::path& exported, int steps) {
+    EXPECT_FALSE(test::test_corpus().empty());
     auto r = test::run_frugal(
-        "launch -n 2 " + std::string(FRUGAL_SOURCE_DIR) +
-        "/configs/demo.yaml --set model.init_from=hf:" + (dir_ / "src").string() +
-        " --set data.dir=" + test::test_corpus().string() + " --set run.out_dir=" + (dir_ / "ft").string() +
-        " --set parallel.ep=2 --set train.micro_batch=8 --set train.seq_len=64 --set model.max_seq_len=64 "
-        "--set train.steps=25 --set run.log_every=1 --set train.eval_every=0 --set checkpoint.every=25 "
-        "--set train.threads=1 --set train.freeze=[router] --set checkpoint.export_hf=" +
-        (dir_ / "exported").string());
-    ASSERT_EQ(r.code, 0) << r.output;
+        "launch -n 2 " + std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set model.init_from=hf:" +
+        src.string() + " --set data.dir=" + test::test_corpus().string() + " --set run.out_dir=" + run.string() +
+        " --set parallel.ep=2 --set train.micro_batch=8 --set train.seq_len=64 --set model.max_seq_len=64 " +
+        "--set train.steps=" + std::to_string(steps) + " --set run.log_every=1 --set train.eval_every=0 " +
+        "--set checkpoint.every=" + std::to_string(steps) +
+        " --set train.threads=1 --set train.freeze=[router] --set checkpoint.export_hf=" + exported.string());
+    EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("weights from"), std::string::npos) << r.output;
-    std::ifstream m(dir_ / "ft" / "metrics.jsonl");
+    std::ifstream m(run / "metrics.jsonl");
     std::vector<double> losses;
     std::string line;
     std::regex re("\"loss\": ([-0-9.e+]+)");
     std::smatch mm;
     while (std::getline(m, line))
         if (std::regex_search(line, mm, re)) losses.push_back(std::stod(mm[1]));
+    return losses;
+}
+
+TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
+    std::vector<double> losses = fine_tune(dir_ / "src", dir_ / "ft", dir_ / "exported", 25);
     ASSERT_EQ(losses.size(), 25u);
     EXPECT_LT(losses.back(), losses.front() - 0.5) << losses.front() << " -> " << losses.back();
     // Exported at the end in Hugging Face format: the source's config.json, every tensor, the frozen router as it
@@ -234,6 +240,40 @@ TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
 
 namespace frugal {
 namespace {
+
+// Qwen2-MoE (QKV biases, gated shared experts) and OLMoE (QK-norm over the whole projection) layouts: the same
+// expert-parallel fine-tuning from an import lowers the loss and exports every tensor under its name, trained.
+TEST_F(Hf, FineTuningQwen2MoeAndOlmoeImports) {
+    for (const std::string family : {"qwen2_moe", "olmoe"}) {
+        model::ModelConfig cfg = tiny_qwen3();
+        if (family == "qwen2_moe") {
+            cfg.qk_norm = false;
+            cfg.attn_bias = true;
+            cfg.moe.n_shared_experts = 2;
+            cfg.moe.shared_expert_gate = true;
+            cfg.moe.norm_topk_prob = false;
+        } else {
+            cfg.qk_norm_scope = "projection";
+            cfg.moe.norm_topk_prob = false;
+        }
+        model::Transformer<float> net(cfg);
+        net.init(7);
+        const fs::path src = dir_ / family;
+        checkpoint::export_hf(src.string(), net.params(), cfg, family, "bf16", "");
+        std::vector<double> losses = fine_tune(src, dir_ / ("ft_" + family), dir_ / ("out_" + family), 15);
+        ASSERT_EQ(losses.size(), 15u) << family;
+        EXPECT_LT(losses.back(), losses.front() - 0.3) << family << ": " << losses.front() << " -> " << losses.back();
+        auto before = tensors_of(src), after = tensors_of(dir_ / ("out_" + family));
+        ASSERT_EQ(after.size(), before.size()) << family;
+        int changed = 0;
+        for (const auto& [name, t] : before) {
+            ASSERT_TRUE(after.count(name)) << family << ": " << name;
+            changed += after[name].second != t.second;
+        }
+        // Everything but the frozen routers (2 layers) is trained.
+        EXPECT_EQ(changed, int(before.size()) - 2) << family;
+    }
+}
 
 TEST_F(Hf, ScoreReportsTheModelsLogProbabilities) {
     const std::string text = "The quick brown fox jumps over the lazy dog.\n";
@@ -282,6 +322,47 @@ TEST_F(Hf, ScoreReportsTheModelsLogProbabilities) {
         ++i;
     }
     EXPECT_EQ(i, want.size());
+}
+
+}  // namespace
+}  // namespace frugal
+
+namespace frugal {
+namespace {
+
+std::vector<double> json_list(const std::string& out, const std::string& key) {
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(out, m, std::regex("\"" + key + "\": \\[([^\\]]*)\\]"))) << out;
+    std::vector<double> v;
+    std::stringstream list(m[1].str());
+    std::string item;
+    while (std::getline(list, item, ',')) v.push_back(std::stod(item));
+    return v;
+}
+
+TEST_F(Hf, ScoreUnderLaunchIsExpertParallelAndAgreesWithOneProcess) {
+    // 7 windows of 16 tokens over 2 ranks: the second rank scores a filler in the last round.
+    std::string text;
+    for (int i = 0; i < 7; ++i) text += "Line " + std::to_string(i) + ": pack my box with five dozen jugs.\n";
+    text.resize(16 * 6 + 9);
+    std::ofstream(dir_ / "t.txt") << text;
+    const std::string args = " --text-file " + (dir_ / "t.txt").string() + " --seq-len 16 --json";
+    auto one = test::run_frugal("score hf:" + (dir_ / "src").string() + args);
+    ASSERT_EQ(one.code, 0) << one.output;
+    auto two = test::run_frugal("launch -n 2 score hf:" + (dir_ / "src").string() + args);
+    ASSERT_EQ(two.code, 0) << two.output;
+    EXPECT_EQ(json_list(one.output, "token_ids"), json_list(two.output, "token_ids"));
+    const std::vector<double> a = json_list(one.output, "logprobs"), b = json_list(two.output, "logprobs");
+    ASSERT_EQ(a.size(), text.size() - 1);
+    ASSERT_EQ(b.size(), a.size());
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
+    EXPECT_LT(worst, 1e-5) << "ep 2 vs one process";
+    // One output only (rank 0), and a layout the experts do not divide into is refused before any work.
+    EXPECT_EQ(std::count(two.output.begin(), two.output.end(), '{'), 1) << two.output;
+    auto bad = test::run_frugal("launch -n 3 score hf:" + (dir_ / "src").string() + args);
+    EXPECT_EQ(bad.code, 2) << bad.output;
+    EXPECT_NE(bad.output.find("parallel.ep"), std::string::npos) << bad.output;
 }
 
 }  // namespace

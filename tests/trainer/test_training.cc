@@ -144,7 +144,7 @@ TEST(Training, FrozenKindsStayAtTheirInitialValues) {
     model::Transformer<float> init(cfg.model);
     init.init(uint64_t(cfg.run.seed));
     model::Transformer<float> trained(cfg.model);
-    std::vector<checkpoint::TensorSlot> slots = checkpoint::full_param_slots(trained.params());
+    std::vector<checkpoint::TensorSlot> slots = checkpoint::param_slots(trained.params());
     checkpoint::TrainingState st;
     checkpoint::load((fs::path(cfg.run.out_dir) / "checkpoints" / "step_00000004.h5").string(), slots, st);
     for (model::Param* p : trained.params().params()) {
