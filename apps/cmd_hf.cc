@@ -79,7 +79,10 @@ int cmd_import_hf(const Args& args) {
     cfg.model.init_from = "hf:" + dir;
     trainer::adopt_hf_architecture(cfg.model);
     cfg.model.init_from.clear();
-    model::Transformer<float> net(cfg.model);
+    // The stored config keeps the model's context length (a training config sets its own).
+    cfg.model.max_seq_len = model::model_from_hf_config((fs::path(dir) / "config.json").string()).max_seq_len;
+    cfg.train.seq_len = std::min(cfg.train.seq_len, cfg.model.max_seq_len);
+    model::Transformer<float> net(cfg.model, {}, false);
     checkpoint::load_hf_weights(dir, net.params());
     FullSlots s(net, cfg.model);
     checkpoint::TrainingState st;

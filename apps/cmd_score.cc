@@ -13,6 +13,7 @@
 #include "apps/mpi_job.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "data/hf_tokenizer.h"
 #include "data/tokenizer.h"
 #include "parallel/all_to_all_dispatcher.h"
@@ -31,13 +32,18 @@ const char* kHelp =
     "MODEL is a Frugal checkpoint (.h5) or hf:DIR. Tokenizes FILE with the model's tokenizer (hf:DIR: "
     "DIR/tokenizer.json; a checkpoint: --tokenizer, else the tokenizer.json of the Hugging Face model it was "
     "fine-tuned from, else the byte-level tokenizer for a 257-token vocabulary), runs the model over consecutive "
-    "windows of --seq-len tokens (default model.max_seq_len; each window restarts the context) and prints the "
+    "windows of --seq-len tokens (default 1024, at most model.max_seq_len; each window restarts the context) and "
+    "prints the "
     "tokens scored, the mean cross-entropy in nats per token and the perplexity.\n\n"
     "  --json          one object: num_tokens, mean_nll, perplexity, token_ids and logprobs (of every token after "
     "the first, given the ones before it in its window)\n"
     "  --ep E          under frugal launch: experts are sharded over groups of E ranks (default: every rank), each "
     "rank reads only its experts' weights and the windows are spread over the ranks\n"
     "  --timeout S     under frugal launch: seconds a collective may wait before the job stops (default 600)\n";
+
+// Default window: long enough for a meaningful context, short enough that the attention scores of a large model
+// (heads x window^2 per layer) fit in memory.
+constexpr int64_t kDefaultWindow = 1024;
 
 struct ScoreArgs {
     std::string model, text_file, tokenizer;
@@ -117,7 +123,7 @@ Plan plan(const ScoreArgs& a, int world_size, int rank) {
         FRUGAL_CONFIG_CHECK(t < p.cfg.vocab_size, "token id ", t, " is outside the model's vocabulary of ",
                             p.cfg.vocab_size, ": the tokenizer does not belong to this model");
     FRUGAL_CONFIG_CHECK(p.ids.size() >= 2, a.text_file, " has fewer than two tokens: nothing to score");
-    p.window = a.seq_len > 0 ? std::min(a.seq_len, p.cfg.max_seq_len) : p.cfg.max_seq_len;
+    p.window = std::min(a.seq_len > 0 ? a.seq_len : kDefaultWindow, p.cfg.max_seq_len);
     p.dims = parallel::ParallelDims::make(world_size, rank, a.ep > 0 ? a.ep : world_size, p.cfg.moe.n_experts);
     return p;
 }
@@ -135,13 +141,18 @@ std::vector<double> score_windows(const ScoreArgs& a, const Plan& p, parallel::C
     const auto& dims = p.dims;
     auto ep_comm = world.split(dims.edp_rank, dims.ep_rank, "ep");
     const model::ExpertShard shard = dims.expert_shard(p.cfg.moe.n_experts);
+    const int64_t rss_before = current_rss_bytes();
     LoadedModel m = is_hf(a) ? load_hf_model(a.model.substr(3), shard) : load_checkpoint_model(a.model, shard);
+    const int64_t load_growth = peak_rss_bytes() - rss_before;
     parallel::use_expert_parallel(*m.net, *ep_comm, false);
     const int64_t n_win = (int64_t(p.ids.size()) - 1 + p.window - 1) / p.window;
     const int64_t ranks = world.size(), rounds = (n_win + ranks - 1) / ranks;
     if (world.rank() == 0)
         log::info("score: ", p.ids.size() - 1, " tokens in ", n_win, " window(s) of up to ", p.window, " over ", ranks,
-                  " rank(s), ep ", dims.ep, " (", shard.count, " of ", p.cfg.moe.n_experts, " experts per rank)");
+                  " rank(s), ep ", dims.ep, " (", shard.count, " of ", p.cfg.moe.n_experts,
+                  " experts per rank); rank 0 holds ", m.net->params().numel(), " parameters (",
+                  std::llround(double(m.net->params().numel()) * 4 / 1e6), " MB); loading raised its peak memory by ",
+                  std::llround(double(load_growth) / 1e6), " MB");
     std::vector<double> mine(size_t(rounds * p.window), std::numeric_limits<double>::quiet_NaN());
     for (int64_t r = 0; r < rounds; ++r) {
         const int64_t w = r * ranks + world.rank();

@@ -41,7 +41,7 @@ model::ModelConfig hf_model_config(const std::string& dir) {
 LoadedModel load_checkpoint_model(const std::string& ckpt, model::ExpertShard shard) {
     LoadedModel m;
     m.cfg = checkpoint_model_config(ckpt);
-    m.net = std::make_unique<model::Transformer<float>>(m.cfg, shard);
+    m.net = std::make_unique<model::Transformer<float>>(m.cfg, shard, false);
     std::vector<checkpoint::TensorSlot> slots = checkpoint::param_slots(m.net->params());
     // The aux-loss-free routing biases steer the top-k choice: without them the model would route differently.
     auto layers = m.net->moe_layers();
@@ -64,7 +64,7 @@ LoadedModel load_checkpoint_model(const std::string& ckpt, model::ExpertShard sh
 LoadedModel load_hf_model(const std::string& dir, model::ExpertShard shard) {
     LoadedModel m;
     m.cfg = hf_model_config(dir);
-    m.net = std::make_unique<model::Transformer<float>>(m.cfg, shard);
+    m.net = std::make_unique<model::Transformer<float>>(m.cfg, shard, false);
     checkpoint::load_hf_weights(dir, m.net->params());
     return m;
 }

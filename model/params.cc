@@ -30,10 +30,10 @@ Param* ParamStore::add(const std::string& name, const Shape& shape, ParamKind ki
     return &storage_.back();
 }
 
-void ParamStore::allocate(DType dtype) {
+void ParamStore::allocate(DType dtype, bool with_grads) {
     int64_t total = numel();
     values_ = Tensor::zeros({total}, dtype);
-    grads_ = Tensor::zeros({total}, dtype);
+    if (with_grads) grads_ = Tensor::zeros({total}, dtype);
     // Replicated parameters first, expert parameters after: each gradient-sync group then owns one contiguous
     // range, [0, dense_numel) over the data-parallel group and [dense_numel, numel) over the expert-data-parallel one.
     int64_t off = 0;
@@ -42,7 +42,7 @@ void ParamStore::allocate(DType dtype) {
             if (p->is_expert != expert) continue;
             int64_t n = shape_numel(p->shape);
             p->value = values_.slice(0, off, off + n).view(p->shape);
-            p->grad = grads_.slice(0, off, off + n).view(p->shape);
+            if (with_grads) p->grad = grads_.slice(0, off, off + n).view(p->shape);
             off += n;
         }
     dense_numel_ = 0;
@@ -73,7 +73,9 @@ void ParamStore::init(uint64_t seed) {
     }
 }
 
-void ParamStore::zero_grad() { grads_.zero_(); }
+void ParamStore::zero_grad() {
+    if (grads_.defined()) grads_.zero_();
+}
 
 Param* ParamStore::find(const std::string& name) const {
     for (Param* p : params_)

@@ -35,7 +35,8 @@ class ParamStore {
     // Registers a parameter; the pointer stays valid for the store's lifetime.
     Param* add(const std::string& name, const Shape& shape, ParamKind kind, double init_std, bool is_expert = false,
                const Shape& global_shape = {}, int64_t global_offset = 0);
-    void allocate(DType dtype);
+    // with_grads = false: values only (inference); the grads stay undefined.
+    void allocate(DType dtype, bool with_grads = true);
     void init(uint64_t seed);
     void zero_grad();
 

@@ -26,7 +26,7 @@ struct Transformer<T>::Block {
 };
 
 template <typename T>
-Transformer<T>::Transformer(const ModelConfig& cfg, ExpertShard shard)
+Transformer<T>::Transformer(const ModelConfig& cfg, ExpertShard shard, bool with_grads)
     : cfg_(cfg), rope_(cfg.max_seq_len, cfg.hd(), cfg.rope_theta) {
     cfg_.validate();
     wte_ = store_.add("embed.weight", {cfg.vocab_size, cfg.d_model}, ParamKind::kEmbedding, cfg.init_std);
@@ -40,7 +40,7 @@ Transformer<T>::Transformer(const ModelConfig& cfg, ExpertShard shard)
     } else {
         head_ = Linear<T>(store_, "head.weight", cfg.d_model, cfg.vocab_size, cfg.init_std);
     }
-    store_.allocate(DTypeOf<T>::value);
+    store_.allocate(DTypeOf<T>::value, with_grads);
     h_.resize(size_t(cfg.n_layers + 1));
 }
 
@@ -118,6 +118,7 @@ ForwardResult Transformer<T>::forward(const int32_t* tokens_BS, const int32_t* t
 
 template <typename T>
 void Transformer<T>::backward(T ce_scale, T aux_scale) {
+    FRUGAL_CHECK(store_.flat_grads().defined(), "backward() on a model built without gradients (inference only)");
     const int64_t b = b_, s = s_, n = b * s, d = cfg_.d_model, v = cfg_.vocab_size;
     T* dlogits = ensure_zero<T>(dlogits_, n * v);
     ops::cross_entropy_backward(dlogits, logits_.template data<T>(), targets_.template data<int32_t>(), ce_scale, n, v,

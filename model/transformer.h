@@ -35,7 +35,9 @@ struct ForwardResult {
 template <typename T>
 class Transformer {
   public:
-    explicit Transformer(const ModelConfig& cfg, ExpertShard shard = {});
+    // with_grads = false builds a model for inference only (scoring, export): no gradient buffers, half the memory;
+    // backward() must not be called on it.
+    explicit Transformer(const ModelConfig& cfg, ExpertShard shard = {}, bool with_grads = true);
     ~Transformer();
     ParamStore& params() { return store_; }
     const ModelConfig& config() const { return cfg_; }

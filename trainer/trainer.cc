@@ -518,7 +518,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     if (!cfg.checkpoint.export_hf.empty() && start_step < cfg.train.steps) {
         // The final checkpoint holds every expert in its global shape: rank 0 reads the whole model back from it.
         if (is_root) {
-            model::Transformer<float> full(cfg.model);
+            model::Transformer<float> full(cfg.model, {}, false);
             std::vector<checkpoint::TensorSlot> slots = checkpoint::param_slots(full.params());
             std::ostringstream name;
             name << "step_" << std::setw(8) << std::setfill('0') << cfg.train.steps << ".h5";

@@ -1,0 +1,29 @@
+// Resident memory of this process (Linux), for the memory lines of the tools that load large models.
+#pragma once
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+
+namespace frugal {
+
+// Resident set size now, in bytes (0 when /proc is unavailable).
+inline int64_t current_rss_bytes() {
+    long pages_total = 0, pages_resident = 0;
+    FILE* f = std::fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    const int got = std::fscanf(f, "%ld %ld", &pages_total, &pages_resident);
+    std::fclose(f);
+    return got == 2 ? int64_t(pages_resident) * int64_t(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
+// Highest resident set size so far, in bytes.
+inline int64_t peak_rss_bytes() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return int64_t(u.ru_maxrss) * 1024;  // kilobytes on Linux
+}
+
+}  // namespace frugal
