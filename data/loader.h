@@ -25,6 +25,7 @@ class Loader {
     Loader(const std::string& shard_path, int64_t seq_len, uint64_t seed, bool shuffle);
     int64_t num_samples() const { return num_samples_; }
     int64_t vocab_size() const { return shard_->vocab_size(); }
+    int32_t end_of_document() const { return shard_->end_of_document(); }
     // Fills tokens_BS / targets_BS with global samples [first, first + count).
     void read_samples(int32_t* tokens_BS, int32_t* targets_BS, int64_t first, int64_t count);
     // Micro-batch micro_idx of one data-parallel rank in the step whose first global sample is step_first (that is

@@ -156,8 +156,8 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
         val_mask.clear();
     }
     fs::create_directories(opt.out_dir);
-    write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, vocab, train_mask);
-    write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, vocab, val_mask);
+    write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, vocab, train_mask, eod);
+    write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, vocab, val_mask, eod);
     report.train_tokens = int64_t(train.size());
     report.val_tokens = int64_t(val.size());
     return report;

@@ -14,7 +14,7 @@
 namespace frugal::data {
 
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size,
-                 const std::vector<uint8_t>& mask) {
+                 const std::vector<uint8_t>& mask, int32_t end_of_document) {
     FRUGAL_CHECK(mask.empty() || mask.size() == tokens.size(), "loss mask of ", mask.size(), " entries for ",
                  tokens.size(), " tokens");
     const uint32_t dtype = vocab_size <= 65536 ? 2 : 4;
@@ -28,8 +28,12 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, in
     std::memcpy(header + 16, &n, 8);
     std::memcpy(header + 24, &docs, 8);
     std::memcpy(header + 32, &vocab, 4);
-    const uint32_t flags = mask.empty() ? 0u : 1u;
+    const uint32_t flags = (mask.empty() ? 0u : 1u) | (end_of_document >= 0 ? 2u : 0u);
     std::memcpy(header + 36, &flags, 4);
+    if (end_of_document >= 0) {
+        const uint32_t eod = uint32_t(end_of_document);
+        std::memcpy(header + 40, &eod, 4);
+    }
 
     const std::string tmp = path + ".tmp";
     FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -97,6 +101,11 @@ ShardReader::ShardReader(const std::string& path) : path_(path) {
     vocab_size_ = int64_t(vocab);
     tokens_ = h + kShardHeaderBytes;
     if (flags & 1u) mask_ = h + kShardHeaderBytes + n * dtype;
+    if (flags & 2u) {
+        uint32_t eod = 0;
+        std::memcpy(&eod, h + 40, 4);
+        end_of_document_ = int32_t(eod);
+    }
 }
 
 ShardReader::~ShardReader() {
@@ -119,6 +128,16 @@ void ShardReader::read(int32_t* out, int64_t begin, int64_t n) const {
     } else {
         const uint32_t* src = static_cast<const uint32_t*>(tokens_) + begin;
         for (int64_t i = 0; i < n; ++i) out[i] = int32_t(src[i]);
+    }
+}
+
+void document_starts(int32_t* start_BS, const int32_t* tokens_BS, int64_t b, int64_t s, int32_t end_of_document) {
+    for (int64_t r = 0; r < b; ++r) {
+        int32_t start = 0;
+        for (int64_t i = 0; i < s; ++i) {
+            if (i > 0 && tokens_BS[r * s + i - 1] == end_of_document) start = int32_t(i);
+            start_BS[r * s + i] = start;
+        }
     }
 }
 

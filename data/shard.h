@@ -6,8 +6,9 @@
 //   16      8     number of tokens (uint64)
 //   24      8     number of documents (uint64)
 //   32      4     vocabulary size (uint32)
-//   36      4     flags (uint32): bit 0 = a loss mask follows the tokens
-//   40      24    zero
+//   36      4     flags (uint32): bit 0 = a loss mask follows the tokens; bit 1 = the next field is set
+//   40      4     end-of-document token id (uint32), with flag bit 1
+//   44      20    zero
 //   64      ...   tokens, little-endian, each document followed by the end-of-document token
 //   ...     n     with flag bit 0: one byte per token, 1 = the token is a training target, 0 = not (prompt tokens of
 //                 prompt/completion data)
@@ -25,9 +26,10 @@ inline constexpr uint32_t kShardVersion = 1;
 inline constexpr int64_t kShardHeaderBytes = 64;
 
 // Writes atomically: to PATH.tmp, then rename.
-// mask: empty, or one entry per token (1 = train on it as a target).
+// mask: empty, or one entry per token (1 = train on it as a target). end_of_document: the token that ends each
+// document (-1: not recorded).
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size,
-                 const std::vector<uint8_t>& mask = {});
+                 const std::vector<uint8_t>& mask = {}, int32_t end_of_document = -1);
 
 // Targets that carry no loss (the value model::kIgnoreIndex has).
 inline constexpr int32_t kIgnoreTarget = -100;
@@ -51,6 +53,8 @@ class ShardReader {
     // Like read, with kIgnoreTarget where the loss mask says the token is not a target.
     void read_targets(int32_t* out, int64_t begin, int64_t n) const;
     bool has_mask() const { return mask_ != nullptr; }
+    // The token that ends each document, or -1 when the shard does not record it (written before it did).
+    int32_t end_of_document() const { return end_of_document_; }
 
   private:
     std::string path_;
@@ -60,6 +64,12 @@ class ShardReader {
     const uint8_t* mask_ = nullptr;
     int64_t num_tokens_ = 0, num_docs_ = 0, vocab_size_ = 0;
     int dtype_bytes_ = 2;
+    int32_t end_of_document_ = -1;
 };
+
+// Document-masked attention over packed windows: start_BS[i] = the position in its window where token i's document
+// begins (0 for the first document of a window; a document begins after each end-of-document token). Attention
+// then stays inside a document and positions restart at each document.
+void document_starts(int32_t* start_BS, const int32_t* tokens_BS, int64_t b, int64_t s, int32_t end_of_document);
 
 }  // namespace frugal::data

@@ -68,7 +68,8 @@ std::vector<MoELayer<T>*> Transformer<T>::moe_layers() {
 }
 
 template <typename T>
-ForwardResult Transformer<T>::forward(const int32_t* tokens_BS, const int32_t* targets_BS, int64_t b, int64_t s) {
+ForwardResult Transformer<T>::forward(const int32_t* tokens_BS, const int32_t* targets_BS, int64_t b, int64_t s,
+                                      const int32_t* doc_start_BS) {
     FRUGAL_CHECK(s <= cfg_.max_seq_len, "sequence length ", s, " exceeds model.max_seq_len (", cfg_.max_seq_len,
                  "): raise model.max_seq_len or shorten train.seq_len");
     b_ = b;
@@ -77,13 +78,19 @@ ForwardResult Transformer<T>::forward(const int32_t* tokens_BS, const int32_t* t
     int32_t* tok = ensure<int32_t>(tokens_, n);
     int32_t* tgt = ensure<int32_t>(targets_, n);
     int32_t* pos = ensure<int32_t>(pos_N_, n);
+    int32_t* start = ensure<int32_t>(start_N_, n);
+    doc_masked_ = doc_start_BS != nullptr;
     for (int64_t i = 0; i < n; ++i) {
         FRUGAL_CHECK(tokens_BS[i] >= 0 && tokens_BS[i] < v, "token id ", tokens_BS[i], " at position ", i,
                      " is outside the vocabulary [0, ", v, "): check model.vocab_size against the data");
         tok[i] = tokens_BS[i];
         tgt[i] = targets_BS[i];
-        pos[i] = int32_t(i % s);
+        start[i] = doc_masked_ ? doc_start_BS[i] : 0;
+        FRUGAL_CHECK(start[i] >= 0 && start[i] <= i % s, "document start ", start[i], " of position ", i % s,
+                     " is outside its window");
+        pos[i] = int32_t(i % s) - start[i];
     }
+    const int32_t* att_start = doc_masked_ ? start : nullptr;
     ops::embedding_forward(ensure<T>(h_[0], n * d), tok, value<T>(wte_), n, d);
     T* scratch = ensure<T>(scratch_, n * d);
     ForwardResult r;
@@ -95,7 +102,7 @@ ForwardResult Transformer<T>::forward(const int32_t* tokens_BS, const int32_t* t
         T* n2 = ensure<T>(blk.n2, n * d);
         T* h_next = ensure<T>(h_[l + 1], n * d);
         blk.attn_norm.forward(n1, ensure<T>(blk.rstd1, n), h, n);
-        blk.attn->forward(scratch, n1, pos, b, s);
+        blk.attn->forward(scratch, n1, pos, b, s, att_start);
         for (int64_t i = 0; i < n * d; ++i) h_mid[i] = h[i] + scratch[i];
         blk.ffn_norm.forward(n2, ensure<T>(blk.rstd2, n), h_mid, n);
         if (blk.moe) {
@@ -128,6 +135,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
     T* dh = ensure_zero<T>(dh_, n * d);
     final_norm_.backward(dh, dn, h_[blocks_.size()].template data<T>(), rstdf_.template data<T>(), n);
     const int32_t* pos = pos_N_.template data<int32_t>();
+    const int32_t* att_start = doc_masked_ ? start_N_.template data<int32_t>() : nullptr;
     for (size_t l = blocks_.size(); l-- > 0;) {
         Block& blk = *blocks_[l];
         // dh holds d(loss)/d(h_{l+1}); the residual adds make it d/d(h_mid) once the FFN branch is added in.
@@ -138,7 +146,7 @@ void Transformer<T>::backward(T ce_scale, T aux_scale) {
             blk.mlp->backward(dn, dh, blk.n2.template data<T>(), n);
         blk.ffn_norm.backward(dh, dn, blk.h_mid.template data<T>(), blk.rstd2.template data<T>(), n);
         std::fill_n(dn, n * d, T(0));
-        blk.attn->backward(dn, dh, blk.n1.template data<T>(), pos, b, s);
+        blk.attn->backward(dn, dh, blk.n1.template data<T>(), pos, b, s, att_start);
         blk.attn_norm.backward(dh, dn, h_[l].template data<T>(), blk.rstd1.template data<T>(), n);
     }
     ops::embedding_backward(grad<T>(wte_), dh, tokens_.template data<int32_t>(), n, d);

@@ -45,7 +45,10 @@ class Transformer {
     // Gives every linear layer its recipe (precision/recipe.h); until then all run in FP32.
     void set_precision(const precision::PrecisionConfig& cfg);
 
-    ForwardResult forward(const int32_t* tokens_BS, const int32_t* targets_BS, int64_t b, int64_t s);
+    // doc_start_BS (optional, document masking of packed windows; data::document_starts): token i attends only to
+    // tokens [doc_start_BS[i], i] of its window, and its rotary position is i - doc_start_BS[i].
+    ForwardResult forward(const int32_t* tokens_BS, const int32_t* targets_BS, int64_t b, int64_t s,
+                          const int32_t* doc_start_BS = nullptr);
     void backward(T ce_scale, T aux_scale);
 
     // Logits of the last forward, [N, V].
@@ -65,7 +68,8 @@ class Transformer {
     std::vector<std::unique_ptr<Block>> blocks_;
     // activations: residual stream h_[l] for l = 0..L, each [N, D]; final norm; logits
     std::vector<Tensor> h_;
-    Tensor nf_, rstdf_, logits_, loss_N_, pos_N_, tokens_, targets_, scratch_, dh_, dn_, dlogits_;
+    Tensor nf_, rstdf_, logits_, loss_N_, pos_N_, start_N_, tokens_, targets_, scratch_, dh_, dn_, dlogits_;
+    bool doc_masked_ = false;
     int64_t b_ = 0, s_ = 0;
 };
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "data/prepare.h"
+#include "data/shard.h"
 
 namespace frugal::test {
 
@@ -27,7 +28,10 @@ std::filesystem::path test_corpus() {
     namespace fs = std::filesystem;
     static fs::path dir = [] {
         fs::path d = fs::path(FRUGAL_TEST_DATA_DIR) / "corpus";
-        if (fs::exists(d / "train.bin") && fs::exists(d / "val.bin")) return d;
+        // Reused when present and current (a shard that records its end-of-document token).
+        if (fs::exists(d / "train.bin") && fs::exists(d / "val.bin") &&
+            data::ShardReader((d / "train.bin").string()).end_of_document() >= 0)
+            return d;
         data::PrepareOptions opt;
         for (const char* f : {"fortunes", "computers", "science", "wisdom", "people"}) {
             fs::path p = fs::path("/usr/share/games/fortunes") / f;

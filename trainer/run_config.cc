@@ -39,6 +39,10 @@ ConfigFields TrainConfig::fields() {
     f.add("train.threads", &train.threads, "OpenMP threads per rank; 0 = all available cores", 0, 4096);
     optim.register_fields(f, "optim.");
     f.add("data.dir", &data.dir, "directory of train.bin and val.bin written by `frugal prepare-data`");
+    f.add("data.document_mask", &data.document_mask,
+          "documents packed into one window do not attend to each other and each restarts its rotary positions at "
+          "0 (Megatron's reset_attention_mask + reset_position_ids); false: causal attention over the whole window, "
+          "as in standard pretraining");
     f.add("parallel.ep", &parallel.ep,
           "expert-parallel ranks that together hold one copy of the experts (n_experts / ep each); must divide the "
           "number of ranks and moe.n_experts",

@@ -31,11 +31,12 @@ struct TrainSection {
     std::string nonfinite = "skip";  // skip | stop
     int64_t max_skipped_steps = 10;
     std::vector<std::string> freeze;  // parameter kinds that are not trained (fine-tuning)
-    int64_t threads = 0;  // OpenMP threads; 0 = all cores
+    int64_t threads = 0;              // OpenMP threads; 0 = all cores
 };
 
 struct DataSection {
     std::string dir = "corpus/fortunes";
+    bool document_mask = false;  // attention stays inside each packed document; positions restart per document
 };
 
 struct ParallelSection {

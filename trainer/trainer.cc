@@ -236,6 +236,10 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
 
     data::Loader train_data((fs::path(cfg.data.dir) / "train.bin").string(), s, uint64_t(cfg.run.seed), true);
     data::Loader val_data((fs::path(cfg.data.dir) / "val.bin").string(), s, uint64_t(cfg.run.seed), false);
+    FRUGAL_CONFIG_CHECK(
+        !cfg.data.document_mask || (train_data.end_of_document() >= 0 && val_data.end_of_document() >= 0),
+        "data.document_mask needs the end-of-document token, which the shards in ", cfg.data.dir,
+        " do not record (written by an older prepare-data): re-run `frugal prepare-data`");
     FRUGAL_CONFIG_CHECK(train_data.vocab_size() <= cfg.model.vocab_size, "the data in ", cfg.data.dir,
                         " uses a vocabulary of ", train_data.vocab_size(), " tokens but model.vocab_size is ",
                         cfg.model.vocab_size, ": set model.vocab_size to at least ", train_data.vocab_size());
@@ -306,13 +310,21 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
 
     // Token buffers for all micro-batches of a step: [accum, micro, S].
     std::vector<int32_t> tokens(size_t(accum * micro * s)), targets(size_t(accum * micro * s));
+    // With data.document_mask: where each token's document starts in its window, [accum, micro, S].
+    std::vector<int32_t> starts(cfg.data.document_mask ? tokens.size() : 0);
+    auto doc_starts = [&](int64_t m, const data::Loader& loader) -> const int32_t* {
+        if (!cfg.data.document_mask) return nullptr;
+        int32_t* out = starts.data() + m * micro * s;
+        data::document_starts(out, tokens.data() + m * micro * s, micro, s, loader.end_of_document());
+        return out;
+    };
     // Validation: every rank runs the same number of forward passes (the all-to-all needs them all); rank r reads
     // batches i * ranks + r, so a layout of n ranks evaluates n times eval_batches micro-batches.
     auto evaluate = [&]() {
         double sums[2] = {0, 0};  // cross-entropy sum, valid targets
         for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
             val_data.read_samples(tokens.data(), targets.data(), (i * dp_size + dp_rank) * micro, micro);
-            model::ForwardResult r = net.forward(tokens.data(), targets.data(), micro, s);
+            model::ForwardResult r = net.forward(tokens.data(), targets.data(), micro, s, doc_starts(0, val_data));
             sums[0] += r.ce_sum;
             sums[1] += double(r.num_valid);
         }
@@ -379,8 +391,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         const float aux_scale = 1.0f / float(accum * dp_size);
         double sums[2] = {0, 0};  // cross-entropy sum, scaled aux + z losses
         for (int64_t m = 0; m < accum; ++m) {
-            model::ForwardResult r =
-                net.forward(tokens.data() + m * micro * s, targets.data() + m * micro * s, micro, s);
+            model::ForwardResult r = net.forward(tokens.data() + m * micro * s, targets.data() + m * micro * s, micro,
+                                                 s, doc_starts(m, train_data));
             sums[0] += r.ce_sum;
             sums[1] += (r.aux_loss + r.z_loss) * aux_scale;
             net.backward(ce_scale, aux_scale);

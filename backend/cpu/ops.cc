@@ -131,7 +131,7 @@ void rope_apply(T* x, int64_t row_stride, const int32_t* pos_N, const T* cos_PH,
 
 template <typename T>
 void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq,
-                       int64_t hkv, int64_t hd) {
+                       int64_t hkv, int64_t hd, const int32_t* start_BS) {
     const int64_t group = hq / hkv;
     const int64_t ldq = hq * hd, ldkv = hkv * hd;
     const T scale = T(1) / std::sqrt(T(hd));
@@ -147,15 +147,17 @@ void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v
             gemm(p, s, qb, ldq, kb, ldkv, s, s, hd, false, true, T(0));
             for (int64_t i = 0; i < s; ++i) {
                 T* row = p + i * s;
+                const int64_t lo = start_BS ? start_BS[bi * s + i] : 0;  // first key of the query's document
                 T mx = -INFINITY;
-                for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, row[j] * scale);
+                for (int64_t j = lo; j <= i; ++j) mx = std::max(mx, row[j] * scale);
                 T sum = 0;
-                for (int64_t j = 0; j <= i; ++j) {
+                for (int64_t j = lo; j <= i; ++j) {
                     row[j] = std::exp(row[j] * scale - mx);
                     sum += row[j];
                 }
                 T inv = T(1) / sum;
-                for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+                for (int64_t j = lo; j <= i; ++j) row[j] *= inv;
+                for (int64_t j = 0; j < lo; ++j) row[j] = 0;
                 for (int64_t j = i + 1; j < s; ++j) row[j] = 0;
             }
             gemm(out + bi * s * ldq + h * hd, ldq, p, s, vb, ldkv, s, hd, s, false, false, T(0));
@@ -165,7 +167,7 @@ void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v
 
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS, const T* q, const T* k, const T* v,
-                        int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd) {
+                        int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS) {
     const int64_t group = hq / hkv;
     const int64_t ldq = hq * hd, ldkv = hkv * hd;
     const T scale = T(1) / std::sqrt(T(hd));
@@ -194,9 +196,11 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS,
                     for (int64_t i = 0; i < s; ++i) {
                         const T* pr = p + i * s;
                         T* g = dp.data() + i * s;
+                        const int64_t lo = start_BS ? start_BS[bi * s + i] : 0;
                         T dot = 0;
-                        for (int64_t j = 0; j <= i; ++j) dot += pr[j] * g[j];
-                        for (int64_t j = 0; j <= i; ++j) g[j] = pr[j] * (g[j] - dot) * scale;
+                        for (int64_t j = lo; j <= i; ++j) dot += pr[j] * g[j];
+                        for (int64_t j = lo; j <= i; ++j) g[j] = pr[j] * (g[j] - dot) * scale;
+                        for (int64_t j = 0; j < lo; ++j) g[j] = 0;
                         for (int64_t j = i + 1; j < s; ++j) g[j] = 0;
                     }
                     // dq += ds k ; dk += ds^T q
@@ -294,9 +298,9 @@ void add_inplace(T* y, const T* x, int64_t n) {
     template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);            \
     template void rope_apply<T>(T*, int64_t, const int32_t*, const T*, const T*, int64_t, int64_t, int64_t, bool);  \
     template void attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,    \
-                                       int64_t);                                                                    \
+                                       int64_t, const int32_t*);                                                    \
     template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,      \
-                                        int64_t, int64_t, int64_t, int64_t);                                        \
+                                        int64_t, int64_t, int64_t, int64_t, const int32_t*);                        \
     template void swiglu_forward<T>(T*, const T*, int64_t, int64_t);                                                \
     template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                     \
     template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int64_t, int64_t, int32_t);              \

@@ -60,12 +60,13 @@ void rope_apply(T* x, int64_t row_stride, const int32_t* pos_N, const T* cos_PH,
 
 // Causal softmax attention with grouped-query heads: query head h reads key/value head h / (Hq / Hkv).
 // q: [B*S, Hq*hd], k, v: [B*S, Hkv*hd], out: [B*S, Hq*hd], probs (saved for backward): [B, Hq, S, S].
+// start_BS (optional, document masking): query i of a window attends keys [start_BS[i], i] only.
 template <typename T>
 void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq,
-                       int64_t hkv, int64_t hd);
+                       int64_t hkv, int64_t hd, const int32_t* start_BS = nullptr);
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS, const T* q, const T* k, const T* v,
-                        int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd);
+                        int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS = nullptr);
 
 // SwiGLU on a fused gate/up row: gu_N2F row = [gate(F) | up(F)], out = silu(gate) * up.
 template <typename T>

@@ -24,7 +24,8 @@ Attention<T>::Attention(ParamStore& store, const ModelConfig& cfg, const std::st
 }
 
 template <typename T>
-void Attention<T>::forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s) {
+void Attention<T>::forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s,
+                           const int32_t* start_N) {
     const int64_t n = b * s, qw = hq_ * hd_, kw = hkv_ * hd_;
     T* q = ensure<T>(q_, n * qw);
     T* k = ensure<T>(k_, n * kw);
@@ -44,12 +45,13 @@ void Attention<T>::forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64
     ops::rope_apply(q, qw, pos_N, rope_->cos_PH.data(), rope_->sin_PH.data(), n, hq_, hd_, false);
     ops::rope_apply(k, kw, pos_N, rope_->cos_PH.data(), rope_->sin_PH.data(), n, hkv_, hd_, false);
     T* att = ensure<T>(att_, n * qw);
-    ops::attention_forward(att, ensure<T>(probs_, b * hq_ * s * s), q, k, v, b, s, hq_, hkv_, hd_);
+    ops::attention_forward(att, ensure<T>(probs_, b * hq_ * s * s), q, k, v, b, s, hq_, hkv_, hd_, start_N);
     wo_.forward(out_ND, att, n);
 }
 
 template <typename T>
-void Attention<T>::backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s) {
+void Attention<T>::backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s,
+                            const int32_t* start_N) {
     const int64_t n = b * s, qw = hq_ * hd_, kw = hkv_ * hd_;
     T* d_att = ensure_zero<T>(d_att_, n * qw);
     wo_.backward(d_att, dout_ND, att_.data<T>(), n);
@@ -57,7 +59,7 @@ void Attention<T>::backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int
     T* dk = ensure_zero<T>(dk_, n * kw);
     T* dv = ensure_zero<T>(dv_, n * kw);
     ops::attention_backward(dq, dk, dv, d_att, probs_.data<T>(), q_.data<T>(), k_.data<T>(), v_.data<T>(), b, s, hq_,
-                            hkv_, hd_);
+                            hkv_, hd_, start_N);
     // The rotation is orthogonal: its backward is the inverse rotation.
     ops::rope_apply(dq, qw, pos_N, rope_->cos_PH.data(), rope_->sin_PH.data(), n, hq_, hd_, true);
     ops::rope_apply(dk, kw, pos_N, rope_->cos_PH.data(), rope_->sin_PH.data(), n, hkv_, hd_, true);

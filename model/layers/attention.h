@@ -16,9 +16,12 @@ template <typename T>
 class Attention {
   public:
     Attention(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, const RopeTable<T>* rope);
-    void forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
-    // dx_ND += d(loss)/dx ; parameter gradients added into their Params.
-    void backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s);
+    // start_N (optional): document masking, token i attends to [start_N[i], i] of its window (ops::attention_forward).
+    void forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s,
+                 const int32_t* start_N = nullptr);
+    // dx_ND += d(loss)/dx ; parameter gradients added into their Params. start_N as given to forward.
+    void backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s,
+                  const int32_t* start_N = nullptr);
     // The four projections use the recipe of role "attention"; the attention core stays in T.
     void set_precision(const precision::PrecisionConfig& cfg) {
         for (Linear<T>* l : {&wq_, &wk_, &wv_, &wo_}) l->set_precision(cfg, "attention");

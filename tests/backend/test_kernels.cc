@@ -63,6 +63,47 @@ TEST(Kernels, AttentionForwardBackwardMatchReferenceWithGQA) {
     test::expect_close(dv_f.data(), dv_r.data(), int64_t(dv_f.size()), 1e-12, 1e-10, "attention dv");
 }
 
+// Document masking: window 0 holds documents starting at 0, 5 and 12; window 1 is one document. The fast kernel
+// takes each token's document start, the reference each token's document id.
+TEST(Kernels, DocumentMaskedAttentionMatchesReference) {
+    const int64_t b = 2, s = 19, hq = 4, hkv = 2, hd = 8, n = b * s;
+    std::vector<int32_t> start(static_cast<size_t>(n), 0), doc(static_cast<size_t>(n), 0);
+    for (int64_t i = 0; i < s; ++i) {
+        start[static_cast<size_t>(i)] = i < 5 ? 0 : i < 12 ? 5 : 12;
+        doc[static_cast<size_t>(i)] = i < 5 ? 0 : i < 12 ? 1 : 2;
+    }
+    auto q = test::random_vec<double>(n * hq * hd, 51);
+    auto k = test::random_vec<double>(n * hkv * hd, 52);
+    auto v = test::random_vec<double>(n * hkv * hd, 53);
+    auto dout = test::random_vec<double>(n * hq * hd, 54);
+    std::vector<double> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()),
+        probs(static_cast<size_t>(b * hq * s * s));
+    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd, start.data());
+    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd, doc.data());
+    test::expect_close(out_f.data(), out_r.data(), int64_t(out_f.size()), 1e-12, 1e-10, "masked attention forward");
+    // No probability crosses a document boundary; rows still sum to one.
+    for (int64_t h = 0; h < hq; ++h)
+        for (int64_t i = 0; i < s; ++i) {
+            double sum = 0;
+            for (int64_t j = 0; j < s; ++j) {
+                const double p = probs[static_cast<size_t>((h * s + i) * s + j)];
+                if (j > i || doc[static_cast<size_t>(j)] != doc[static_cast<size_t>(i)]) {
+                    EXPECT_EQ(p, 0.0) << i << " " << j;
+                }
+                sum += p;
+            }
+            EXPECT_NEAR(sum, 1.0, 1e-12);
+        }
+    std::vector<double> dq_f(q.size()), dk_f(k.size()), dv_f(v.size()), dq_r(q.size()), dk_r(k.size()), dv_r(v.size());
+    fast::attention_backward(dq_f.data(), dk_f.data(), dv_f.data(), dout.data(), probs.data(), q.data(), k.data(),
+                             v.data(), b, s, hq, hkv, hd, start.data());
+    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), b, s, hq,
+                            hkv, hd, doc.data());
+    test::expect_close(dq_f.data(), dq_r.data(), int64_t(dq_f.size()), 1e-12, 1e-10, "masked attention dq");
+    test::expect_close(dk_f.data(), dk_r.data(), int64_t(dk_f.size()), 1e-12, 1e-10, "masked attention dk");
+    test::expect_close(dv_f.data(), dv_r.data(), int64_t(dv_f.size()), 1e-12, 1e-10, "masked attention dv");
+}
+
 TEST(Kernels, AttentionFloatMatchesReference) {
     const int64_t b = 3, s = 64, hq = 4, hkv = 1, hd = 16, n = b * s;
     auto q = test::random_vec<float>(n * hq * hd, 21);

@@ -39,6 +39,7 @@ TEST(Data, PrepareSplitsFortunesAndRoundTrips) {
     EXPECT_EQ(train.num_tokens(), r.train_tokens);
     EXPECT_EQ(train.num_docs(), r.train_docs);
     EXPECT_EQ(train.vocab_size(), 257);
+    EXPECT_EQ(train.end_of_document(), data::ByteTokenizer::kEndOfDocument) << "recorded for document masking";
     // Documents end with the end-of-document token, and decode to the original text.
     std::vector<int32_t> toks(static_cast<size_t>(train.num_tokens()));
     train.read(toks.data(), 0, train.num_tokens());
@@ -60,6 +61,13 @@ TEST(Data, ShardRejectsCorruptFiles) {
     {
         data::ShardReader ok(path);
         EXPECT_EQ(ok.token(3), 256);
+        EXPECT_EQ(ok.end_of_document(), -1) << "not recorded";
+    }
+    data::write_shard(path, toks, 2, 257, {}, 256);
+    {
+        data::ShardReader ok(path);
+        EXPECT_EQ(ok.end_of_document(), 256);
+        EXPECT_EQ(ok.num_tokens(), 7);
     }
     fs::resize_file(path, fs::file_size(path) - 2);  // truncated
     EXPECT_THROW(data::ShardReader bad(path), ConfigError);

@@ -88,7 +88,8 @@ TEST(Gradients, Rope) {
     test::check_gradient(loss, x.data(), dx.data(), n * h * hd, "rope x", 100);
 }
 
-void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope = "head", bool bias = false) {
+void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope = "head", bool bias = false,
+                    bool doc_mask = false) {
     ModelConfig cfg = tiny_config();
     cfg.qk_norm = qk_norm;
     cfg.qk_norm_scope = scope;
@@ -107,15 +108,23 @@ void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope =
         }
     std::vector<int32_t> pos(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = int32_t(i % s);
+    // Document masking: the first window holds documents [0, 2) and [2, 5).
+    std::vector<int32_t> start(static_cast<size_t>(n), 0);
+    if (doc_mask)
+        for (int64_t i = 2; i < s; ++i) {
+            start[static_cast<size_t>(i)] = 2;
+            pos[static_cast<size_t>(i)] = int32_t(i - 2);
+        }
+    const int32_t* st = doc_mask ? start.data() : nullptr;
     auto x = test::random_vec<double>(n * d, 8);
     auto r = test::random_vec<double>(n * d, 9);
     std::vector<double> out(static_cast<size_t>(n * d)), dx(static_cast<size_t>(n * d), 0.0);
     auto loss = [&] {
-        attn.forward(out.data(), x.data(), pos.data(), b, s);
+        attn.forward(out.data(), x.data(), pos.data(), b, s, st);
         return dot(out, r);
     };
     loss();
-    attn.backward(dx.data(), r.data(), x.data(), pos.data(), b, s);
+    attn.backward(dx.data(), r.data(), x.data(), pos.data(), b, s, st);
     test::check_gradient(loss, x.data(), dx.data(), n * d, "attention x");
     test::check_all_params(store, loss);
 }
@@ -125,6 +134,7 @@ TEST(Gradients, AttentionMultiHead) { attention_case(false, 0); }
 TEST(Gradients, AttentionMultiQuery) { attention_case(true, 1); }
 TEST(Gradients, AttentionProjectionQKNorm) { attention_case(true, 2, "projection"); }  // OLMoE
 TEST(Gradients, AttentionQKVBias) { attention_case(false, 2, "head", true); }          // Qwen2
+TEST(Gradients, AttentionDocumentMasked) { attention_case(true, 2, "head", false, true); }
 
 TEST(Gradients, SwiGLU) {
     const int64_t n = 7, d = 6, f = 9;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "data/shard.h"
 #include "tests/util.h"
 #include "trainer/trainer.h"
 
@@ -107,6 +108,34 @@ TEST(Training, LossFallsOnTheDemoCorpus) {
     EXPECT_LT(r.final_val_loss, 0.6 * r.first_loss) << "first " << r.first_loss << " final val " << r.final_val_loss;
     EXPECT_EQ(r.skipped_steps, 0);
     fs::remove_all(cfg.run.out_dir);
+}
+
+TEST(Training, DocumentMaskTrainsAndChangesOnlyAttentionAcrossDocuments) {
+    ASSERT_FALSE(corpus_dir().empty());
+    trainer::TrainConfig plain = small_config("plain"), masked = small_config("masked");
+    plain.train.steps = masked.train.steps = 10;
+    masked.data.document_mask = true;
+    auto rp = trainer::train(plain);
+    auto rm = trainer::train(masked);
+    ASSERT_EQ(rm.history.size(), 10u);
+    EXPECT_LT(rm.history.back().loss, rm.history.front().loss - 0.5);
+    // Fortunes are short: most windows hold several documents, so masking changes the first step's loss.
+    EXPECT_NE(rp.history.front().loss, rm.history.front().loss);
+    EXPECT_NEAR(rp.history.front().loss, rm.history.front().loss, 0.05) << "same data, same initial model";
+    fs::remove_all(plain.run.out_dir);
+    fs::remove_all(masked.run.out_dir);
+    // Shards that do not record their end-of-document token are refused by name before anything runs.
+    const fs::path old = test::temp_dir("old_shards");
+    std::vector<int32_t> toks(4000, 65);
+    for (const char* f : {"train.bin", "val.bin"}) data::write_shard((old / f).string(), toks, 1, 257);
+    masked.data.dir = old.string();
+    try {
+        trainer::train(masked);
+        ADD_FAILURE() << "document_mask over shards without an end-of-document token was accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("re-run `frugal prepare-data`"), std::string::npos) << e.what();
+    }
+    fs::remove_all(old);
 }
 
 TEST(Training, NonFiniteLossStopsWhenConfigured) {

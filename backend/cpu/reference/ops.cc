@@ -24,12 +24,17 @@ void gemm(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t ldb, i
 // Probabilities of one (batch, head): p[i][j] for j <= i, straight from the definition.
 template <typename T>
 static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_t h, int64_t s, int64_t hq, int64_t hkv,
-                                      int64_t hd) {
+                                      int64_t hd, const int32_t* doc_BS) {
     const int64_t kvh = h / (hq / hkv);
     std::vector<double> p(size_t(s * s), 0.0);
+    // Key j is visible to query i when j <= i and, with document ids, both belong to the same document.
+    auto visible = [&](int64_t i, int64_t j) {
+        return j <= i && (!doc_BS || doc_BS[bi * s + i] == doc_BS[bi * s + j]);
+    };
     for (int64_t i = 0; i < s; ++i) {
         double mx = -INFINITY;
         for (int64_t j = 0; j <= i; ++j) {
+            if (!visible(i, j)) continue;
             double dot = 0;
             for (int64_t x = 0; x < hd; ++x)
                 dot +=
@@ -38,19 +43,20 @@ static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_
             mx = std::max(mx, p[i * s + j]);
         }
         double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (p[i * s + j] = std::exp(p[i * s + j] - mx));
-        for (int64_t j = 0; j <= i; ++j) p[i * s + j] /= sum;
+        for (int64_t j = 0; j <= i; ++j)
+            if (visible(i, j)) sum += (p[i * s + j] = std::exp(p[i * s + j] - mx));
+        for (int64_t j = 0; j <= i; ++j) p[i * s + j] = visible(i, j) ? p[i * s + j] / sum : 0.0;
     }
     return p;
 }
 
 template <typename T>
 void attention_forward(T* out, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq, int64_t hkv,
-                       int64_t hd) {
+                       int64_t hd, const int32_t* doc_BS) {
     for (int64_t bi = 0; bi < b; ++bi)
         for (int64_t h = 0; h < hq; ++h) {
             const int64_t kvh = h / (hq / hkv);
-            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd);
+            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd, doc_BS);
             for (int64_t i = 0; i < s; ++i)
                 for (int64_t x = 0; x < hd; ++x) {
                     double acc = 0;
@@ -63,12 +69,12 @@ void attention_forward(T* out, const T* q, const T* k, const T* v, int64_t b, in
 
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, int64_t b, int64_t s,
-                        int64_t hq, int64_t hkv, int64_t hd) {
+                        int64_t hq, int64_t hkv, int64_t hd, const int32_t* doc_BS) {
     const double scale = 1.0 / std::sqrt(double(hd));
     for (int64_t bi = 0; bi < b; ++bi)
         for (int64_t h = 0; h < hq; ++h) {
             const int64_t kvh = h / (hq / hkv);
-            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd);
+            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd, doc_BS);
             auto Q = [&](int64_t i, int64_t x) -> int64_t { return (bi * s + i) * hq * hd + h * hd + x; };
             auto KV = [&](int64_t j, int64_t x) -> int64_t { return (bi * s + j) * hkv * hd + kvh * hd + x; };
             for (int64_t i = 0; i < s; ++i) {
@@ -105,9 +111,10 @@ void rmsnorm_forward(T* out_ND, const T* x_ND, const T* w_D, int64_t n, int64_t 
 #define FRUGAL_INSTANTIATE(T)                                                                                          \
     template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool,    \
                           T);                                                                                          \
-    template void attention_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t); \
+    template void attention_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t,  \
+                                       const int32_t*);                                                                \
     template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
-                                        int64_t, int64_t);                                                             \
+                                        int64_t, int64_t, const int32_t*);                                             \
     template void rmsnorm_forward<T>(T*, const T*, const T*, int64_t, int64_t, double);
 
 FRUGAL_INSTANTIATE(float)
