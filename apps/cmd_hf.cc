@@ -86,6 +86,7 @@ int cmd_import_hf(const Args& args) {
     checkpoint::load_hf_weights(dir, net.params());
     FullSlots s(net, cfg.model);
     checkpoint::TrainingState st;
+    cfg.model.init_from = "hf:" + fs::absolute(dir).string();  // provenance: export-hf finds the tokenizer there
     st.config_yaml = trainer::to_yaml(cfg);
     st.frugal_version = kVersion;
     parallel::SingleProcessComm world;
@@ -105,7 +106,9 @@ int cmd_export_hf(const Args& args) {
             "qwen3_moe|qwen2_moe|mixtral|olmoe] "
             "[--config HF_DIR/config.json]\n\nThe family defaults to the one that holds the model's architecture. "
             "Writes config.json (copied from --config with the tokenizer "
-            "files beside it, or generated), sharded safetensors and model.safetensors.index.json, loadable by "
+            "files beside it; by default from the Hugging Face model the checkpoint was imported or fine-tuned from, "
+            "when it is still there; else generated), sharded safetensors and model.safetensors.index.json, loadable "
+            "by "
             "transformers. Importing and exporting reproduces the original tensors bit for bit in the same "
             "dtype.\n",
             args.empty() ? stderr : stdout);
@@ -128,6 +131,14 @@ int cmd_export_hf(const Args& args) {
     }
     FRUGAL_CONFIG_CHECK(!ckpt.empty() && !out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
     LoadedModel loaded = load_checkpoint_model(ckpt);
+    if (source.empty()) {
+        // A checkpoint imported or fine-tuned from a Hugging Face model remembers it: its config.json and
+        // tokenizer files travel with the export.
+        std::string init_from;
+        checkpoint_model_config(ckpt, &init_from);
+        const fs::path known = init_from.rfind("hf:", 0) == 0 ? fs::path(init_from.substr(3)) / "config.json" : "";
+        if (!known.empty() && fs::exists(known)) source = known.string();
+    }
     const model::ModelConfig& m = loaded.cfg;
     if (type.empty()) type = checkpoint::hf_model_type(m);
     checkpoint::export_hf(out, loaded.net->params(), m, type, dtype, source);

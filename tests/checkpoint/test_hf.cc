@@ -80,8 +80,13 @@ TEST_F(Hf, ImportThenExportIsBitForBit) {
         EXPECT_EQ(back[name].first, "BF16");
         EXPECT_TRUE(back[name].second == t.second) << name << " differs after import + export";
     }
-    EXPECT_TRUE(fs::exists(dir_ / "back" / "config.json"));
     EXPECT_TRUE(fs::exists(dir_ / "back" / "model.safetensors.index.json"));
+    // The checkpoint remembers its source: its config.json is copied without --config.
+    std::ifstream a(dir_ / "src" / "config.json"), b(dir_ / "back" / "config.json");
+    std::stringstream sa, sb;
+    sa << a.rdbuf();
+    sb << b.rdbuf();
+    EXPECT_EQ(sa.str(), sb.str());
 }
 
 TEST_F(Hf, ImportedWeightsAreTheSafetensorsValuesAndShardsReadOnlyTheirExperts) {
