@@ -2,9 +2,11 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <queue>
 
 #include "core/error.h"
@@ -12,6 +14,19 @@
 namespace frugal::data {
 
 namespace {
+
+// Unicode canonical composition (NFC), by utf8proc. Text that is not valid UTF-8 has no normal form and is left as
+// it is (the byte-level and byte-fallback models still encode every byte).
+std::string nfc(const std::string& s) {
+    utf8proc_uint8_t* out = nullptr;
+    const utf8proc_ssize_t n =
+        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), utf8proc_ssize_t(s.size()), &out,
+                     utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+    if (n < 0) return s;
+    std::string r(reinterpret_cast<const char*>(out), size_t(n));
+    std::free(out);
+    return r;
+}
 
 // GPT-2's reversible byte <-> printable code point map, as UTF-8 strings.
 const std::array<std::string, 256>& byte_chars() {
@@ -240,7 +255,9 @@ void HfTokenizer::encode(std::string_view text, std::vector<int32_t>& out) const
 void HfTokenizer::encode_piece(const std::string& raw, std::vector<int32_t>& out) const {
     std::string s = raw;
     for (const auto& n : normalizers_) {
-        if (n->kind == "Prepend") {
+        if (n->kind == "NFC") {
+            s = nfc(s);
+        } else if (n->kind == "Prepend") {
             s = n->a + s;
         } else if (n->kind == "Replace") {
             std::string r;

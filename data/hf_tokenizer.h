@@ -5,9 +5,8 @@
 //     U+2581 for spaces; unknown symbols fall back to <0xXX> byte tokens.
 // Added and special tokens are matched on the raw text first (longest first); the pieces between them are
 // normalized, pre-tokenized and encoded. The regexes run on PCRE2 with Unicode properties (UTF + UCP).
-// Limitations, refused or documented: normalizers other than NFC (treated as the identity: inputs must already be
-// NFC, as UTF-8 text from the web almost always is), Prepend, Replace (string patterns) and Sequence are refused
-// by name; WordPiece / Unigram models are refused.
+// Normalizers: NFC (by utf8proc), Prepend, Replace (string patterns) and Sequence; others are refused by name, as
+// are WordPiece / Unigram models.
 #pragma once
 
 #include <cstdint>

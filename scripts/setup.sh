@@ -12,6 +12,7 @@ packages=(
   libgtest-dev
   fortunes
   libpcre2-dev
+  libutf8proc-dev
 )
 
 missing=()

@@ -11,7 +11,7 @@ tests/golden/tokenizers/:
   metaspace.json   BPE with byte fallback and the Llama/Mixtral normalizer (prepend and replace with U+2581),
                    byte tokens <0x00>..<0xFF>, special tokens <unk>, <s>, </s>
 then writes, for tests/golden/tokenizers/sample.txt (English, code, Chinese, emoji, whitespace runs, special
-tokens), the ids each produces: bytelevel.ids and metaspace.ids, one id per line.
+tokens, decomposed characters that NFC composes), the ids each produces: bytelevel.ids and metaspace.ids, one id per line.
 """
 import os
 
@@ -28,6 +28,7 @@ SAMPLE = (
     "    indented   with   runs\tand\ttabs\n"
     "中文分词测试：你好，世界！\n"
     "Emoji: 😀🚀👍🏽 and accents: café naïve résumé\n"
+    "Decomposed (NFC composes them): cafe\u0301 A\u030Angstro\u0308m \u1100\u1161\u11A8 e\u0323\u0302\n"
     "<|endoftext|>Special tokens <|im_start|>inside text.<|endoftext|>\n"
     "   trailing spaces   \n"
 )
