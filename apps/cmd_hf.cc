@@ -102,7 +102,7 @@ int cmd_import_hf(const Args& args) {
 int cmd_export_hf(const Args& args) {
     if (args.empty() || wants_help(args)) {
         std::fputs(
-            "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f32] [--model-type "
+            "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32] [--model-type "
             "qwen3_moe|qwen2_moe|mixtral|olmoe] "
             "[--config HF_DIR/config.json]\n\nThe family defaults to the one that holds the model's architecture. "
             "Writes config.json (copied from --config with the tokenizer "

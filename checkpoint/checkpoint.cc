@@ -30,7 +30,7 @@ void CheckpointConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "export_hf", &export_hf,
           "after the last step, write the model in Hugging Face format (qwen3_moe with QK-norm, else mixtral; with "
           "model.init_from the source config.json and tokenizer files are copied) to this directory; empty = off");
-    f.add(p + "export_hf_dtype", &export_hf_dtype, "dtype of the exported safetensors", {"bf16", "f32"});
+    f.add(p + "export_hf_dtype", &export_hf_dtype, "dtype of the exported safetensors", {"bf16", "f16", "f32"});
 }
 
 namespace {

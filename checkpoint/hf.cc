@@ -179,11 +179,11 @@ StTensorOut make_out(const std::string& name, const Shape& shape, const float* d
     t.name = name;
     t.shape = shape;
     const int64_t n = shape_numel(shape);
-    if (dtype == "bf16") {
-        t.dtype = "BF16";
+    if (dtype == "bf16" || dtype == "f16") {
+        t.dtype = dtype == "bf16" ? "BF16" : "F16";
         t.bytes.resize(size_t(n) * 2);
         for (int64_t i = 0; i < n; ++i) {
-            const uint16_t b = float_to_bf16_bits(data[i]);
+            const uint16_t b = dtype == "bf16" ? float_to_bf16_bits(data[i]) : float_to_half_bits(data[i]);
             std::memcpy(t.bytes.data() + 2 * i, &b, 2);
         }
     } else {
@@ -207,7 +207,10 @@ std::string generated_config(const model::ModelConfig& m, const std::string& typ
        << ",\n  \"rms_norm_eps\": " << m.norm_eps << ",\n  \"rope_theta\": " << m.rope_theta
        << ",\n  \"max_position_embeddings\": " << m.max_seq_len
        << ",\n  \"tie_word_embeddings\": " << (m.tie_embeddings ? "true" : "false")
-       << ",\n  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \"" << (dtype == "bf16" ? "bfloat16" : "float32")
+       << ",\n  \"hidden_act\": \"silu\",\n  \"torch_dtype\": \""
+       << (dtype == "bf16"  ? "bfloat16"
+           : dtype == "f16" ? "float16"
+                            : "float32")
        << "\",\n  \"num_experts_per_tok\": " << m.moe.top_k
        << ",\n  \"norm_topk_prob\": " << (m.moe.norm_topk_prob ? "true" : "false");
     if (type == "mixtral" || type == "olmoe")
@@ -256,7 +259,8 @@ void export_hf(const std::string& out_dir, const model::ParamStore& store, const
                int64_t max_shard_bytes) {
     FRUGAL_CONFIG_CHECK(type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || type == "olmoe",
                         "export model_type '", type, "' is not supported: qwen3_moe, qwen2_moe, mixtral or olmoe");
-    FRUGAL_CONFIG_CHECK(dtype == "bf16" || dtype == "f32", "--dtype '", dtype, "': use bf16 or f32");
+    FRUGAL_CONFIG_CHECK(dtype == "bf16" || dtype == "f16" || dtype == "f32", "--dtype '", dtype,
+                        "': use bf16, f16 or f32");
     check_exportable(cfg, type);
     fs::create_directories(out_dir);
     // Tensors in parameter order, split into shards.

@@ -44,7 +44,7 @@ std::string hf_model_type(const model::ModelConfig& cfg);
 void check_exportable(const model::ModelConfig& cfg, const std::string& type);
 
 // Writes config.json (from source_config when given, else generated for model_type), sharded safetensors with
-// model.safetensors.index.json (shards of at most max_shard_bytes), in "bf16" or "f32". store holds all experts.
+// model.safetensors.index.json (shards of at most max_shard_bytes), in "bf16", "f16" or "f32". store holds all experts.
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
                const std::string& model_type, const std::string& dtype, const std::string& source_config,
                int64_t max_shard_bytes = int64_t(5) << 30);

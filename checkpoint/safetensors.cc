@@ -25,20 +25,6 @@ size_t st_dtype_size(const std::string& dtype) {
     return 0;
 }
 
-namespace {
-float half_to_float(uint16_t h) {
-    const int sign = h >> 15, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
-    float v;
-    if (exp == 0)
-        v = std::ldexp(float(man), -24);
-    else if (exp == 31)
-        v = man ? NAN : INFINITY;
-    else
-        v = std::ldexp(float(man + 1024), exp - 25);
-    return sign ? -v : v;
-}
-}  // namespace
-
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     int fd = ::open(path.c_str(), O_RDONLY);
     if (fd < 0) FRUGAL_CONFIG_ERROR("cannot open ", path, ": ", std::strerror(errno));
@@ -126,7 +112,7 @@ void SafetensorsFile::read_f32(const std::string& name, float* out, const Shape&
         for (int64_t i = 0; i < n; ++i) {
             uint16_t b;
             std::memcpy(&b, src + 2 * i, 2);
-            out[i] = half_to_float(b);
+            out[i] = half_bits_to_float(b);
         }
     } else {
         FRUGAL_CONFIG_ERROR(path_, ": tensor '", name, "' is ", t.dtype, "; F32, BF16 and F16 are supported");

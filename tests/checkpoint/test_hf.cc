@@ -89,6 +89,21 @@ TEST_F(Hf, ImportThenExportIsBitForBit) {
     EXPECT_EQ(sa.str(), sb.str());
 }
 
+TEST_F(Hf, F16ImportThenExportIsBitForBit) {
+    model::Transformer<float> net(tiny_qwen3());
+    net.init(6);
+    checkpoint::export_hf((dir_ / "f16").string(), net.params(), tiny_qwen3(), "qwen3_moe", "f16", "");
+    auto src = tensors_of(dir_ / "f16");
+    ASSERT_EQ(src.begin()->second.first, "F16");
+    ASSERT_EQ(test::run_frugal("import-hf " + (dir_ / "f16").string() + " --out " + (dir_ / "h.h5").string()).code, 0);
+    auto r = test::run_frugal("export-hf " + (dir_ / "h.h5").string() + " --out " + (dir_ / "f16back").string() +
+                              " --dtype f16");
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto back = tensors_of(dir_ / "f16back");
+    ASSERT_EQ(back.size(), src.size());
+    for (const auto& [name, t] : src) EXPECT_TRUE(back[name] == t) << name << " differs after import + export";
+}
+
 TEST_F(Hf, ImportedWeightsAreTheSafetensorsValuesAndShardsReadOnlyTheirExperts) {
     auto src = tensors_of(dir_ / "src");
     auto decode = [&](const std::string& name, int64_t i) {

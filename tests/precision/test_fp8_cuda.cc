@@ -9,6 +9,7 @@
 
 #ifdef FRUGAL_HAVE_CUDA_FP8_HEADERS
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #endif
 
@@ -80,6 +81,48 @@ TEST(Fp8Cuda, EncodersMatchCudaConversions) {
     for (uint32_t sub = 1; sub < 0x00800000u; sub += 997) check(detail::bits_float(sub), m);
     EXPECT_EQ(m.e4m3 + m.e5m2 + m.bf16, 0) << m.checked << " values checked";
     std::printf("checked %lld values against CUDA's conversions\n", (long long)m.checked);
+#endif
+}
+
+// FP16 (safetensors F16 export): every half code decodes and encodes back to itself; the encoder matches CUDA's
+// __float2half_rn on every BF16 pattern, 10^7 random float bit patterns, every midpoint between adjacent halves and
+// its neighbours, and the overflow boundary.
+TEST(Fp8Cuda, HalfEncoderRoundTripsAndMatchesCuda) {
+    for (uint32_t h = 0; h < 65536; ++h) {
+        const float x = half_bits_to_float(uint16_t(h));
+        if (std::isnan(x)) continue;
+        ASSERT_EQ(float_to_half_bits(x), h) << "half code " << h;
+    }
+    EXPECT_EQ(float_to_half_bits(65504.0f), 0x7BFF);
+    EXPECT_EQ(float_to_half_bits(65519.996f), 0x7BFF);
+    EXPECT_EQ(float_to_half_bits(65520.0f), 0x7C00);               // the tie rounds to even: infinity
+    EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -25)), 0x0000);  // tie between 0 and the smallest subnormal
+    EXPECT_EQ(float_to_half_bits(std::ldexp(3.0f, -26)), 0x0001);
+#ifndef FRUGAL_HAVE_CUDA_FP8_HEADERS
+    GTEST_SKIP() << "cuda_fp16.h not found at configure time: the comparison with CUDA needs it";
+#else
+    int64_t checked = 0, bad = 0;
+    auto check_half = [&](float x) {
+        ++checked;
+        const __half c = __float2half_rn(x);
+        uint16_t cb;
+        std::memcpy(&cb, &c, 2);
+        if (cb != float_to_half_bits(x) && bad++ < 5)
+            ADD_FAILURE() << "f16 of " << std::hexfloat << x << ": cuda " << cb << ", frugal " << float_to_half_bits(x);
+    };
+    for (uint32_t b = 0; b < 65536; ++b) check_half(detail::bits_float(b << 16));
+    std::mt19937 gen(20261130);
+    for (int i = 0; i < 10'000'000; ++i) check_half(detail::bits_float(gen()));
+    for (uint32_t h = 0; h < 0x7BFF; ++h) {
+        const float lo = half_bits_to_float(uint16_t(h)), hi = half_bits_to_float(uint16_t(h + 1));
+        const float mid = 0.5f * (lo + hi);
+        for (float v : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
+            check_half(v);
+            check_half(-v);
+        }
+    }
+    for (float v : {65504.0f, 65519.0f, 65520.0f, 65536.0f, INFINITY}) check_half(v);
+    EXPECT_EQ(bad, 0) << checked << " values checked";
 #endif
 }
 
