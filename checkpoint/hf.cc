@@ -262,25 +262,45 @@ void export_hf(const std::string& out_dir, const model::ParamStore& store, const
     FRUGAL_CONFIG_CHECK(dtype == "bf16" || dtype == "f16" || dtype == "f32", "--dtype '", dtype,
                         "': use bf16, f16 or f32");
     check_exportable(cfg, type);
-    fs::create_directories(out_dir);
-    // Tensors in parameter order, split into shards.
-    std::vector<StTensorOut> all;
+    FRUGAL_CONFIG_CHECK(source_config.empty() || !fs::exists(source_config) || fs::is_regular_file(source_config),
+                        "--config ", source_config, " is not a file: give the source model's config.json");
+    // Everything is written into a staging directory beside out_dir and renamed at the end: a failed export never
+    // leaves a half-written model under out_dir, and a previous export there stays until the new one is complete.
+    const fs::path target = fs::absolute(out_dir);
+    const fs::path staging = target.parent_path() / ("." + target.filename().string() + ".partial");
+    fs::remove_all(staging);
+    fs::create_directories(staging);
+    struct RemoveUnlessDone {  // a failure below removes the staging directory
+        fs::path path;
+        bool done = false;
+        ~RemoveUnlessDone() {
+            std::error_code ec;
+            if (!done) fs::remove_all(path, ec);
+        }
+    } guard{staging};
+    // Plan: the tensors in parameter order, split into shards by size. Then convert and write one shard at a time,
+    // so the staging memory is one shard, not the model.
+    struct Planned {
+        HfPart part;
+        const float* src;
+    };
+    const int64_t elem = dtype == "f32" ? 4 : 2;
+    std::vector<std::vector<Planned>> shards(1);
+    int64_t bytes = 0, total = 0;
     for (const model::Param* p : store.params()) {
         FRUGAL_CHECK(p->shape == p->global_shape, "export needs every expert on one process (got a shard of ", p->name,
                      ")");
-        for (const HfPart& part : hf_parts(*p, type))
-            all.push_back(make_out(part.name, part.shape, p->value.data<float>() + part.offset, dtype));
-    }
-    std::vector<std::vector<StTensorOut>> shards(1);
-    int64_t bytes = 0, total = 0;
-    for (auto& t : all) {
-        if (bytes > 0 && bytes + int64_t(t.bytes.size()) > max_shard_bytes) {
-            shards.emplace_back();
-            bytes = 0;
+        for (HfPart& part : hf_parts(*p, type)) {
+            const int64_t b = shape_numel(part.shape) * elem;
+            if (bytes > 0 && bytes + b > max_shard_bytes) {
+                shards.emplace_back();
+                bytes = 0;
+            }
+            bytes += b;
+            total += b;
+            const float* src = p->value.data<float>() + part.offset;
+            shards.back().push_back({std::move(part), src});
         }
-        bytes += int64_t(t.bytes.size());
-        total += int64_t(t.bytes.size());
-        shards.back().push_back(std::move(t));
     }
     std::ostringstream index;
     index << "{\n  \"metadata\": {\"total_size\": " << total << "},\n  \"weight_map\": {";
@@ -288,25 +308,37 @@ void export_hf(const std::string& out_dir, const model::ParamStore& store, const
     for (size_t s = 0; s < shards.size(); ++s) {
         char name[64];
         std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
-        for (const auto& t : shards[s]) {
-            index << (first ? "\n" : ",\n") << "    \"" << t.name << "\": \"" << name << "\"";
+        std::vector<StTensorOut> tensors;
+        for (const Planned& t : shards[s]) {
+            tensors.push_back(make_out(t.part.name, t.part.shape, t.src, dtype));
+            index << (first ? "\n" : ",\n") << "    \"" << t.part.name << "\": \"" << name << "\"";
             first = false;
         }
-        write_safetensors((fs::path(out_dir) / name).string(), shards[s], {{"format", "pt"}});
+        write_safetensors((staging / name).string(), tensors, {{"format", "pt"}});
     }
     index << "\n  }\n}\n";
-    std::ofstream(fs::path(out_dir) / "model.safetensors.index.json") << index.str();
+    {
+        std::ofstream f(staging / "model.safetensors.index.json");
+        f << index.str();
+        FRUGAL_CHECK(f.good(), "cannot write ", (staging / "model.safetensors.index.json").string());
+    }
     if (!source_config.empty() && fs::exists(source_config))
-        fs::copy_file(source_config, fs::path(out_dir) / "config.json", fs::copy_options::overwrite_existing);
+        fs::copy_file(source_config, staging / "config.json", fs::copy_options::overwrite_existing);
     else
-        std::ofstream(fs::path(out_dir) / "config.json") << generated_config(cfg, type, dtype);
+        std::ofstream(staging / "config.json") << generated_config(cfg, type, dtype);
     // The tokenizer files travel with the model when the source directory had them.
     if (!source_config.empty())
         for (const char* tok : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                                 "merges.txt", "tokenizer.model", "generation_config.json"}) {
             const fs::path src = fs::path(source_config).parent_path() / tok;
-            if (fs::exists(src)) fs::copy_file(src, fs::path(out_dir) / tok, fs::copy_options::overwrite_existing);
+            if (fs::exists(src)) fs::copy_file(src, staging / tok, fs::copy_options::overwrite_existing);
         }
+    const fs::path old = target.parent_path() / ("." + target.filename().string() + ".old");
+    fs::remove_all(old);
+    if (fs::exists(target)) fs::rename(target, old);
+    fs::rename(staging, target);
+    guard.done = true;
+    fs::remove_all(old);
 }
 
 }  // namespace frugal::checkpoint

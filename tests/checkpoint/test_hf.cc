@@ -81,6 +81,16 @@ TEST_F(Hf, ImportThenExportIsBitForBit) {
         EXPECT_TRUE(back[name].second == t.second) << name << " differs after import + export";
     }
     EXPECT_TRUE(fs::exists(dir_ / "back" / "model.safetensors.index.json"));
+    // Exporting again over it replaces it whole, leaving no staging directory; a refused export leaves it as it was.
+    r = test::run_frugal("export-hf " + (dir_ / "m.h5").string() + " --out " + (dir_ / "back").string() +
+                         " --dtype bf16");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_FALSE(fs::exists(dir_ / ".back.partial"));
+    EXPECT_FALSE(fs::exists(dir_ / ".back.old"));
+    r = test::run_frugal("export-hf " + (dir_ / "m.h5").string() + " --out " + (dir_ / "back").string() +
+                         " --dtype fp8");
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_EQ(tensors_of(dir_ / "back").size(), src.size());
     // The checkpoint remembers its source: its config.json is copied without --config.
     std::ifstream a(dir_ / "src" / "config.json"), b(dir_ / "back" / "config.json");
     std::stringstream sa, sb;
