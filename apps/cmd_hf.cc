@@ -5,12 +5,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include "accounting/flops.h"
 #include "apps/commands.h"
 #include "apps/model_loading.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "core/version.h"
 #include "model/hf_config.h"
 #include "model/transformer.h"
@@ -27,27 +29,27 @@ std::string take(const Args& args, size_t& i, const std::string& flag) {
     return args[++i];
 }
 
-// Slots for every parameter, zero optimizer moments and zero expert biases: a step-0 Frugal checkpoint.
+// Slots for every parameter, zero optimizer moments and zero expert biases: a step-0 Frugal checkpoint. Every zero
+// slot reads the same buffer (as large as the largest parameter): the import holds the model once, not three times.
 struct FullSlots {
     std::vector<checkpoint::TensorSlot> slots;
-    std::vector<std::vector<float>> zeros;
+    std::vector<float> zeros;
     FullSlots(model::Transformer<float>& net, const model::ModelConfig& m) {
         slots = checkpoint::param_slots(net.params());
-        for (model::Param* p : net.params().params()) {
-            for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"}) {
-                zeros.emplace_back(size_t(p->value.numel()), 0.0f);
-                slots.push_back({kind + p->name, p->global_shape, 0, p->shape, true, zeros.back().data()});
-            }
-        }
+        int64_t largest = m.moe.n_experts;
+        for (model::Param* p : net.params().params()) largest = std::max(largest, p->value.numel());
+        zeros.assign(size_t(largest), 0.0f);
+        for (model::Param* p : net.params().params())
+            for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"})
+                slots.push_back({kind + p->name, p->global_shape, 0, p->shape, true, zeros.data()});
         for (int64_t l = 0; l < m.n_layers; ++l) {
             if (!m.is_moe_layer(l)) continue;
-            zeros.emplace_back(size_t(m.moe.n_experts), 0.0f);
             slots.push_back({"moe/layers." + std::to_string(l) + ".expert_bias",
                              {m.moe.n_experts},
                              0,
                              {m.moe.n_experts},
                              true,
-                             zeros.back().data()});
+                             zeros.data()});
         }
     }
 };
@@ -82,6 +84,12 @@ int cmd_import_hf(const Args& args) {
     // The stored config keeps the model's context length (a training config sets its own).
     cfg.model.max_seq_len = model::model_from_hf_config((fs::path(dir) / "config.json").string()).max_seq_len;
     cfg.train.seq_len = std::min(cfg.train.seq_len, cfg.model.max_seq_len);
+    // The import holds the model in FP32 on this one process: say so before allocating rather than fail midway.
+    const double need = accounting::count_params(cfg.model).total * 4.0, avail = double(available_memory_bytes());
+    FRUGAL_CONFIG_CHECK(avail < 0 || need < 0.9 * avail, "import-hf needs about ", std::llround(need / 1e9),
+                        " GB to hold ", dir, " in FP32 and this machine has ", std::llround(avail / 1e9),
+                        " GB available: fine-tune from it directly with model.init_from: hf:", dir,
+                        " (each rank reads only its own experts) instead of converting it");
     model::Transformer<float> net(cfg.model, {}, false);
     checkpoint::load_hf_weights(dir, net.params());
     FullSlots s(net, cfg.model);

@@ -131,6 +131,9 @@ void check_importable(const std::string& dir) {
                         ": model_type '", type, "' cannot be imported (its ",
                         type.rfind("deepseek", 0) == 0 ? "multi-head latent attention is" : "architecture is",
                         " not in Frugal's model); importable: qwen3_moe, qwen2_moe, mixtral, olmoe");
+    FRUGAL_CONFIG_CHECK(
+        fs::exists(fs::path(dir) / "model.safetensors") || fs::exists(fs::path(dir) / "model.safetensors.index.json"),
+        dir, " has neither model.safetensors nor model.safetensors.index.json: no weights to import");
     YAML::Node c = YAML::LoadFile(cfg);
     for (const char* bias : {"attention_bias", "use_bias"})
         FRUGAL_CONFIG_CHECK(!c[bias] || !c[bias].as<bool>(), cfg, ": \"", bias, "\": true cannot be imported (", type,

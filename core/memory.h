@@ -26,4 +26,16 @@ inline int64_t peak_rss_bytes() {
     return int64_t(u.ru_maxrss) * 1024;  // kilobytes on Linux
 }
 
+// Memory the kernel can give without swapping (MemAvailable of /proc/meminfo), in bytes; -1 when unknown.
+inline int64_t available_memory_bytes() {
+    FILE* f = std::fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kb = -1;
+    while (std::fgets(line, sizeof(line), f))
+        if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    std::fclose(f);
+    return kb < 0 ? -1 : int64_t(kb) * 1024;
+}
+
 }  // namespace frugal
