@@ -29,6 +29,7 @@ test: build
 bench: build corpus/fortunes/train.bin
 	$(BUILD_DIR)/bench_train configs/demo.yaml
 	$(BUILD_DIR)/bench_checkpoint configs/demo.yaml
+	$(BUILD_DIR)/bench_hf configs/demo.yaml
 	$(MPI_ROOT_ENV) mpirun -n 2 --bind-to core -x OMP_NUM_THREADS=1 $(BUILD_DIR)/bench_dispatch
 	$(MPI_ROOT_ENV) bash bench/scaling.sh $(BUILD_DIR)/frugal
 

@@ -2,7 +2,6 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -10,7 +9,6 @@
 #include <sstream>
 
 #include "checkpoint/safetensors.h"
-#include "core/bf16.h"
 #include "core/error.h"
 #include "model/hf_config.h"
 
@@ -181,19 +179,8 @@ StTensorOut make_out(const std::string& name, const Shape& shape, const float* d
     StTensorOut t;
     t.name = name;
     t.shape = shape;
-    const int64_t n = shape_numel(shape);
-    if (dtype == "bf16" || dtype == "f16") {
-        t.dtype = dtype == "bf16" ? "BF16" : "F16";
-        t.bytes.resize(size_t(n) * 2);
-        for (int64_t i = 0; i < n; ++i) {
-            const uint16_t b = dtype == "bf16" ? float_to_bf16_bits(data[i]) : float_to_half_bits(data[i]);
-            std::memcpy(t.bytes.data() + 2 * i, &b, 2);
-        }
-    } else {
-        t.dtype = "F32";
-        t.bytes.resize(size_t(n) * 4);
-        std::memcpy(t.bytes.data(), data, size_t(n) * 4);
-    }
+    t.dtype = dtype == "bf16" ? "BF16" : dtype == "f16" ? "F16" : "F32";
+    t.f32 = data;  // converted while written
     return t;
 }
 

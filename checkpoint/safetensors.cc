@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -103,12 +104,14 @@ void SafetensorsFile::read_f32(const std::string& name, float* out, const Shape&
     if (t.dtype == "F32") {
         std::memcpy(out, src, size_t(n) * 4);
     } else if (t.dtype == "BF16") {
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
         for (int64_t i = 0; i < n; ++i) {
             uint16_t b;
             std::memcpy(&b, src + 2 * i, 2);
             out[i] = bf16_bits_to_float(b);
         }
     } else if (t.dtype == "F16") {
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
         for (int64_t i = 0; i < n; ++i) {
             uint16_t b;
             std::memcpy(&b, src + 2 * i, 2);
@@ -118,6 +121,35 @@ void SafetensorsFile::read_f32(const std::string& name, float* out, const Shape&
         FRUGAL_CONFIG_ERROR(path_, ": tensor '", name, "' is ", t.dtype, "; F32, BF16 and F16 are supported");
     }
 }
+
+int64_t StTensorOut::num_bytes() const {
+    if (!f32) return int64_t(bytes.size());
+    FRUGAL_CHECK(dtype == "F32" || dtype == "BF16" || dtype == "F16", "cannot convert FP32 to ", dtype);
+    return shape_numel(shape) * int64_t(st_dtype_size(dtype));
+}
+
+namespace {
+// Converts and writes FP32 values as dtype, a chunk at a time through a small reused buffer.
+bool write_converted(FILE* f, const float* src, int64_t n, const std::string& dtype, std::vector<uint8_t>& buf) {
+    if (dtype == "F32") return std::fwrite(src, 4, size_t(n), f) == size_t(n);
+    const bool bf16 = dtype == "BF16";
+    constexpr int64_t kChunk = int64_t(1) << 20;
+    buf.resize(size_t(kChunk) * 2);
+    auto* out = reinterpret_cast<uint16_t*>(buf.data());
+    for (int64_t begin = 0; begin < n; begin += kChunk) {
+        const int64_t m = std::min(kChunk, n - begin);
+        if (bf16) {
+#pragma omp parallel for schedule(static) if (m > (1 << 16))
+            for (int64_t i = 0; i < m; ++i) out[i] = float_to_bf16_bits(src[begin + i]);
+        } else {
+#pragma omp parallel for schedule(static) if (m > (1 << 16))
+            for (int64_t i = 0; i < m; ++i) out[i] = float_to_half_bits(src[begin + i]);
+        }
+        if (std::fwrite(out, 2, size_t(m), f) != size_t(m)) return false;
+    }
+    return true;
+}
+}  // namespace
 
 void write_safetensors(const std::string& path, const std::vector<StTensorOut>& tensors,
                        const std::map<std::string, std::string>& metadata) {
@@ -138,8 +170,8 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
     for (const auto& t : tensors) {
         h << (first ? "" : ",") << "\"" << t.name << "\":{\"dtype\":\"" << t.dtype << "\",\"shape\":[";
         for (size_t i = 0; i < t.shape.size(); ++i) h << (i ? "," : "") << t.shape[i];
-        h << "],\"data_offsets\":[" << off << "," << off + t.bytes.size() << "]}";
-        off += t.bytes.size();
+        h << "],\"data_offsets\":[" << off << "," << off + uint64_t(t.num_bytes()) << "]}";
+        off += uint64_t(t.num_bytes());
         first = false;
     }
     h << "}";
@@ -150,7 +182,10 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
     FRUGAL_CHECK(f, "cannot create ", tmp);
     const uint64_t n = header.size();
     bool ok = std::fwrite(&n, 8, 1, f) == 1 && std::fwrite(header.data(), 1, header.size(), f) == header.size();
-    for (const auto& t : tensors) ok = ok && std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size();
+    std::vector<uint8_t> buf;
+    for (const auto& t : tensors)
+        ok = ok && (t.f32 ? write_converted(f, t.f32, shape_numel(t.shape), t.dtype, buf)
+                          : std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size());
     ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
     ok = (std::fclose(f) == 0) && ok;
     FRUGAL_CHECK(ok, "writing ", tmp, " failed (disk full?)");

@@ -43,10 +43,14 @@ class SafetensorsFile {
     std::map<std::string, std::string> metadata_;
 };
 
+// One tensor to write: its bytes as they are, or (f32 set, bytes empty) FP32 values the writer converts to dtype
+// ("F32", "BF16" or "F16", rounding to nearest even) in small chunks as it writes, so no copy of the tensor is held.
 struct StTensorOut {
-    std::string name, dtype;  // "F32" or "BF16"
+    std::string name, dtype;
     Shape shape;
     std::vector<uint8_t> bytes;
+    const float* f32 = nullptr;
+    int64_t num_bytes() const;
 };
 // Writes one safetensors file atomically (tmp + fsync + rename), tensors in the given order.
 void write_safetensors(const std::string& path, const std::vector<StTensorOut>& tensors,
