@@ -251,6 +251,7 @@ TEST_F(Hf, FineTuningAnImportedModelOnTwoRanksLowersTheLoss) {
     std::vector<double> losses = fine_tune(dir_ / "src", dir_ / "ft", dir_ / "exported", 25);
     ASSERT_EQ(losses.size(), 25u);
     EXPECT_LT(losses.back(), losses.front() - 0.5) << losses.front() << " -> " << losses.back();
+    std::printf("qwen3_moe import, 2 ranks ep 2, 25 steps: loss %.3f -> %.3f\n", losses.front(), losses.back());
     // Exported at the end in Hugging Face format: the source's config.json, every tensor, the frozen router as it
     // was and trained weights changed.
     auto src = tensors_of(dir_ / "src"), out = tensors_of(dir_ / "exported");
@@ -293,6 +294,8 @@ TEST_F(Hf, FineTuningQwen2MoeAndOlmoeImports) {
         std::vector<double> losses = fine_tune(src, dir_ / ("ft_" + family), dir_ / ("out_" + family), 15);
         ASSERT_EQ(losses.size(), 15u) << family;
         EXPECT_LT(losses.back(), losses.front() - 0.3) << family << ": " << losses.front() << " -> " << losses.back();
+        std::printf("%s import, 2 ranks ep 2, 15 steps: loss %.3f -> %.3f\n", family.c_str(), losses.front(),
+                    losses.back());
         auto before = tensors_of(src), after = tensors_of(dir_ / ("out_" + family));
         ASSERT_EQ(after.size(), before.size()) << family;
         int changed = 0;
@@ -389,6 +392,7 @@ TEST_F(Hf, ScoreUnderLaunchIsExpertParallelAndAgreesWithOneProcess) {
     double worst = 0;
     for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
     EXPECT_LT(worst, 1e-5) << "ep 2 vs one process";
+    std::printf("score: %zu log-probabilities, ep 2 vs one process: largest difference %.2e\n", a.size(), worst);
     // One output only (rank 0), and a layout the experts do not divide into is refused before any work.
     EXPECT_EQ(std::count(two.output.begin(), two.output.end(), '{'), 1) << two.output;
     auto bad = test::run_frugal("launch -n 3 score hf:" + (dir_ / "src").string() + args);
