@@ -26,7 +26,10 @@ ConfigFields TrainConfig::fields() {
           "sequences per forward/backward on one rank; gradient accumulation makes up the global batch", 1);
     f.add("train.seq_len", &train.seq_len, "tokens per sequence", 1);
     f.add("train.eval_every", &train.eval_every, "steps between validation losses; 0 = only after the last step", 0);
-    f.add("train.eval_batches", &train.eval_batches, "micro-batches of validation data per evaluation", 1);
+    f.add("train.eval_batches", &train.eval_batches,
+          "micro-batches of validation data per evaluation, in total over the ranks: the same samples for any number "
+          "of ranks",
+          1);
     f.add("train.nonfinite", &train.nonfinite,
           "when the loss or gradient norm is NaN/Inf: skip the update (and log it) or stop with an error",
           {"skip", "stop"});

@@ -27,7 +27,7 @@ struct TrainSection {
     int64_t micro_batch = 8;    // sequences per forward/backward on one rank
     int64_t seq_len = 128;
     int64_t eval_every = 50;         // 0 = only at the end
-    int64_t eval_batches = 4;        // micro-batches of validation data per evaluation
+    int64_t eval_batches = 4;        // micro-batches of validation data per evaluation, over all ranks
     std::string nonfinite = "skip";  // skip | stop
     int64_t max_skipped_steps = 10;
     std::vector<std::string> freeze;  // parameter kinds that are not trained (fine-tuning)

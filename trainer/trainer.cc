@@ -318,12 +318,17 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         data::document_starts(out, tokens.data() + m * micro * s, micro, s, loader.end_of_document());
         return out;
     };
-    // Validation: every rank runs the same number of forward passes (the all-to-all needs them all); rank r reads
-    // batches i * ranks + r, so a layout of n ranks evaluates n times eval_batches micro-batches.
+    // Validation: the first eval_batches micro-batches of the validation shard, whatever the layout. Batch i goes
+    // to data-parallel rank i mod ranks; every rank runs the same number of forward passes (the all-to-all needs
+    // them all), and a rank without a batch in the last round runs batch 0 with every target ignored.
     auto evaluate = [&]() {
         double sums[2] = {0, 0};  // cross-entropy sum, valid targets
-        for (int64_t i = 0; i < cfg.train.eval_batches; ++i) {
-            val_data.read_samples(tokens.data(), targets.data(), (i * dp_size + dp_rank) * micro, micro);
+        const int64_t rounds = (cfg.train.eval_batches + dp_size - 1) / dp_size;
+        for (int64_t round = 0; round < rounds; ++round) {
+            const int64_t i = round * dp_size + dp_rank;
+            const bool mine = i < cfg.train.eval_batches;
+            val_data.read_samples(tokens.data(), targets.data(), (mine ? i : 0) * micro, micro);
+            if (!mine) std::fill_n(targets.data(), micro * s, model::kIgnoreIndex);
             model::ForwardResult r = net.forward(tokens.data(), targets.data(), micro, s, doc_starts(0, val_data));
             sums[0] += r.ce_sum;
             sums[1] += double(r.num_valid);
