@@ -67,12 +67,35 @@ void AllToAllDispatcher<T>::dispatch_communicate() {
             exp_off_ES_[size_t(e * ep_ + s)] = off;
             off += recv_count_SE_[size_t(s * local_ + e)];
         }
-    T* recv = ensure<T>(recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
+    T* rows = ensure<T>(expert_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
     if (fp8_) {
+        T* recv = ensure<T>(recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
         exchange_forward_fp8(h.send_rows_RD.template data<T>(), recv);
+        to_expert_major(rows, recv);
     } else {
-        exchange_forward(h.send_rows_RD.template data<T>(), recv);
+        exchange_direct(h.send_rows_RD.template data<T>(), rows, true);
         dispatch_bytes_sent_ = (h.perm.num_rows - send_rows_[size_t(comm_.rank())]) * d * int64_t(sizeof(T));
+    }
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::exchange_direct(const T* send, T* recv, bool forward) {
+    const auto& perm = this->handle_.perm;
+    const int64_t d = this->handle_.d;
+    for (int64_t e = 0; e < local_; ++e) {
+        for (int64_t j = 0; j < ep_; ++j) {
+            // Peer j as destination: its local expert e is global expert j E_l + e, whose rows are contiguous in
+            // this rank's permuted order. Peer j as source: its rows for our local expert e, block (e, j) here.
+            const size_t g = size_t(j * local_ + e), se = size_t(j * local_ + e), es = size_t(e * ep_ + j);
+            const int64_t src_cnt = perm.tokens_per_expert_E[g] * d, src_dsp = perm.offset_E[g] * d;
+            const int64_t exp_cnt = recv_count_SE_[se] * d, exp_dsp = exp_off_ES_[es] * d;
+            send_cnt_[size_t(j)] = forward ? src_cnt : exp_cnt;
+            send_dsp_[size_t(j)] = forward ? src_dsp : exp_dsp;
+            recv_cnt_[size_t(j)] = forward ? exp_cnt : src_cnt;
+            recv_dsp_[size_t(j)] = forward ? exp_dsp : src_dsp;
+        }
+        comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
+                           DTypeOf<T>::value);
     }
 }
 
@@ -101,8 +124,7 @@ void AllToAllDispatcher<T>::exchange_forward_fp8(const T* send, T* recv) {
 template <typename T>
 void AllToAllDispatcher<T>::dispatch_finish() {
     auto& h = this->handle_;
-    T* rows = ensure<T>(expert_rows_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
-    to_expert_major(rows, recv_rows_RD_.template data<T>());
+    T* rows = expert_rows_RD_.template data<T>();  // filled by dispatch_communicate, already expert-major
     h.tokens_per_local_expert.assign(size_t(local_), 0);
     for (int64_t s = 0; s < ep_; ++s)
         for (int64_t e = 0; e < local_; ++e)
@@ -140,25 +162,11 @@ void AllToAllDispatcher<T>::to_expert_major(T* dst, const T* src) const {
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::to_source_major(T* dst, const T* src) const {
-    const int64_t d = this->handle_.d;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t e = 0; e < local_; ++e)
-        for (int64_t s = 0; s < ep_; ++s) {
-            const int64_t n = recv_count_SE_[size_t(s * local_ + e)];
-            std::memcpy(dst + recv_off_SE_[size_t(s * local_ + e)] * d, src + exp_off_ES_[size_t(e * ep_ + s)] * d,
-                        size_t(n * d) * sizeof(T));
-        }
-}
-
-template <typename T>
 const T* AllToAllDispatcher<T>::combine_communicate(const T* y_rows) {
     auto& h = this->handle_;
-    T* back = ensure<T>(back_send_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
-    to_source_major(back, y_rows);
     T* y_back = ensure<T>(y_back_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
     comm_.set_layer(layer_);
-    exchange_backward(back, y_back);
+    exchange_direct(y_rows, y_back, false);
     return y_back;
 }
 
@@ -170,23 +178,19 @@ void AllToAllDispatcher<T>::combine_backward_impl(T* dy_rows, T* dweight_TK, con
     T* d_perm = ensure_zero<T>(grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
     model::unpermute_combine_backward(d_perm, dweight_TK, dout_TD, y_back_RD_.template data<T>(), weight_TK, h.perm,
                                       h.d);
-    // To the experts, as a dispatch would send it, then into expert-major order (adding, as backward does).
+    // To the experts, as a dispatch sends it, straight into expert-major order (then added, as backward does).
     T* recv = ensure<T>(grad_recv_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
     comm_.set_layer(layer_);
-    exchange_forward(d_perm, recv);
-    T* tmp = ensure<T>(back_send_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
-    to_expert_major(tmp, recv);
-    for (int64_t i = 0; i < num_recv_ * h.d; ++i) dy_rows[i] += tmp[i];
+    exchange_direct(d_perm, recv, true);
+    for (int64_t i = 0; i < num_recv_ * h.d; ++i) dy_rows[i] += recv[i];
 }
 
 template <typename T>
 const T* AllToAllDispatcher<T>::dispatch_backward_communicate(const T* dexpert_rows) {
     auto& h = this->handle_;
-    T* back = ensure<T>(back_send_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
-    to_source_major(back, dexpert_rows);
     T* d_perm = ensure<T>(grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
     comm_.set_layer(layer_);
-    exchange_backward(back, d_perm);
+    exchange_direct(dexpert_rows, d_perm, false);
     return d_perm;
 }
 

@@ -7,10 +7,14 @@
 //   communicate  all_to_all of the per-expert counts: send_counts_E viewed as [ep, E_l] -> recv_count_SE [ep, E_l]
 //                all_to_all_v of the rows:  send block j = rows for rank j (sum_e count_E[j E_l + e] rows x D)
 //                recv_rows_RD layout: [S][e][rows], block (S, e) at row recv_off_SE[S][e]
-//   finish       expert_rows_RD layout: [e][S][rows], block (e, S) at row exp_off_ES[e][S]; tokens of local
-//                expert e = sum_S recv_count_SE[S][e]
-// Combine mirrors it: expert outputs [e][S] -> [S][e] (back_send_RD) -> all_to_all_v back -> rows in the
-// source's permuted order (y_back_RD) -> weighted un-permute on the source rank.
+//                expert_rows_RD layout: [e][S][rows], block (e, S) at row exp_off_ES[e][S]; tokens of local
+//                expert e = sum_S recv_count_SE[S][e]. The rows land there directly: one all_to_all_v per local
+//                expert e, whose send block j is global expert j E_l + e (contiguous on the source) and whose
+//                receive block S is (e, S) (contiguous here), so no regrouping copy is made.
+// Combine mirrors it: expert outputs [e][S] -> one all_to_all_v per local expert back -> rows in the source's
+// permuted order (y_back_RD) -> weighted un-permute on the source rank.
+// FP8 dispatch sends codes and scales in one exchange in arrival layout [S][e] (recv_off_SE) and dequantizes them
+// into expert-major order.
 // Backward: combine's backward runs on the source rank (it has y_back) and sends row gradients forward like a
 // dispatch; dispatch's backward sends expert-input gradients back like a combine.
 //
@@ -54,14 +58,14 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     const T* dispatch_backward_communicate(const T* dexpert_rows) override;
 
   private:
-    // [S][e] arrival layout <-> [e][S] expert layout.
+    // [S][e] arrival layout -> [e][S] expert layout (the FP8 path).
     void to_expert_major(T* dst, const T* src) const;
-    void to_source_major(T* dst, const T* src) const;
-    // Rows from sources to experts (forward: the dispatch direction) or back (the combine direction); each row is
-    // `width` elements of dtype.
+    // Rows from sources to experts (forward: the dispatch direction) or back (the combine direction), in arrival
+    // layout [S][e]; each row is `width` elements of dtype.
     void exchange(const void* send, void* recv, int64_t width, DType dtype, bool forward);
-    void exchange_forward(const T* send, T* recv) { exchange(send, recv, this->handle_.d, DTypeOf<T>::value, true); }
-    void exchange_backward(const T* send, T* recv) { exchange(send, recv, this->handle_.d, DTypeOf<T>::value, false); }
+    // Rows between the sources' permuted order and the expert-major layout, one all_to_all_v per local expert.
+    // forward: permuted -> expert-major (dispatch); else expert-major -> permuted (combine).
+    void exchange_direct(const T* send, T* recv, bool forward);
     // The FP8 dispatch: codes_send [R_send, D] u8 and scales_send [R_send, ceil(D / 128)] f32 go out, the received
     // ones are dequantized into recv.
     void exchange_forward_fp8(const T* send, T* recv);
@@ -77,7 +81,7 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     int64_t dispatch_bytes_sent_ = 0;
     std::vector<uint8_t> codes_send_, codes_recv_;
     std::vector<float> scales_send_, scales_recv_;
-    Tensor recv_rows_RD_, expert_rows_RD_, back_send_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
+    Tensor recv_rows_RD_, expert_rows_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
 };
 
 // Gives every MoE layer of net its dispatcher: all-to-all over ep_comm when the group has more than one rank
