@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kHelp =
-    "usage: frugal score MODEL --text-file FILE [--tokenizer tokenizer.json] [--seq-len N] [--json]\n"
+    "usage: frugal score MODEL --text-file FILE [--tokenizer tokenizer.json] [--seq-len N] [--stride S] [--json]\n"
     "       frugal launch -n N score MODEL --text-file FILE [--ep E] [...]\n\n"
     "MODEL is a Frugal checkpoint (.h5) or hf:DIR. Tokenizes FILE with the model's tokenizer (hf:DIR: "
     "DIR/tokenizer.json; a checkpoint: --tokenizer, else the tokenizer.json of the Hugging Face model it was "
@@ -37,6 +37,9 @@ const char* kHelp =
     "tokens scored, the mean cross-entropy in nats per token and the perplexity.\n\n"
     "  --json          one object: num_tokens, mean_nll, perplexity, token_ids and logprobs (of every token after "
     "the first, given the ones before it in its window)\n"
+    "  --stride S      start a window every S tokens (default: --seq-len, windows side by side); with S smaller "
+    "than the window, each window scores only the tokens the previous one did not, so every token after the first "
+    "window sees at least window - S tokens of context (the sliding-window perplexity of Hugging Face's guide)\n"
     "  --ep E          under frugal launch: experts are sharded over groups of E ranks (default: every rank), each "
     "rank reads only its experts' weights and the windows are spread over the ranks\n"
     "  --timeout S     under frugal launch: seconds a collective may wait before the job stops (default 600)\n";
@@ -47,7 +50,7 @@ constexpr int64_t kDefaultWindow = 1024;
 
 struct ScoreArgs {
     std::string model, text_file, tokenizer;
-    int64_t seq_len = 0, ep = 0;
+    int64_t seq_len = 0, stride = 0, ep = 0;
     double timeout_s = 600;
     bool json = false;
 };
@@ -73,6 +76,8 @@ ScoreArgs parse(const Args& args) {
             a.tokenizer = value();
         else if (args[i] == "--seq-len")
             a.seq_len = int64_t(number(2));
+        else if (args[i] == "--stride")
+            a.stride = int64_t(number(1));
         else if (args[i] == "--ep")
             a.ep = int64_t(number(1));
         else if (args[i] == "--timeout")
@@ -90,11 +95,19 @@ ScoreArgs parse(const Args& args) {
 
 bool is_hf(const ScoreArgs& a) { return a.model.rfind("hf:", 0) == 0; }
 
-// Everything that can be checked before a rank communicates: the model's architecture, the tokens, the layout.
+// One forward pass: inputs ids[start, start + len), targets ids[start + 1, start + len + 1); it reports the
+// targets [skip, len) (the earlier ones were reported by the previous window).
+struct Window {
+    int64_t start, len, skip;
+};
+
+// Everything that can be checked before a rank communicates: the model's architecture, the tokens, the windows,
+// the layout.
 struct Plan {
     model::ModelConfig cfg;
     std::vector<int32_t> ids;
-    int64_t window = 0;  // tokens scored per window
+    int64_t window = 0;  // longest window
+    std::vector<Window> windows;
     parallel::ParallelDims dims;
 };
 
@@ -124,13 +137,18 @@ Plan plan(const ScoreArgs& a, int world_size, int rank) {
                             p.cfg.vocab_size, ": the tokenizer does not belong to this model");
     FRUGAL_CONFIG_CHECK(p.ids.size() >= 2, a.text_file, " has fewer than two tokens: nothing to score");
     p.window = std::min(a.seq_len > 0 ? a.seq_len : kDefaultWindow, p.cfg.max_seq_len);
+    const int64_t stride = a.stride > 0 ? a.stride : p.window;
+    FRUGAL_CONFIG_CHECK(stride <= p.window, "--stride ", stride, " is longer than the window (", p.window,
+                        " tokens): windows would skip tokens; use at most ", p.window);
+    // Each window reports the targets after the last one reported; every target exactly once, in order.
+    const int64_t n = int64_t(p.ids.size()) - 1;
+    for (int64_t start = 0, reported = 0; reported < n; start += stride) {
+        const int64_t len = std::min(p.window, n - start);
+        p.windows.push_back({start, len, std::max<int64_t>(0, reported - start)});
+        reported = start + len;
+    }
     p.dims = parallel::ParallelDims::make(world_size, rank, a.ep > 0 ? a.ep : world_size, p.cfg.moe.n_experts);
     return p;
-}
-
-// Window w scores targets ids[w W + 1 .. w W + len]: returns len.
-int64_t window_len(const Plan& p, int64_t w) {
-    return std::min<int64_t>(p.window, int64_t(p.ids.size()) - 1 - w * p.window);
 }
 
 // Scores every window, spread round-robin over the ranks (window w on rank w mod world): every rank runs the same
@@ -145,22 +163,21 @@ std::vector<double> score_windows(const ScoreArgs& a, const Plan& p, parallel::C
     LoadedModel m = is_hf(a) ? load_hf_model(a.model.substr(3), shard) : load_checkpoint_model(a.model, shard);
     const int64_t load_growth = peak_rss_bytes() - rss_before;
     parallel::use_expert_parallel(*m.net, *ep_comm, false);
-    const int64_t n_win = (int64_t(p.ids.size()) - 1 + p.window - 1) / p.window;
+    const int64_t n_win = int64_t(p.windows.size());
     const int64_t ranks = world.size(), rounds = (n_win + ranks - 1) / ranks;
     if (world.rank() == 0)
-        log::info("score: ", p.ids.size() - 1, " tokens in ", n_win, " window(s) of up to ", p.window, " over ", ranks,
-                  " rank(s), ep ", dims.ep, " (", shard.count, " of ", p.cfg.moe.n_experts,
-                  " experts per rank); rank 0 holds ", m.net->params().numel(), " parameters (",
-                  std::llround(double(m.net->params().numel()) * 4 / 1e6), " MB); loading raised its peak memory by ",
-                  std::llround(double(load_growth) / 1e6), " MB");
+        log::info("score: ", p.ids.size() - 1, " tokens in ", n_win, " window(s) of up to ", p.window, " (stride ",
+                  n_win > 1 ? p.windows[1].start : p.window, ") over ", ranks, " rank(s), ep ", dims.ep, " (",
+                  shard.count, " of ", p.cfg.moe.n_experts, " experts per rank); rank 0 holds ",
+                  m.net->params().numel(), " parameters (", std::llround(double(m.net->params().numel()) * 4 / 1e6),
+                  " MB); loading raised its peak memory by ", std::llround(double(load_growth) / 1e6), " MB");
     std::vector<double> mine(size_t(rounds * p.window), std::numeric_limits<double>::quiet_NaN());
     for (int64_t r = 0; r < rounds; ++r) {
         const int64_t w = r * ranks + world.rank();
-        const int64_t start = w < n_win ? w * p.window : 0, len = w < n_win ? window_len(p, w) : 1;
+        const Window win = w < n_win ? p.windows[size_t(w)] : Window{0, 1, 1};
         world.set_layer("score window " + std::to_string(w));
-        m.net->forward(p.ids.data() + start, p.ids.data() + start + 1, 1, len);
-        if (w < n_win)
-            for (int64_t i = 0; i < len; ++i) mine[size_t(r * p.window + i)] = -double(m.net->token_losses()[i]);
+        m.net->forward(p.ids.data() + win.start, p.ids.data() + win.start + 1, 1, win.len);
+        for (int64_t i = win.skip; i < win.len; ++i) mine[size_t(r * p.window + i)] = -double(m.net->token_losses()[i]);
     }
     std::vector<double> all(size_t(ranks) * mine.size());
     world.set_layer("gather log-probabilities");
@@ -168,8 +185,9 @@ std::vector<double> score_windows(const ScoreArgs& a, const Plan& p, parallel::C
     std::vector<double> logprobs;
     logprobs.reserve(p.ids.size() - 1);
     for (int64_t w = 0; w < n_win; ++w) {
+        const Window& win = p.windows[size_t(w)];
         const double* src = all.data() + ((w % ranks) * rounds + w / ranks) * p.window;
-        logprobs.insert(logprobs.end(), src, src + window_len(p, w));
+        logprobs.insert(logprobs.end(), src + win.skip, src + win.len);
     }
     return logprobs;
 }

@@ -439,3 +439,41 @@ TEST_F(Hf, ExpertParallelLoadingHoldsOnlyTheShard) {
 
 }  // namespace
 }  // namespace frugal
+
+namespace frugal {
+namespace {
+
+TEST_F(Hf, ScoreWithAStrideGivesEveryTokenItsSlidingContext) {
+    std::string text;
+    for (int i = 0; i < 6; ++i) text += "Sliding windows " + std::to_string(i) + " score with more context. ";
+    std::ofstream(dir_ / "t.txt") << text;
+    const std::string base =
+        "score hf:" + (dir_ / "src").string() + " --text-file " + (dir_ / "t.txt").string() + " --seq-len 32 --json";
+    auto plain = test::run_frugal(base);
+    auto slide = test::run_frugal(base + " --stride 8");
+    ASSERT_EQ(plain.code, 0) << plain.output;
+    ASSERT_EQ(slide.code, 0) << slide.output;
+    const std::vector<double> a = json_list(plain.output, "logprobs"), b = json_list(slide.output, "logprobs");
+    const int64_t n = int64_t(text.size()) - 1, w = 32, s = 8;
+    ASSERT_EQ(int64_t(b.size()), n) << "every token after the first exactly once";
+    for (int64_t i = 0; i < w; ++i) EXPECT_EQ(a[size_t(i)], b[size_t(i)]) << "the first window is the same";
+    // Target t (ids index, 1-based) is reported by the first window reaching it, which starts at
+    // max(0, ceil((t - w) / s)) * s: check a few against an in-process forward over that window.
+    model::ModelConfig cfg = tiny_qwen3();
+    model::Transformer<float> net(cfg, {}, false);
+    checkpoint::load_hf_weights((dir_ / "src").string(), net.params());
+    std::vector<int32_t> ids(text.begin(), text.end());
+    for (auto& v : ids) v = int32_t(static_cast<unsigned char>(v));
+    for (int64_t t : {int64_t(33), int64_t(40), int64_t(77), n}) {
+        const int64_t start = std::max<int64_t>(0, (t - w + s - 1) / s) * s, len = std::min(w, n - start);
+        net.forward(ids.data() + start, ids.data() + start + 1, 1, len);
+        EXPECT_NEAR(b[size_t(t - 1)], -double(net.token_losses()[t - 1 - start]), 1e-6) << "target " << t;
+        EXPECT_GE(t - start, w - s) << "at least window - stride tokens of context";
+    }
+    auto bad = test::run_frugal(base + " --stride 33");
+    EXPECT_EQ(bad.code, 2) << bad.output;
+    EXPECT_NE(bad.output.find("--stride 33 is longer than the window (32 tokens)"), std::string::npos) << bad.output;
+}
+
+}  // namespace
+}  // namespace frugal
