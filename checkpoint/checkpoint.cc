@@ -28,8 +28,9 @@ void CheckpointConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "keep_last", &keep_last, "checkpoints kept (older ones are deleted after a successful save)", 1);
     f.add(p + "keep_every", &keep_every, "also keep every checkpoint whose step is a multiple of this; 0 = off", 0);
     f.add(p + "export_hf", &export_hf,
-          "after the last step, write the model in Hugging Face format (qwen3_moe with QK-norm, else mixtral; with "
-          "model.init_from the source config.json and tokenizer files are copied) to this directory; empty = off");
+          "after the last step, write the model in Hugging Face format to this directory, each rank its own experts "
+          "(the family that holds the architecture: qwen3_moe, qwen2_moe, mixtral or olmoe; with model.init_from the "
+          "source config.json and tokenizer files are copied); empty = off");
     f.add(p + "export_hf_dtype", &export_hf_dtype, "dtype of the exported safetensors", {"bf16", "f16", "f32"});
 }
 

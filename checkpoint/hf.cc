@@ -11,6 +11,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
 #include "model/hf_config.h"
+#include "parallel/communicator.h"
 
 namespace frugal::checkpoint {
 
@@ -247,6 +248,43 @@ void check_exportable(const model::ModelConfig& m, const std::string& type) {
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
                const std::string& type, const std::string& dtype, const std::string& source_config,
                int64_t max_shard_bytes) {
+    parallel::SingleProcessComm world;
+    export_hf(out_dir, store, cfg, type, dtype, source_config, world, ExportLayout{}, max_shard_bytes);
+}
+
+namespace {
+// The files of one writer's group of tensors: consecutive parts, a new file when the next part would push the
+// current one past max_shard_bytes.
+struct Planned {
+    HfPart part;
+    const float* src;
+};
+std::vector<std::vector<Planned>> split_files(std::vector<Planned> parts, int64_t elem, int64_t max_shard_bytes,
+                                              int64_t* total) {
+    std::vector<std::vector<Planned>> files;
+    int64_t bytes = 0;
+    for (Planned& p : parts) {
+        const int64_t b = shape_numel(p.part.shape) * elem;
+        if (files.empty() || (bytes > 0 && bytes + b > max_shard_bytes)) {
+            files.emplace_back();
+            bytes = 0;
+        }
+        bytes += b;
+        *total += b;
+        files.back().push_back(std::move(p));
+    }
+    return files;
+}
+std::string shard_name(int64_t i, int64_t n) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "model-%05lld-of-%05lld.safetensors", (long long)i + 1, (long long)n);
+    return name;
+}
+}  // namespace
+
+void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
+               const std::string& type, const std::string& dtype, const std::string& source_config,
+               parallel::Communicator& world, ExportLayout layout, int64_t max_shard_bytes) {
     FRUGAL_CONFIG_CHECK(type == "qwen3_moe" || type == "qwen2_moe" || type == "mixtral" || type == "olmoe",
                         "export model_type '", type, "' is not supported: qwen3_moe, qwen2_moe, mixtral or olmoe");
     FRUGAL_CONFIG_CHECK(dtype == "bf16" || dtype == "f16" || dtype == "f32", "--dtype '", dtype,
@@ -254,81 +292,105 @@ void export_hf(const std::string& out_dir, const model::ParamStore& store, const
     check_exportable(cfg, type);
     FRUGAL_CONFIG_CHECK(source_config.empty() || !fs::exists(source_config) || fs::is_regular_file(source_config),
                         "--config ", source_config, " is not a file: give the source model's config.json");
+    const bool root = world.rank() == 0;
+    FRUGAL_CHECK(!root || (layout.writer && layout.ep_rank == 0), "rank 0 must write the replicated tensors");
     // Everything is written into a staging directory beside out_dir and renamed at the end: a failed export never
     // leaves a half-written model under out_dir, and a previous export there stays until the new one is complete.
     const fs::path target = fs::absolute(out_dir);
     const fs::path staging = target.parent_path() / ("." + target.filename().string() + ".partial");
-    fs::remove_all(staging);
-    fs::create_directories(staging);
-    struct RemoveUnlessDone {  // a failure below removes the staging directory
+    if (root) {
+        fs::remove_all(staging);
+        fs::create_directories(staging);
+    }
+    struct RemoveUnlessDone {  // a failure on rank 0 removes the staging directory
         fs::path path;
-        bool done = false;
+        bool active;
         ~RemoveUnlessDone() {
             std::error_code ec;
-            if (!done) fs::remove_all(path, ec);
+            if (active) fs::remove_all(path, ec);
         }
-    } guard{staging};
-    // Plan: the tensors in parameter order, split into shards by size. Then convert and write one shard at a time,
-    // so the staging memory is one shard, not the model.
-    struct Planned {
-        HfPart part;
-        const float* src;
-    };
+    } guard{staging, root};
+    world.set_layer("export");
+    world.barrier();
+    // Tensors in two kinds of groups: the replicated ones (written by ep rank 0) and, for each ep rank j, the
+    // experts it holds (written by it). Every expert group has the same shapes, so every rank can number every
+    // file: the replicated group's files first, then each expert group's in ep-rank order. Each writer converts
+    // its tensors while writing them (no copy of the model), one file at a time.
     const int64_t elem = dtype == "f32" ? 4 : 2;
-    std::vector<std::vector<Planned>> shards(1);
-    int64_t bytes = 0, total = 0;
+    std::vector<Planned> replicated, experts;
     for (const model::Param* p : store.params()) {
-        FRUGAL_CHECK(p->shape == p->global_shape, "export needs every expert on one process (got a shard of ", p->name,
-                     ")");
-        for (HfPart& part : hf_parts(*p, type)) {
-            const int64_t b = shape_numel(part.shape) * elem;
-            if (bytes > 0 && bytes + b > max_shard_bytes) {
-                shards.emplace_back();
-                bytes = 0;
+        FRUGAL_CHECK(p->is_expert || p->shape == p->global_shape, "parameter ", p->name, " is a shard");
+        FRUGAL_CHECK(!p->is_expert || p->shape[0] * layout.ep == p->global_shape[0], "expert parameter ", p->name,
+                     " holds ", p->shape[0], " of ", p->global_shape[0], " experts, not 1/", layout.ep);
+        for (HfPart& part : hf_parts(*p, type))
+            (p->is_expert ? experts : replicated).push_back({part, p->value.data<float>() + part.offset});
+    }
+    int64_t total = 0, ignored = 0;
+    const auto rep_files = split_files(replicated, elem, max_shard_bytes, &total);
+    const auto own_files = split_files(experts, elem, max_shard_bytes, &ignored);
+    const int64_t n0 = int64_t(rep_files.size()), n1 = int64_t(own_files.size()), n = n0 + layout.ep * n1;
+    if (layout.writer) {
+        auto write = [&](const std::vector<Planned>& file, int64_t i) {
+            std::vector<StTensorOut> tensors;
+            for (const Planned& t : file) tensors.push_back(make_out(t.part.name, t.part.shape, t.src, dtype));
+            write_safetensors((staging / shard_name(i, n)).string(), tensors, {{"format", "pt"}});
+        };
+        if (layout.ep_rank == 0)
+            for (int64_t i = 0; i < n0; ++i) write(rep_files[size_t(i)], i);
+        for (int64_t i = 0; i < n1; ++i) write(own_files[size_t(i)], n0 + layout.ep_rank * n1 + i);
+    }
+    world.barrier();
+    if (root) {
+        // The index names every tensor of every group: the other ranks' expert names come from this rank's expert
+        // parameters moved to their experts (same shapes, another global offset).
+        std::ostringstream index;
+        std::ostringstream map;
+        bool first = true;
+        auto list = [&](const std::vector<std::vector<Planned>>& files, int64_t first_file) {
+            for (size_t f = 0; f < files.size(); ++f)
+                for (const Planned& t : files[f]) {
+                    map << (first ? "\n" : ",\n") << "    \"" << t.part.name << "\": \""
+                        << shard_name(first_file + int64_t(f), n) << "\"";
+                    first = false;
+                }
+        };
+        list(rep_files, 0);
+        for (int64_t j = 0; j < layout.ep; ++j) {
+            std::vector<Planned> parts;
+            for (const model::Param* p : store.params()) {
+                if (!p->is_expert) continue;
+                model::Param moved = *p;
+                moved.global_offset = p->global_offset + (j - layout.ep_rank) * p->value.numel();
+                for (HfPart& part : hf_parts(moved, type)) parts.push_back({part, nullptr});
             }
-            bytes += b;
-            total += b;
-            const float* src = p->value.data<float>() + part.offset;
-            shards.back().push_back({std::move(part), src});
+            list(split_files(parts, elem, max_shard_bytes, &total), n0 + j * n1);
         }
-    }
-    std::ostringstream index;
-    index << "{\n  \"metadata\": {\"total_size\": " << total << "},\n  \"weight_map\": {";
-    bool first = true;
-    for (size_t s = 0; s < shards.size(); ++s) {
-        char name[64];
-        std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
-        std::vector<StTensorOut> tensors;
-        for (const Planned& t : shards[s]) {
-            tensors.push_back(make_out(t.part.name, t.part.shape, t.src, dtype));
-            index << (first ? "\n" : ",\n") << "    \"" << t.part.name << "\": \"" << name << "\"";
-            first = false;
+        index << "{\n  \"metadata\": {\"total_size\": " << total << "},\n  \"weight_map\": {" << map.str()
+              << "\n  }\n}\n";
+        {
+            std::ofstream f(staging / "model.safetensors.index.json");
+            f << index.str();
+            FRUGAL_CHECK(f.good(), "cannot write ", (staging / "model.safetensors.index.json").string());
         }
-        write_safetensors((staging / name).string(), tensors, {{"format", "pt"}});
+        if (!source_config.empty() && fs::exists(source_config))
+            fs::copy_file(source_config, staging / "config.json", fs::copy_options::overwrite_existing);
+        else
+            std::ofstream(staging / "config.json") << generated_config(cfg, type, dtype);
+        // The tokenizer files travel with the model when the source directory had them.
+        if (!source_config.empty())
+            for (const char* tok : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                                    "merges.txt", "tokenizer.model", "generation_config.json"}) {
+                const fs::path src = fs::path(source_config).parent_path() / tok;
+                if (fs::exists(src)) fs::copy_file(src, staging / tok, fs::copy_options::overwrite_existing);
+            }
+        const fs::path old = target.parent_path() / ("." + target.filename().string() + ".old");
+        fs::remove_all(old);
+        if (fs::exists(target)) fs::rename(target, old);
+        fs::rename(staging, target);
+        guard.active = false;
+        fs::remove_all(old);
     }
-    index << "\n  }\n}\n";
-    {
-        std::ofstream f(staging / "model.safetensors.index.json");
-        f << index.str();
-        FRUGAL_CHECK(f.good(), "cannot write ", (staging / "model.safetensors.index.json").string());
-    }
-    if (!source_config.empty() && fs::exists(source_config))
-        fs::copy_file(source_config, staging / "config.json", fs::copy_options::overwrite_existing);
-    else
-        std::ofstream(staging / "config.json") << generated_config(cfg, type, dtype);
-    // The tokenizer files travel with the model when the source directory had them.
-    if (!source_config.empty())
-        for (const char* tok : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                                "merges.txt", "tokenizer.model", "generation_config.json"}) {
-            const fs::path src = fs::path(source_config).parent_path() / tok;
-            if (fs::exists(src)) fs::copy_file(src, staging / tok, fs::copy_options::overwrite_existing);
-        }
-    const fs::path old = target.parent_path() / ("." + target.filename().string() + ".old");
-    fs::remove_all(old);
-    if (fs::exists(target)) fs::rename(target, old);
-    fs::rename(staging, target);
-    guard.done = true;
-    fs::remove_all(old);
+    world.barrier();
 }
 
 }  // namespace frugal::checkpoint

@@ -25,6 +25,7 @@
 
 #include "model/config.h"
 #include "model/params.h"
+#include "parallel/communicator.h"
 
 namespace frugal::checkpoint {
 
@@ -44,9 +45,24 @@ std::string hf_model_type(const model::ModelConfig& cfg);
 void check_exportable(const model::ModelConfig& cfg, const std::string& type);
 
 // Writes config.json (from source_config when given, else generated for model_type), sharded safetensors with
-// model.safetensors.index.json (shards of at most max_shard_bytes), in "bf16", "f16" or "f32". store holds all experts.
+// model.safetensors.index.json (shards of at most max_shard_bytes), in "bf16", "f16" or "f32", into a staging
+// directory renamed to out_dir at the end. store holds all experts (one process).
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
                const std::string& model_type, const std::string& dtype, const std::string& source_config,
                int64_t max_shard_bytes = int64_t(5) << 30);
+
+// Which part of the model a rank writes in a collective export: ep ranks hold the experts between them
+// (ep_rank's 1/ep of each expert tensor); writer marks one rank per ep rank (the first replica). World rank 0 must
+// be the writer of ep rank 0: it also writes the replicated tensors, the index and config.json.
+struct ExportLayout {
+    int ep = 1, ep_rank = 0;
+    bool writer = true;
+};
+// The same, collective over world, from expert-parallel shards: each writer writes the files of its own experts
+// (and ep rank 0 the replicated tensors), so no process ever holds more than its shard. Every tensor's name, shape
+// and bytes are those of a single-process export of the whole model; the split into files follows the ranks.
+void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
+               const std::string& model_type, const std::string& dtype, const std::string& source_config,
+               parallel::Communicator& world, ExportLayout layout, int64_t max_shard_bytes = int64_t(5) << 30);
 
 }  // namespace frugal::checkpoint

@@ -80,8 +80,6 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") = ", per_step, ": set train.global_batch to ",
                         std::max<int64_t>(1, train.global_batch / per_step) * per_step);
     precision.validate();
-    FRUGAL_CONFIG_CHECK(checkpoint.export_hf.empty() || checkpoint.every > 0, "checkpoint.export_hf (",
-                        checkpoint.export_hf, ") exports from the final checkpoint: set checkpoint.every");
     if (!checkpoint.export_hf.empty())  // found now rather than after the last step
         frugal::checkpoint::check_exportable(model, frugal::checkpoint::hf_model_type(model));
     FRUGAL_CONFIG_CHECK(model.attention == "gqa", "model.attention '", model.attention,

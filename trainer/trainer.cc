@@ -533,22 +533,14 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         result.final_val_loss = result.history.back().val_loss;
     }
     if (!cfg.checkpoint.export_hf.empty() && start_step < cfg.train.steps) {
-        // The final checkpoint holds every expert in its global shape: rank 0 reads the whole model back from it.
-        if (is_root) {
-            model::Transformer<float> full(cfg.model, {}, false);
-            std::vector<checkpoint::TensorSlot> slots = checkpoint::param_slots(full.params());
-            std::ostringstream name;
-            name << "step_" << std::setw(8) << std::setfill('0') << cfg.train.steps << ".h5";
-            checkpoint::TrainingState st;
-            checkpoint::load((fs::path(ckpt_dir) / name.str()).string(), slots, st);
-            const std::string source =
-                cfg.model.init_from.empty() ? "" : (fs::path(cfg.model.init_from.substr(3)) / "config.json").string();
-            checkpoint::export_hf(cfg.checkpoint.export_hf, full.params(), cfg.model,
-                                  checkpoint::hf_model_type(cfg.model), cfg.checkpoint.export_hf_dtype, source);
-            log::info("exported the model in Hugging Face format to ", cfg.checkpoint.export_hf);
-        }
-        world.set_layer("export");
-        world.barrier();
+        // Every rank of the first expert-data-parallel replica writes its own experts (ep rank 0 also the
+        // replicated tensors): no process gathers the model.
+        const std::string source =
+            cfg.model.init_from.empty() ? "" : (fs::path(cfg.model.init_from.substr(3)) / "config.json").string();
+        checkpoint::export_hf(cfg.checkpoint.export_hf, net.params(), cfg.model, checkpoint::hf_model_type(cfg.model),
+                              cfg.checkpoint.export_hf_dtype, source, world,
+                              checkpoint::ExportLayout{dims.ep, dims.ep_rank, dims.edp_rank == 0});
+        if (is_root) log::info("exported the model in Hugging Face format to ", cfg.checkpoint.export_hf);
     }
     report.device_seconds = totals();
     report.tokens = double(result.tokens);
