@@ -8,6 +8,7 @@
 #include "accounting/flops.h"
 #include "apps/commands.h"
 #include "apps/model_loading.h"
+#include "apps/mpi_job.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf.h"
 #include "core/error.h"
@@ -17,6 +18,8 @@
 #include "model/hf_config.h"
 #include "model/transformer.h"
 #include "parallel/communicator.h"
+#include "parallel/mpi_comm.h"
+#include "parallel/parallel_dims.h"
 #include "trainer/run_config.h"
 
 namespace frugal::apps {
@@ -31,127 +34,202 @@ std::string take(const Args& args, size_t& i, const std::string& flag) {
 
 // Slots for every parameter, zero optimizer moments and zero expert biases: a step-0 Frugal checkpoint. Every zero
 // slot reads the same buffer (as large as the largest parameter): the import holds the model once, not three times.
+// Under expert parallelism each rank holds its experts; rank 0 writes the replicated rows, the first replica's
+// ranks their experts' rows.
 struct FullSlots {
     std::vector<checkpoint::TensorSlot> slots;
     std::vector<float> zeros;
-    FullSlots(model::Transformer<float>& net, const model::ModelConfig& m) {
-        slots = checkpoint::param_slots(net.params());
+    FullSlots(model::Transformer<float>& net, const model::ModelConfig& m, const parallel::ParallelDims& dims) {
+        const bool rep = dims.rank == 0, exp = dims.edp_rank == 0;
+        slots = checkpoint::param_slots(net.params(), rep, exp);
+        const size_t n_params = slots.size();
         int64_t largest = m.moe.n_experts;
         for (model::Param* p : net.params().params()) largest = std::max(largest, p->value.numel());
         zeros.assign(size_t(largest), 0.0f);
-        for (model::Param* p : net.params().params())
-            for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"})
-                slots.push_back({kind + p->name, p->global_shape, 0, p->shape, true, zeros.data()});
+        for (size_t i = 0; i < n_params; ++i)
+            for (const char* kind : {"optim/exp_avg/", "optim/exp_avg_sq/"}) {
+                checkpoint::TensorSlot z = slots[i];
+                z.name = kind + z.name.substr(7);  // params/NAME -> optim/KIND/NAME
+                z.data = zeros.data();
+                slots.push_back(z);
+            }
         for (int64_t l = 0; l < m.n_layers; ++l) {
             if (!m.is_moe_layer(l)) continue;
             slots.push_back({"moe/layers." + std::to_string(l) + ".expert_bias",
                              {m.moe.n_experts},
                              0,
                              {m.moe.n_experts},
-                             true,
+                             rep,
                              zeros.data()});
         }
     }
 };
+
+const char* kImportHelp =
+    "usage: frugal import-hf HF_DIR --out CKPT.h5\n"
+    "       frugal launch -n N import-hf HF_DIR --out CKPT.h5\n\n"
+    "Reads a Hugging Face model directory (config.json, model.safetensors or sharded with "
+    "model.safetensors.index.json; F32, BF16 or F16) of a supported family (qwen3_moe, qwen2_moe, mixtral, olmoe) "
+    "and writes a step-0 Frugal checkpoint. On one process the model is held once in FP32; under frugal launch the "
+    "experts are spread over the N ranks (each reads only its own) and the checkpoint is written collectively. To "
+    "fine-tune without converting, set model.init_from: hf:HF_DIR in the training config.\n";
+
+const char* kExportHelp =
+    "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32] [--model-type "
+    "qwen3_moe|qwen2_moe|mixtral|olmoe] [--config HF_DIR/config.json]\n"
+    "       frugal launch -n N export-hf CKPT.h5 --out DIR [...]\n\n"
+    "The family defaults to the one that holds the model's architecture. Writes config.json (copied from --config "
+    "with the tokenizer files beside it; by default from the Hugging Face model the checkpoint was imported or "
+    "fine-tuned from, when it is still there; else generated), sharded safetensors and "
+    "model.safetensors.index.json, loadable by transformers. Importing and exporting reproduces the original "
+    "tensors bit for bit in the same dtype. Under frugal launch each rank reads and writes only its experts.\n";
+
+struct ImportJob {
+    std::string dir, out;
+    trainer::TrainConfig cfg;
+    parallel::ParallelDims dims;
+};
+
+// Every check before anything is allocated or any rank communicates.
+ImportJob plan_import(const Args& args, int world_size, int rank) {
+    ImportJob j;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--out")
+            j.out = take(args, i, "--out");
+        else if (args[i].rfind("-", 0) == 0)
+            FRUGAL_CONFIG_ERROR("frugal import-hf: unknown option '", args[i], "'");
+        else
+            j.dir = args[i];
+    }
+    FRUGAL_CONFIG_CHECK(!j.dir.empty() && !j.out.empty(), "frugal import-hf HF_DIR --out CKPT.h5 (see --help)");
+    checkpoint::check_importable(j.dir);
+    j.cfg.model.init_from = "hf:" + j.dir;
+    trainer::adopt_hf_architecture(j.cfg.model);
+    j.cfg.model.init_from.clear();
+    // The stored config keeps the model's context length (a training config sets its own).
+    j.cfg.model.max_seq_len = model::model_from_hf_config((fs::path(j.dir) / "config.json").string()).max_seq_len;
+    j.cfg.train.seq_len = std::min(j.cfg.train.seq_len, j.cfg.model.max_seq_len);
+    j.dims = parallel::ParallelDims::make(world_size, rank, world_size, j.cfg.model.moe.n_experts);
+    // Each process holds the replicated parameters and its share of the experts in FP32: say so before allocating
+    // rather than fail midway.
+    const model::ModelConfig& m = j.cfg.model;
+    int64_t moe_layers = 0;
+    for (int64_t l = 0; l < m.n_layers; ++l) moe_layers += m.is_moe_layer(l);
+    const double experts = double(moe_layers) * double(m.moe.n_experts) * 3.0 * double(m.d_model * m.moe.d_expert);
+    const double need = 4.0 * (accounting::count_params(m).total - experts * (1.0 - 1.0 / double(j.dims.ep)));
+    const double avail = double(available_memory_bytes()) / double(world_size);  // ranks share the machine
+    FRUGAL_CONFIG_CHECK(avail < 0 || need < 0.9 * avail, "import-hf needs about ", std::llround(need / 1e9),
+                        " GB per process to hold ", j.dir, " in FP32 and about ", std::llround(avail / 1e9),
+                        " GB are available to each: spread it over more ranks (frugal launch -n N import-hf ...), or "
+                        "fine-tune from it directly with model.init_from: hf:",
+                        j.dir, " instead of converting it");
+    return j;
+}
+
+void run_import(ImportJob& j, parallel::Communicator& world) {
+    model::Transformer<float> net(j.cfg.model, j.dims.expert_shard(j.cfg.model.moe.n_experts), false);
+    checkpoint::load_hf_weights(j.dir, net.params());  // this rank's experts only
+    FullSlots s(net, j.cfg.model, j.dims);
+    checkpoint::TrainingState st;
+    j.cfg.model.init_from = "hf:" + fs::absolute(j.dir).string();  // provenance: export-hf finds the tokenizer there
+    st.config_yaml = trainer::to_yaml(j.cfg);
+    st.frugal_version = kVersion;
+    st.world_size = j.dims.world;
+    st.ep = j.dims.ep;
+    const fs::path target = fs::absolute(j.out);
+    const std::string staging = (target.parent_path() / ("." + target.filename().string() + ".import")).string();
+    const std::string written = checkpoint::save(staging, s.slots, st, world, 1, 0);
+    if (world.rank() == 0) {
+        fs::rename(written, target);
+        fs::remove_all(staging);
+        log::info("import-hf: ", j.dir, " -> ", target.string(), " (", world.size(), " rank(s))");
+    }
+    world.barrier();
+}
+
+struct ExportJob {
+    std::string ckpt, out, dtype = "bf16", type, source;
+    model::ModelConfig cfg;
+    parallel::ParallelDims dims;
+};
+
+ExportJob plan_export(const Args& args, int world_size, int rank) {
+    ExportJob j;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "--out")
+            j.out = take(args, i, "--out");
+        else if (args[i] == "--dtype")
+            j.dtype = take(args, i, "--dtype");
+        else if (args[i] == "--model-type")
+            j.type = take(args, i, "--model-type");
+        else if (args[i] == "--config")
+            j.source = take(args, i, "--config");
+        else if (args[i].rfind("-", 0) == 0)
+            FRUGAL_CONFIG_ERROR("frugal export-hf: unknown option '", args[i], "'");
+        else
+            j.ckpt = args[i];
+    }
+    FRUGAL_CONFIG_CHECK(!j.ckpt.empty() && !j.out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
+    std::string init_from;
+    j.cfg = checkpoint_model_config(j.ckpt, &init_from);
+    if (j.source.empty()) {
+        // A checkpoint imported or fine-tuned from a Hugging Face model remembers it: its config.json and
+        // tokenizer files travel with the export.
+        const fs::path known = init_from.rfind("hf:", 0) == 0 ? fs::path(init_from.substr(3)) / "config.json" : "";
+        if (!known.empty() && fs::exists(known)) j.source = known.string();
+    }
+    if (j.type.empty()) j.type = checkpoint::hf_model_type(j.cfg);
+    FRUGAL_CONFIG_CHECK(j.dtype == "bf16" || j.dtype == "f16" || j.dtype == "f32", "--dtype '", j.dtype,
+                        "': use bf16, f16 or f32");
+    checkpoint::check_exportable(j.cfg, j.type);
+    j.dims = parallel::ParallelDims::make(world_size, rank, world_size, j.cfg.moe.n_experts);
+    return j;
+}
+
+void run_export(ExportJob& j, parallel::Communicator& world) {
+    LoadedModel loaded = load_checkpoint_model(j.ckpt, j.dims.expert_shard(j.cfg.moe.n_experts));
+    checkpoint::export_hf(j.out, loaded.net->params(), loaded.cfg, j.type, j.dtype, j.source, world,
+                          checkpoint::ExportLayout{j.dims.ep, j.dims.ep_rank, j.dims.edp_rank == 0});
+    if (world.rank() == 0)
+        log::info("export-hf: ", j.ckpt, " -> ", j.out, " (", j.type, ", ", j.dtype, ", ", world.size(), " rank(s))");
+}
+
+// One process, or every rank under mpirun (frugal launch).
+template <typename Job>
+int run_command(const Args& args, Job (*plan)(const Args&, int, int), void (*run)(Job&, parallel::Communicator&)) {
+    if (!parallel::launched_by_mpi()) {
+        Job j = plan(args, 1, 0);
+        parallel::SingleProcessComm world;
+        run(j, world);
+        return 0;
+    }
+    Job j;
+    return run_mpi_job(
+        [&] {
+            int rank = 0, size = 1;
+            MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+            MPI_Comm_size(MPI_COMM_WORLD, &size);
+            j = plan(args, size, rank);
+            return 600.0;
+        },
+        [&](parallel::Communicator& world) { run(j, world); });
+}
 }  // namespace
 
 int cmd_import_hf(const Args& args) {
     if (args.empty() || wants_help(args)) {
-        std::fputs(
-            "usage: frugal import-hf HF_DIR --out CKPT.h5\n\nReads a Hugging Face model directory "
-            "(config.json, model.safetensors or sharded with model.safetensors.index.json; F32, BF16 or F16) of "
-            "a supported family (qwen3_moe, qwen2_moe, mixtral, olmoe) and writes a step-0 Frugal checkpoint. To "
-            "fine-tune "
-            "without converting, set model.init_from: hf:HF_DIR in the training config.\n",
-            args.empty() ? stderr : stdout);
+        std::fputs(kImportHelp, args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
-    std::string dir, out;
-    for (size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--out")
-            out = take(args, i, "--out");
-        else if (args[i].rfind("-", 0) == 0)
-            FRUGAL_CONFIG_ERROR("frugal import-hf: unknown option '", args[i], "'");
-        else
-            dir = args[i];
-    }
-    FRUGAL_CONFIG_CHECK(!dir.empty() && !out.empty(), "frugal import-hf HF_DIR --out CKPT.h5 (see --help)");
-    checkpoint::check_importable(dir);
-    trainer::TrainConfig cfg;
-    cfg.model.init_from = "hf:" + dir;
-    trainer::adopt_hf_architecture(cfg.model);
-    cfg.model.init_from.clear();
-    // The stored config keeps the model's context length (a training config sets its own).
-    cfg.model.max_seq_len = model::model_from_hf_config((fs::path(dir) / "config.json").string()).max_seq_len;
-    cfg.train.seq_len = std::min(cfg.train.seq_len, cfg.model.max_seq_len);
-    // The import holds the model in FP32 on this one process: say so before allocating rather than fail midway.
-    const double need = accounting::count_params(cfg.model).total * 4.0, avail = double(available_memory_bytes());
-    FRUGAL_CONFIG_CHECK(avail < 0 || need < 0.9 * avail, "import-hf needs about ", std::llround(need / 1e9),
-                        " GB to hold ", dir, " in FP32 and this machine has ", std::llround(avail / 1e9),
-                        " GB available: fine-tune from it directly with model.init_from: hf:", dir,
-                        " (each rank reads only its own experts) instead of converting it");
-    model::Transformer<float> net(cfg.model, {}, false);
-    checkpoint::load_hf_weights(dir, net.params());
-    FullSlots s(net, cfg.model);
-    checkpoint::TrainingState st;
-    cfg.model.init_from = "hf:" + fs::absolute(dir).string();  // provenance: export-hf finds the tokenizer there
-    st.config_yaml = trainer::to_yaml(cfg);
-    st.frugal_version = kVersion;
-    parallel::SingleProcessComm world;
-    const fs::path target = fs::absolute(out);
-    const std::string staging = (target.parent_path() / (".import-" + std::to_string(::getpid()))).string();
-    const std::string written = checkpoint::save(staging, s.slots, st, world, 1, 0);
-    fs::rename(written, target);
-    fs::remove_all(staging);
-    log::info("import-hf: ", dir, " -> ", target.string(), " (", net.params().numel(), " parameters)");
-    return 0;
+    return run_command<ImportJob>(args, plan_import, run_import);
 }
 
 int cmd_export_hf(const Args& args) {
     if (args.empty() || wants_help(args)) {
-        std::fputs(
-            "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32] [--model-type "
-            "qwen3_moe|qwen2_moe|mixtral|olmoe] "
-            "[--config HF_DIR/config.json]\n\nThe family defaults to the one that holds the model's architecture. "
-            "Writes config.json (copied from --config with the tokenizer "
-            "files beside it; by default from the Hugging Face model the checkpoint was imported or fine-tuned from, "
-            "when it is still there; else generated), sharded safetensors and model.safetensors.index.json, loadable "
-            "by "
-            "transformers. Importing and exporting reproduces the original tensors bit for bit in the same "
-            "dtype.\n",
-            args.empty() ? stderr : stdout);
+        std::fputs(kExportHelp, args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
-    std::string ckpt, out, dtype = "bf16", type, source;
-    for (size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--out")
-            out = take(args, i, "--out");
-        else if (args[i] == "--dtype")
-            dtype = take(args, i, "--dtype");
-        else if (args[i] == "--model-type")
-            type = take(args, i, "--model-type");
-        else if (args[i] == "--config")
-            source = take(args, i, "--config");
-        else if (args[i].rfind("-", 0) == 0)
-            FRUGAL_CONFIG_ERROR("frugal export-hf: unknown option '", args[i], "'");
-        else
-            ckpt = args[i];
-    }
-    FRUGAL_CONFIG_CHECK(!ckpt.empty() && !out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
-    LoadedModel loaded = load_checkpoint_model(ckpt);
-    if (source.empty()) {
-        // A checkpoint imported or fine-tuned from a Hugging Face model remembers it: its config.json and
-        // tokenizer files travel with the export.
-        std::string init_from;
-        checkpoint_model_config(ckpt, &init_from);
-        const fs::path known = init_from.rfind("hf:", 0) == 0 ? fs::path(init_from.substr(3)) / "config.json" : "";
-        if (!known.empty() && fs::exists(known)) source = known.string();
-    }
-    const model::ModelConfig& m = loaded.cfg;
-    if (type.empty()) type = checkpoint::hf_model_type(m);
-    checkpoint::export_hf(out, loaded.net->params(), m, type, dtype, source);
-    log::info("export-hf: ", ckpt, " -> ", out, " (", type, ", ", dtype, ")");
-    return 0;
+    return run_command<ExportJob>(args, plan_export, run_export);
 }
 
 }  // namespace frugal::apps

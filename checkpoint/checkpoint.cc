@@ -170,13 +170,13 @@ std::string shape_text(const Shape& s) {
 
 }  // namespace
 
-std::vector<TensorSlot> param_slots(model::ParamStore& store) {
+std::vector<TensorSlot> param_slots(model::ParamStore& store, bool write_replicated, bool write_experts) {
     std::vector<TensorSlot> slots;
     for (model::Param* p : store.params()) {
         int64_t row = 1;
         for (size_t i = 1; i < p->global_shape.size(); ++i) row *= p->global_shape[i];
         slots.push_back({"params/" + p->name, p->global_shape, p->global_offset / std::max<int64_t>(row, 1), p->shape,
-                         true, p->value.data<float>()});
+                         p->is_expert ? write_experts : write_replicated, p->value.data<float>()});
     }
     return slots;
 }

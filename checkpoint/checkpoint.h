@@ -62,9 +62,10 @@ struct TensorSlot {
     float* data = nullptr;  // [local_shape] FP32
 };
 
-// One slot per parameter ("params/NAME") of a store, for tools and single-process saves and loads; an expert
-// shard's slot covers its rows of the global tensor (every slot is marked as written by this process).
-std::vector<TensorSlot> param_slots(model::ParamStore& store);
+// One slot per parameter ("params/NAME") of a store, for tools; an expert shard's slot covers its rows of the
+// global tensor. The writer flags say whether this process writes the replicated and the expert parameters (in a
+// collective save, exactly one process writes each row).
+std::vector<TensorSlot> param_slots(model::ParamStore& store, bool write_replicated = true, bool write_experts = true);
 
 // Writes the checkpoint of `step` into dir (collective over world). before_commit, if set, runs on rank 0 after
 // the file is complete and before it is renamed (fault drills use it). Returns the final path.

@@ -38,8 +38,8 @@ LaunchOptions parse_launch_args(const std::vector<std::string>& args) {
         if (a == "--") {
             o.mpirun_args.assign(args.begin() + long(i) + 1, args.end());
             break;
-        } else if (a == "score" && o.config.empty() && o.command == "train") {
-            // Everything up to a lone "--" belongs to `frugal score`.
+        } else if ((a == "score" || a == "import-hf" || a == "export-hf") && o.config.empty() && o.command == "train") {
+            // Everything up to a lone "--" belongs to that command.
             o.command = a;
             for (++i; i < args.size() && args[i] != "--"; ++i) o.command_args.push_back(args[i]);
             --i;
@@ -71,10 +71,9 @@ LaunchOptions parse_launch_args(const std::vector<std::string>& args) {
             o.config = a;
         }
     }
-    if (o.command == "score") {
-        FRUGAL_CONFIG_CHECK(o.config.empty() && o.overrides.empty(),
-                            "frugal launch ... score takes no CONFIG or --set "
-                            "(the model comes from its checkpoint or hf:DIR)");
+    if (o.command != "train") {
+        FRUGAL_CONFIG_CHECK(o.config.empty() && o.overrides.empty(), "frugal launch ... ", o.command,
+                            " takes no CONFIG or --set (the model comes from its arguments)");
         FRUGAL_CONFIG_CHECK(o.slurm_script.empty(), "--slurm-script writes training jobs only");
         FRUGAL_CONFIG_CHECK(o.ranks > 0, "frugal launch: give the number of ranks with -n N");
         return o;
@@ -123,8 +122,8 @@ std::vector<std::string> build_command(const LaunchOptions& opt, const Environme
             if (std::getenv(v)) cmd.insert(cmd.end(), {"-x", v});
     }
     cmd.insert(cmd.end(), opt.mpirun_args.begin(), opt.mpirun_args.end());
-    if (opt.command == "score") {
-        cmd.insert(cmd.end(), {opt.frugal_binary, "score"});
+    if (opt.command != "train") {
+        cmd.insert(cmd.end(), {opt.frugal_binary, opt.command});
         cmd.insert(cmd.end(), opt.command_args.begin(), opt.command_args.end());
         return cmd;
     }

@@ -11,7 +11,8 @@ namespace frugal::launch {
 struct LaunchOptions {
     int ranks = 0;
     std::string config;
-    // `frugal launch -n N score ARGS...` runs `frugal score ARGS...` on every rank instead of `frugal train CONFIG`.
+    // `frugal launch -n N score|import-hf|export-hf ARGS...` runs that command on every rank instead of
+    // `frugal train CONFIG`.
     std::string command = "train";
     std::vector<std::string> command_args;
     std::vector<std::string> overrides;  // key=value, passed as --set
