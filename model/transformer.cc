@@ -60,6 +60,20 @@ void Transformer<T>::set_precision(const precision::PrecisionConfig& cfg) {
 }
 
 template <typename T>
+std::vector<precision::MatmulRecipe<T>*> Transformer<T>::recipes() {
+    std::vector<precision::MatmulRecipe<T>*> out;
+    for (auto& b : blocks_) {
+        b->attn->collect_recipes(out);
+        if (b->moe)
+            b->moe->collect_recipes(out);
+        else
+            b->mlp->collect_recipes(out);
+    }
+    out.push_back(head_.recipe.get());
+    return out;
+}
+
+template <typename T>
 std::vector<MoELayer<T>*> Transformer<T>::moe_layers() {
     std::vector<MoELayer<T>*> out;
     for (auto& b : blocks_)

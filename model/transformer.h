@@ -44,6 +44,8 @@ class Transformer {
     void init(uint64_t seed) { store_.init(seed); }
     // Gives every linear layer its recipe (precision/recipe.h); until then all run in FP32.
     void set_precision(const precision::PrecisionConfig& cfg);
+    // Every linear layer's recipe in a fixed order (blocks in order, then the head): their state is checkpointed.
+    std::vector<precision::MatmulRecipe<T>*> recipes();
 
     // doc_start_BS (optional, document masking of packed windows; data::document_starts): token i attends only to
     // tokens [doc_start_BS[i], i] of its window, and its rotary position is i - doc_start_BS[i].

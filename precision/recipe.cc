@@ -46,6 +46,17 @@ float AmaxHistory::scale_and_record(float current, float fp8_max, int64_t margin
     return std::ldexp(s, -int(margin));
 }
 
+void AmaxHistory::save(float* out) const {
+    out[0] = float(history_.size());
+    std::fill_n(out + 1, length_, 0.0f);
+    std::copy(history_.begin(), history_.end(), out + 1);
+}
+
+void AmaxHistory::load(const float* in) {
+    const int64_t n = std::clamp<int64_t>(int64_t(in[0]), 0, length_);
+    history_.assign(in + 1, in + 1 + n);
+}
+
 namespace {
 
 template <typename T>
@@ -139,6 +150,20 @@ class Fp8Recipe final : public MatmulRecipe<float> {
         return mode_ == Fp8Mode::kTensorwise ? "fp8-tensorwise"
                : mode_ == Fp8Mode::kDelayed  ? "fp8-delayed"
                                              : "fp8-blockwise";
+    }
+
+    int64_t state_size() const override { return mode_ == Fp8Mode::kDelayed ? 3 * hx_.state_size() : 0; }
+    void save_state(float* out) const override {
+        for (const AmaxHistory* h : {&hx_, &hw_, &hg_}) {
+            h->save(out);
+            out += h->state_size();
+        }
+    }
+    void load_state(const float* in) override {
+        for (AmaxHistory* h : {&hx_, &hw_, &hg_}) {
+            h->load(in);
+            in += h->state_size();
+        }
     }
 
   private:

@@ -52,6 +52,11 @@ class MatmulRecipe {
     virtual void backward(T* dx_NI, T* dw_OI, const T* dy_NO, const T* x_NI, const T* w_OI, int64_t n, int64_t in,
                           int64_t out) = 0;
     virtual std::string name() const = 0;
+    // State carried from step to step (delayed scaling's amax histories), for checkpoints: its size in floats
+    // (0: stateless), and saving it to / restoring it from that many floats.
+    virtual int64_t state_size() const { return 0; }
+    virtual void save_state(float*) const {}
+    virtual void load_state(const float*) {}
 };
 
 // The recipe for a linear layer of the given role ("attention", "dense_ffn", "experts", "shared_experts",
@@ -70,6 +75,10 @@ class AmaxHistory {
     // `current`.
     float scale_and_record(float current, float fp8_max, int64_t margin);
     size_t size() const { return history_.size(); }
+    // Checkpoint form: 1 + length floats, the number of entries then the entries (zero-padded).
+    int64_t state_size() const { return 1 + length_; }
+    void save(float* out) const;
+    void load(const float* in);
 
   private:
     int64_t length_;

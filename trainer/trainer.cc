@@ -81,13 +81,18 @@ std::string moe_stats_json(const model::ModelConfig& m, const std::vector<model:
     return os.str();
 }
 
-// The checkpoint's view of the training state: a TensorSlot per parameter, AdamW moment and expert bias.
+// The checkpoint's view of the training state: a TensorSlot per parameter, AdamW moment and expert bias, and the
+// matmul recipes' state (delayed scaling's amax histories).
 // BF16 moments are staged through FP32 buffers (BF16 values are exact in FP32), so the file format does not
-// depend on precision.optimizer_state.
+// depend on precision.optimizer_state. Each data-parallel rank's amax histories saw its own batches: they are one
+// row per rank of "precision/recipe_state" [world, n], restored only into the same layout.
 struct CheckpointSlots {
+    static constexpr const char* kRecipeState = "precision/recipe_state";
     std::vector<checkpoint::TensorSlot> slots;
     std::vector<std::vector<float>> staged;        // FP32 copies of BF16 moments
     std::vector<std::pair<Tensor*, size_t>> bf16;  // moment tensor -> staged index
+    std::vector<precision::MatmulRecipe<float>*> recipes;
+    std::vector<float> recipe_state;
 
     CheckpointSlots(model::Transformer<float>& net, optim::AdamW& opt, std::vector<model::MoELayer<float>*>& moe,
                     const model::ModelConfig& m, const parallel::ParallelDims& dims) {
@@ -131,14 +136,48 @@ struct CheckpointSlots {
             s.data = moe[i++]->router().expert_bias().data();
             slots.push_back(s);
         }
+        recipes = net.recipes();
+        int64_t n = 0;
+        for (auto* r : recipes) n += r->state_size();
+        if (n > 0) {
+            recipe_state.assign(size_t(n), 0.0f);
+            slots.push_back({kRecipeState, {dims.world, n}, dims.rank, {1, n}, true, recipe_state.data()});
+        }
+    }
+    bool has_recipe_state() const { return !recipe_state.empty(); }
+    // The slots to restore from a checkpoint written by world_size ranks with expert parallelism ep: the recipe
+    // state only when it was written by this very layout (and has this size).
+    std::vector<checkpoint::TensorSlot> load_slots(const std::string& path, int64_t world_size, int64_t ep,
+                                                   const parallel::ParallelDims& dims, bool* with_recipe_state) const {
+        *with_recipe_state = false;
+        if (!has_recipe_state()) return slots;
+        for (const auto& e : checkpoint::read_manifest(path))
+            if (e.name == kRecipeState && e.shape == Shape{dims.world, int64_t(recipe_state.size())})
+                *with_recipe_state = world_size == dims.world && ep == dims.ep;
+        std::vector<checkpoint::TensorSlot> out;
+        for (const auto& s : slots)
+            if (s.name != kRecipeState || *with_recipe_state) out.push_back(s);
+        return out;
     }
     void before_save() {
+        float* out = recipe_state.data();
+        for (auto* r : recipes) {
+            r->save_state(out);
+            out += r->state_size();
+        }
         for (auto [t, k] : bf16) {
             const uint16_t* src = static_cast<const uint16_t*>(t->raw_data());
             for (size_t j = 0; j < staged[k].size(); ++j) staged[k][j] = bf16_bits_to_float(src[j]);
         }
     }
-    void after_load() {
+    void after_load(bool with_recipe_state) {
+        if (with_recipe_state) {
+            const float* in = recipe_state.data();
+            for (auto* r : recipes) {
+                r->load_state(in);
+                in += r->state_size();
+            }
+        }
         for (auto [t, k] : bf16) {
             uint16_t* dst = static_cast<uint16_t*>(t->raw_data());
             for (size_t j = 0; j < staged[k].size(); ++j) dst[j] = float_to_bf16_bits(staged[k][j]);
@@ -276,9 +315,17 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             std::ostringstream name;
             name << "step_" << std::setw(8) << std::setfill('0') << found << ".h5";
             path = (fs::path(ckpt_dir) / name.str()).string();
+            const checkpoint::TrainingState written = checkpoint::read_state(path);
+            bool with_recipe_state = false;
+            std::vector<checkpoint::TensorSlot> load_slots =
+                ckpt.load_slots(path, written.world_size, written.ep, dims, &with_recipe_state);
+            if (ckpt.has_recipe_state() && !with_recipe_state)
+                log::warn("the amax histories of ", cfg.precision.recipe, " restart empty: ", path,
+                          " was written by another layout or recipe (", written.world_size, " ranks, ep ", written.ep,
+                          ")");
             checkpoint::TrainingState st;
-            checkpoint::load(path, ckpt.slots, st);
-            ckpt.after_load();
+            checkpoint::load(path, load_slots, st);
+            ckpt.after_load(with_recipe_state);
             start_step = st.step;
             data_position = st.data_position;
             opt.set_steps_taken(st.optimizer_steps);

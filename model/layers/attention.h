@@ -26,6 +26,9 @@ class Attention {
     void set_precision(const precision::PrecisionConfig& cfg) {
         for (Linear<T>* l : {&wq_, &wk_, &wv_, &wo_}) l->set_precision(cfg, "attention");
     }
+    void collect_recipes(std::vector<precision::MatmulRecipe<T>*>& out) {
+        for (Linear<T>* l : {&wq_, &wk_, &wv_, &wo_}) out.push_back(l->recipe.get());
+    }
 
   private:
     int64_t d_, hq_, hkv_, hd_;

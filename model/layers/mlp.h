@@ -23,6 +23,10 @@ class MLP {
         w13_.set_precision(cfg, role_);
         w2_.set_precision(cfg, role_);
     }
+    void collect_recipes(std::vector<precision::MatmulRecipe<T>*>& out) {
+        out.push_back(w13_.recipe.get());
+        out.push_back(w2_.recipe.get());
+    }
 
   private:
     int64_t d_, f_;

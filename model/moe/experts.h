@@ -26,6 +26,13 @@ class Experts {
     void forward_reference(T* y_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert) const;
     // One recipe object per expert and matrix (delayed scaling keeps a history per GEMM), role "experts".
     void set_precision(const precision::PrecisionConfig& cfg);
+    // Local expert e's two recipes, in expert order.
+    void collect_recipes(std::vector<precision::MatmulRecipe<T>*>& out) {
+        for (int64_t e = 0; e < num_local_; ++e) {
+            out.push_back(r13_[size_t(e)].get());
+            out.push_back(r2_[size_t(e)].get());
+        }
+    }
 
     Param* w13() const { return w13_; }
     Param* w2() const { return w2_; }

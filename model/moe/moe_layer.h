@@ -37,6 +37,10 @@ class MoELayer {
         experts_.set_precision(cfg);
         if (shared_) shared_->set_precision(cfg);
     }
+    void collect_recipes(std::vector<precision::MatmulRecipe<T>*>& out) {
+        experts_.collect_recipes(out);
+        if (shared_) shared_->collect_recipes(out);
+    }
     Dispatcher<T>& dispatcher() { return *dispatcher_; }
     Router<T>& router() { return router_; }
     Experts<T>& experts() { return experts_; }

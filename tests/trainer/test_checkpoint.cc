@@ -30,7 +30,7 @@ std::vector<double> metric_losses(const fs::path& run) {
 }
 
 class Checkpoint : public ::testing::Test {
-  protected:
+  public:
     void SetUp() override {
         ASSERT_FALSE(test::test_corpus().empty()) << "the fortunes package is missing";
         dir_ = test::temp_dir("ckpt");
@@ -71,27 +71,36 @@ class Checkpoint : public ::testing::Test {
     fs::path dir_;
 };
 
-TEST_F(Checkpoint, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
-    trainer::TrainConfig full = small("full");
-    full.train.steps = 9;
+// Resumes after step 3 of 9 and compares every later step bitwise with the uninterrupted run, for a recipe
+// without state (fp32) and for fp8-delayed, whose per-layer amax histories are part of the checkpoint.
+void resume_case(Checkpoint& t, const std::string& recipe) {
+    auto config = [&](const std::string& name, int64_t steps) {
+        trainer::TrainConfig c = t.small(name + "_" + recipe);
+        c.precision.recipe = recipe;
+        c.train.steps = steps;
+        return c;
+    };
+    trainer::TrainConfig full = config("full", 9);
     auto ref = trainer::train(full);
-    trainer::TrainConfig first = small("resumed");
-    first.train.steps = 3;
+    trainer::TrainConfig first = config("resumed", 3);
     trainer::train(first);
-    trainer::TrainConfig second = small("resumed");
-    second.train.steps = 9;
+    trainer::TrainConfig second = config("resumed", 9);
     second.checkpoint.resume = "auto";
     auto rest = trainer::train(second);
     ASSERT_EQ(rest.history.size(), 6u);
     for (size_t i = 0; i < 6; ++i) {
         EXPECT_EQ(std::memcmp(&rest.history[i].loss, &ref.history[i + 3].loss, sizeof(double)), 0)
-            << "step " << i + 4 << ": " << rest.history[i].loss << " vs " << ref.history[i + 3].loss;
-        EXPECT_EQ(rest.history[i].grad_norm, ref.history[i + 3].grad_norm) << "step " << i + 4;
+            << recipe << " step " << i + 4 << ": " << rest.history[i].loss << " vs " << ref.history[i + 3].loss;
+        EXPECT_EQ(rest.history[i].grad_norm, ref.history[i + 3].grad_norm) << recipe << " step " << i + 4;
     }
     // Retention kept the last 3 of steps 3, 6, 9 (and the resumed run continued the metrics file).
-    EXPECT_EQ(metric_losses(dir_ / "resumed").size(), 9u);
-    EXPECT_TRUE(fs::exists(dir_ / "resumed" / "checkpoints" / "step_00000009.h5"));
+    const fs::path run = fs::path(second.run.out_dir);
+    EXPECT_EQ(metric_losses(run).size(), 9u);
+    EXPECT_TRUE(fs::exists(run / "checkpoints" / "step_00000009.h5"));
 }
+
+TEST_F(Checkpoint, ResumeIsBitwiseIdenticalToAnUninterruptedRun) { resume_case(*this, "fp32"); }
+TEST_F(Checkpoint, ResumeWithDelayedScalingIsBitwiseIdentical) { resume_case(*this, "fp8-delayed"); }
 
 TEST_F(Checkpoint, ReshardsFourToTwoToOneAndOneToFour) {
     // Uninterrupted reference on one rank.
