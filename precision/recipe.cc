@@ -154,12 +154,14 @@ class Fp8Recipe final : public MatmulRecipe<float> {
 
     int64_t state_size() const override { return mode_ == Fp8Mode::kDelayed ? 3 * hx_.state_size() : 0; }
     void save_state(float* out) const override {
+        if (mode_ != Fp8Mode::kDelayed) return;  // state_size() is 0: nothing to write
         for (const AmaxHistory* h : {&hx_, &hw_, &hg_}) {
             h->save(out);
             out += h->state_size();
         }
     }
     void load_state(const float* in) override {
+        if (mode_ != Fp8Mode::kDelayed) return;
         for (AmaxHistory* h : {&hx_, &hw_, &hg_}) {
             h->load(in);
             in += h->state_size();

@@ -101,6 +101,9 @@ void resume_case(Checkpoint& t, const std::string& recipe) {
 
 TEST_F(Checkpoint, ResumeIsBitwiseIdenticalToAnUninterruptedRun) { resume_case(*this, "fp32"); }
 TEST_F(Checkpoint, ResumeWithDelayedScalingIsBitwiseIdentical) { resume_case(*this, "fp8-delayed"); }
+TEST_F(Checkpoint, ResumeWithStatelessFp8RecipesIsBitwiseIdentical) {
+    for (const char* recipe : {"fp8-tensorwise", "fp8-blockwise", "bf16"}) resume_case(*this, recipe);
+}
 
 TEST_F(Checkpoint, ReshardsFourToTwoToOneAndOneToFour) {
     // Uninterrupted reference on one rank.
