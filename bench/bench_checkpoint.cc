@@ -2,8 +2,6 @@
 // measured in the same run (single process; parameters plus two optimizer moments of the configured model).
 //   build/bench_checkpoint [CONFIG.yaml] [DIR]     (default configs/demo.yaml, runs/bench-checkpoint)
 // Reads come from the page cache in both cases (the same state for both: the file was just written).
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -63,18 +61,9 @@ int main(int argc, char** argv) {
             checkpoint::load(file, slots, st);
             rd.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
             // Raw: the same bytes, one sequential write + fsync, one sequential read.
-            t0 = Clock::now();
-            int fd = ::open(raw.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            FRUGAL_CHECK(fd >= 0, "cannot write ", raw);
-            FRUGAL_CHECK(::write(fd, buf.data(), buf.size()) == ssize_t(buf.size()), "short write");
-            ::fsync(fd);
-            ::close(fd);
-            raw_wr.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-            t0 = Clock::now();
-            fd = ::open(raw.c_str(), O_RDONLY);
-            FRUGAL_CHECK(::read(fd, buf.data(), buf.size()) == ssize_t(buf.size()), "short read");
-            ::close(fd);
-            raw_rd.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+            const auto [raw_w, raw_r] = bench::raw_write_read(raw, buf);
+            raw_wr.push_back(raw_w);
+            raw_rd.push_back(raw_r);
         }
         const double mb = double(bytes) / 1e6;
         std::printf("checkpoint of %s: %.1f MB (parameters + 2 moments)\n", path.c_str(), mb);

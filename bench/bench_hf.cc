@@ -5,8 +5,6 @@
 //   Hugging Face families need; DIR runs/bench-hf)
 // Export = FP32 -> BF16 conversion + write + fsync of every shard; import = mmap + BF16 -> FP32 of every tensor.
 // Reads come from the page cache in both cases (the files were just written).
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -61,18 +59,10 @@ int main(int argc, char** argv) {
             t0 = Clock::now();
             checkpoint::load_hf_weights(out, back.params());
             im.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-            t0 = Clock::now();
-            int fd = ::open(raw.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            FRUGAL_CHECK(fd >= 0, "cannot write ", raw);
-            FRUGAL_CHECK(::write(fd, buf.data(), buf.size()) == ssize_t(buf.size()), "short write");
-            ::fsync(fd);
-            ::close(fd);
-            raw_wr.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-            t0 = Clock::now();
-            fd = ::open(raw.c_str(), O_RDONLY);
-            FRUGAL_CHECK(::read(fd, buf.data(), buf.size()) == ssize_t(buf.size()), "short read");
-            ::close(fd);
-            raw_rd.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+            // Raw: the same bytes, one sequential write + fsync, one sequential read.
+            const auto [raw_w, raw_r] = bench::raw_write_read(raw, buf);
+            raw_wr.push_back(raw_w);
+            raw_rd.push_back(raw_r);
         }
         const double mb = double(bytes) / 1e6;
         std::printf("%s as %s: %lld parameters, %.1f MB in BF16\n", path.c_str(),

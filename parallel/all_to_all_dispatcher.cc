@@ -86,9 +86,10 @@ void AllToAllDispatcher<T>::exchange_direct(const T* send, T* recv, bool forward
         for (int64_t j = 0; j < ep_; ++j) {
             // Peer j as destination: its local expert e is global expert j E_l + e, whose rows are contiguous in
             // this rank's permuted order. Peer j as source: its rows for our local expert e, block (e, j) here.
-            const size_t g = size_t(j * local_ + e), se = size_t(j * local_ + e), es = size_t(e * ep_ + j);
+            // The same index j E_l + e names both: global expert g here and (source j, local e) in recv_count_SE.
+            const size_t g = size_t(j * local_ + e), es = size_t(e * ep_ + j);
             const int64_t src_cnt = perm.tokens_per_expert_E[g] * d, src_dsp = perm.offset_E[g] * d;
-            const int64_t exp_cnt = recv_count_SE_[se] * d, exp_dsp = exp_off_ES_[es] * d;
+            const int64_t exp_cnt = recv_count_SE_[g] * d, exp_dsp = exp_off_ES_[es] * d;
             send_cnt_[size_t(j)] = forward ? src_cnt : exp_cnt;
             send_dsp_[size_t(j)] = forward ? src_dsp : exp_dsp;
             recv_cnt_[size_t(j)] = forward ? exp_cnt : src_cnt;
