@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <iomanip>
+#include <numeric>
 #include <sstream>
 
 #include "core/error.h"
@@ -42,7 +43,49 @@ double parse_count(const std::string& text, const std::string& what) {
     return v * mult;
 }
 
+int64_t whole_count(double v, const std::string& what, int64_t max) {
+    FRUGAL_CONFIG_CHECK(v >= 1 && v <= double(max) && v == std::floor(v), what, " ", v,
+                        " must be a whole number in [1, ", max, "]");
+    return int64_t(v);
+}
+
+namespace {
+// The divisors of n that are at most limit, as "1, 2, 4".
+std::string divisors(int64_t n, int64_t limit) {
+    std::string out;
+    for (int64_t d = 1; d <= n && d <= limit; ++d)
+        if (n % d == 0) out += (out.empty() ? "" : ", ") + std::to_string(d);
+    return out;
+}
+}  // namespace
+
+void check_layout(const EstimateInput& in) {
+    const model::ModelConfig& m = in.model;
+    FRUGAL_CONFIG_CHECK(in.tp >= 1 && in.pp >= 1 && in.ep >= 1 && in.gpus >= 1, "--tp ", in.tp, ", --pp ", in.pp,
+                        ", --ep ", in.ep, " and --gpus ", in.gpus, " must be at least 1");
+    FRUGAL_CONFIG_CHECK(m.n_heads % in.tp == 0, "--tp ", in.tp, " must divide the model's ", m.n_heads,
+                        " attention heads (each tensor-parallel rank holds whole heads): use --tp ",
+                        divisors(m.n_heads, in.gpus));
+    FRUGAL_CONFIG_CHECK(in.pp <= m.n_layers, "--pp ", in.pp, " exceeds the model's ", m.n_layers,
+                        " layers (each pipeline stage holds at least one): use --pp 1 to ", m.n_layers);
+    const int64_t experts = m.moe.n_experts;
+    FRUGAL_CONFIG_CHECK(in.ep == 1 || (experts > 0 && experts % in.ep == 0), "--ep ", in.ep, " must divide the ",
+                        experts, " routed experts: use --ep ", experts > 0 ? divisors(experts, in.gpus) : "1");
+    const int64_t mp = in.tp * in.pp;
+    FRUGAL_CONFIG_CHECK(mp <= in.gpus && in.gpus % mp == 0, "--gpus ", in.gpus,
+                        " is not a multiple of the model-parallel size --tp x --pp = ", in.tp, " x ", in.pp, " = ", mp,
+                        ": use --gpus ", mp, ", ", 2 * mp, ", ", 4 * mp, ", ... or a tp x pp dividing ", in.gpus);
+    const int64_t dp = in.gpus / mp;
+    FRUGAL_CONFIG_CHECK(dp % in.ep == 0, "--ep ", in.ep, " must divide the ", dp, " data-parallel ranks (--gpus ",
+                        in.gpus, " / (tp x pp = ", mp,
+                        ")): experts are spread over "
+                        "data-parallel ranks, so tp x pp x ep = ",
+                        mp * in.ep, " must divide the GPUs; use --ep ",
+                        divisors(std::gcd(dp, experts > 0 ? experts : 1), dp));
+}
+
 Estimate estimate(const EstimateInput& in) {
+    check_layout(in);
     Estimate e;
     const model::ModelConfig& m = in.model;
     const int64_t seq = in.seq_len > 0 ? in.seq_len : m.max_seq_len;

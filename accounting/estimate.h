@@ -36,6 +36,13 @@ struct Estimate {
     bool fits = true;
 };
 
+// Throws ConfigError unless the layout can exist: tp divides model.n_heads, ep divides moe.n_experts, pp is at most
+// n_layers, tp x pp divides the GPUs and ep divides the data-parallel ranks gpus / (tp x pp); the message lists the
+// legal choices.
+void check_layout(const EstimateInput& in);
+// A count that must be a whole number in [1, max] (parse_count's value for --gpus, --tp, ...).
+int64_t whole_count(double v, const std::string& what, int64_t max);
+
 Estimate estimate(const EstimateInput& in);
 std::string format_estimate(const EstimateInput& in, const Estimate& e);
 std::string estimate_json(const EstimateInput& in, const Estimate& e);

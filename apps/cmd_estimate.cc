@@ -29,6 +29,15 @@ const char* kHelp =
     "--fp8 measures MFU against the FP8 peak. Activation memory assumes a fused (flash) attention kernel unless\n"
     "--no-flash-attention. --json prints one JSON object. See docs/accounting.md.\n";
 
+// More GPUs than any cluster; keeps tp x pp x ep and the per-GPU divisions far from overflow.
+constexpr int64_t kMaxRanks = int64_t(1) << 24;
+
+int64_t zero_stage(const std::string& v) {
+    FRUGAL_CONFIG_CHECK(v == "0" || v == "1" || v == "2" || v == "3", "--zero '", v,
+                        "' must be a ZeRO stage: 0, 1, 2 or 3");
+    return v[0] - '0';
+}
+
 std::string presets_dir() {
     // configs/models next to the working directory, else next to the executable's source tree.
     if (std::filesystem::is_directory("configs/models")) return "configs/models";
@@ -73,15 +82,15 @@ int cmd_estimate(const Args& args) {
         else if (a == "--from-run")
             from_run = value();
         else if (a == "--seq-len")
-            in.seq_len = int64_t(count());
+            in.seq_len = accounting::whole_count(count(), a, int64_t(1) << 24);
         else if (a == "--ep")
-            in.ep = int64_t(count());
+            in.ep = accounting::whole_count(count(), a, kMaxRanks);
         else if (a == "--pp")
-            in.pp = int64_t(count());
+            in.pp = accounting::whole_count(count(), a, kMaxRanks);
         else if (a == "--tp")
-            in.tp = int64_t(count());
+            in.tp = accounting::whole_count(count(), a, kMaxRanks);
         else if (a == "--zero")
-            in.zero = int64_t(std::stoll(value()));
+            in.zero = zero_stage(value());
         else if (a == "--fp8")
             in.fp8 = true;
         else if (a == "--no-flash-attention")
@@ -117,7 +126,7 @@ int cmd_estimate(const Args& args) {
         in.tokens_per_gpu_second = r.tokens_per_s() / double(r.ranks);
     }
     in.tokens = tokens;
-    in.gpus = int64_t(gpus);
+    in.gpus = accounting::whole_count(gpus, "--gpus", kMaxRanks);
     in.model = accounting::load_model(model_source, presets_dir(), &in.model_label);
     in.device = accounting::find_device(accounting::load_catalogue(hardware), gpu, "--gpu");
     const accounting::Estimate e = accounting::estimate(in);

@@ -11,10 +11,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 #include "core/bf16.h"
+#include "core/checked.h"
 #include "core/error.h"
+#include "core/input_file.h"
 
 namespace frugal::checkpoint {
 
@@ -26,7 +29,131 @@ size_t st_dtype_size(const std::string& dtype) {
     return 0;
 }
 
+namespace {
+
+// The largest header accepted (the reference implementation's limit): a larger one is corruption.
+constexpr uint64_t kMaxHeaderBytes = 100u << 20;
+// Dims and element counts past 2^48 cannot be real tensors.
+constexpr int64_t kMaxElements = int64_t(1) << 48;
+
+std::string entry_field(const std::string& name, const std::string& field) {
+    return "tensor \"" + name + "\"." + field;
+}
+
+StTensorInfo parse_entry(const YAML::Node& e, const std::string& name, const std::string& path, uint64_t payload) {
+    FRUGAL_CONFIG_CHECK(e.IsMap(), input::at(path, e.Mark()), ": tensor \"", name,
+                        "\": expected an object {\"dtype\", \"shape\", \"data_offsets\"}");
+    for (auto it = e.begin(); it != e.end(); ++it) {
+        const std::string k = input::as_string(it->first, path, "a key of tensor \"" + name + "\"");
+        FRUGAL_CONFIG_CHECK(k == "dtype" || k == "shape" || k == "data_offsets", input::at(path, it->first.Mark()),
+                            ": tensor \"", name, "\" has an unknown field \"", k,
+                            "\" (expected dtype, shape, data_offsets): not a safetensors header");
+    }
+    for (const char* k : {"dtype", "shape", "data_offsets"})
+        FRUGAL_CONFIG_CHECK(e[k], input::at(path, e.Mark()), ": tensor \"", name, "\" has no \"", k,
+                            "\": the file is corrupt");
+    StTensorInfo t;
+    t.dtype = input::as_string(e["dtype"], path, entry_field(name, "dtype"));
+    const size_t es = st_dtype_size(t.dtype);
+    FRUGAL_CONFIG_CHECK(es != 0, input::at(path, e["dtype"].Mark()), ": ", entry_field(name, "dtype"), " '", t.dtype,
+                        "' is not a safetensors dtype (F32, BF16, F16, F64, I64, I32, I16, I8, U8, U32, F8_E4M3, "
+                        "F8_E5M2, BOOL)");
+    const YAML::Node shape = e["shape"];
+    FRUGAL_CONFIG_CHECK(shape.IsSequence() && shape.size() <= 8, input::at(path, shape.Mark()), ": ",
+                        entry_field(name, "shape"), ": expected a list of at most 8 dimensions");
+    int64_t numel = 1;
+    for (size_t i = 0; i < shape.size(); ++i) {
+        const int64_t d =
+            input::as_int(shape[i], path, entry_field(name, "shape[" + std::to_string(i) + "]"), 0, kMaxElements);
+        t.shape.push_back(d);
+        FRUGAL_CONFIG_CHECK(checked_mul(numel, d, &numel) && numel <= kMaxElements, input::at(path, shape.Mark()), ": ",
+                            entry_field(name, "shape"), " ", shape_str(t.shape), "... has more than 2^48 elements");
+    }
+    const YAML::Node off = e["data_offsets"];
+    FRUGAL_CONFIG_CHECK(off.IsSequence() && off.size() == 2, input::at(path, off.Mark()), ": ",
+                        entry_field(name, "data_offsets"), ": expected [begin, end]");
+    const int64_t max_off = payload > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(payload);
+    const std::string where = input::at(path, off.Mark()) + ": " + entry_field(name, "data_offsets");
+    const int64_t begin = input::as_int(off[0], path, entry_field(name, "data_offsets[0]"), 0, INT64_MAX);
+    const int64_t end = input::as_int(off[1], path, entry_field(name, "data_offsets[1]"), 0, INT64_MAX);
+    FRUGAL_CONFIG_CHECK(begin <= end, where, " [", begin, ", ", end, ") ends before it begins: the file is corrupt");
+    FRUGAL_CONFIG_CHECK(end <= max_off, where, " [", begin, ", ", end, ") run past the file's ", payload,
+                        " data bytes: the file is truncated or corrupt (download it again)");
+    const int64_t want = numel * int64_t(es);  // numel <= 2^48, es <= 8: no overflow
+    FRUGAL_CONFIG_CHECK(end - begin == want, where, " [", begin, ", ", end, ") hold ", end - begin,
+                        " bytes, but shape ", shape_str(t.shape), " of ", t.dtype, " needs ", want,
+                        ": the file is corrupt");
+    t.begin = uint64_t(begin);
+    t.end = uint64_t(end);
+    return t;
+}
+
+}  // namespace
+
+StHeader parse_safetensors_header(const uint8_t* p, size_t size, const std::string& path) {
+    FRUGAL_CONFIG_CHECK(size >= 8, path, " is ", size, " bytes: too short for a safetensors file (truncated?)");
+    uint64_t n = 0;
+    std::memcpy(&n, p, 8);
+    FRUGAL_CONFIG_CHECK(n <= size - 8, path, ": header length ", n, " exceeds the file's ", size - 8,
+                        " bytes after the length field: truncated safetensors file, or not one");
+    FRUGAL_CONFIG_CHECK(n >= 2 && n <= kMaxHeaderBytes, path, ": header length ", n,
+                        " is outside [2, 100 MiB]: not a safetensors file");
+    const std::string text(reinterpret_cast<const char*>(p + 8), size_t(n));
+    const size_t first = text.find_first_not_of(" \t\r\n");
+    FRUGAL_CONFIG_CHECK(first != std::string::npos && text[first] == '{', path,
+                        ": the safetensors header is not a JSON object ({...})");
+    YAML::Node h;
+    try {
+        h = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+        FRUGAL_CONFIG_ERROR(input::at(path + " (header)", e.mark),
+                            ": the safetensors header is not valid JSON: ", e.msg);
+    }
+    FRUGAL_CONFIG_CHECK(h.IsMap(), path, ": the safetensors header is not a JSON object");
+    StHeader out;
+    out.data_offset = 8 + n;
+    const uint64_t payload = size - 8 - n;
+    const std::string hpath = path + " (header)";
+    bool has_metadata = false;
+    for (auto it = h.begin(); it != h.end(); ++it) {
+        const std::string name = input::as_string(it->first, hpath, "a tensor name");
+        if (name == "__metadata__") {
+            FRUGAL_CONFIG_CHECK(it->second.IsMap() && !has_metadata, input::at(hpath, it->first.Mark()),
+                                ": \"__metadata__\" must appear once, as an object of strings");
+            has_metadata = true;
+            for (auto m = it->second.begin(); m != it->second.end(); ++m) {
+                const std::string k = input::as_string(m->first, hpath, "a __metadata__ key");
+                FRUGAL_CONFIG_CHECK(!out.metadata.count(k), input::at(hpath, m->first.Mark()), ": __metadata__ key \"",
+                                    k, "\" appears twice");
+                out.metadata[k] = input::as_string(m->second, hpath, "__metadata__." + k);
+            }
+            continue;
+        }
+        FRUGAL_CONFIG_CHECK(!out.tensors.count(name), input::at(hpath, it->first.Mark()), ": tensor \"", name,
+                            "\" appears twice in the header: the file is corrupt (which copy is meant?)");
+        out.tensors[name] = parse_entry(it->second, name, hpath, payload);
+    }
+    // No two tensors may share bytes: sorted by begin, each starts at or after every earlier one's end.
+    std::vector<std::pair<const std::string*, const StTensorInfo*>> order;
+    for (const auto& [name, t] : out.tensors) order.push_back({&name, &t});
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+        return std::pair(a.second->begin, a.second->end) < std::pair(b.second->begin, b.second->end);
+    });
+    const std::string* last = nullptr;
+    const StTensorInfo* last_t = nullptr;
+    for (const auto& [name, t] : order) {
+        if (t->begin == t->end) continue;  // empty tensors own no bytes
+        FRUGAL_CONFIG_CHECK(last == nullptr || t->begin >= last_t->end, path, ": tensors \"", *last, "\" [",
+                            last_t ? last_t->begin : 0, ", ", last_t ? last_t->end : 0, ") and \"", *name, "\" [",
+                            t->begin, ", ", t->end, ") overlap in data_offsets: the file is corrupt");
+        last = name;
+        last_t = t;
+    }
+    return out;
+}
+
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+    input::require_file(path, "safetensors file", "give the model directory's *.safetensors file");
     int fd = ::open(path.c_str(), O_RDONLY);
     if (fd < 0) FRUGAL_CONFIG_ERROR("cannot open ", path, ": ", std::strerror(errno));
     struct stat st {};
@@ -40,46 +167,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     ::close(fd);
     FRUGAL_CHECK(map_ != MAP_FAILED, "mmap of ", path, " failed");
     const auto* p = static_cast<const uint8_t*>(map_);
-    uint64_t n = 0;
-    std::memcpy(&n, p, 8);
-    auto fail = [&](const std::string& why) {
+    try {
+        StHeader h = parse_safetensors_header(p, size_, path);
+        tensors_ = std::move(h.tensors);
+        metadata_ = std::move(h.metadata);
+        data_ = p + h.data_offset;
+    } catch (...) {
         ::munmap(map_, size_);
         map_ = nullptr;
-        FRUGAL_CONFIG_ERROR(path, ": ", why);
-    };
-    if (n > size_ - 8) fail("header length " + std::to_string(n) + " exceeds the file: truncated safetensors header");
-    data_ = p + 8 + n;
-    YAML::Node h;
-    try {
-        h = YAML::Load(std::string(reinterpret_cast<const char*>(p + 8), size_t(n)));
-    } catch (const YAML::Exception& e) {
-        fail(std::string("the safetensors header is not valid JSON: ") + e.what());
-    }
-    if (!h.IsMap()) fail("the safetensors header is not a JSON object");
-    const uint64_t payload = size_ - 8 - n;
-    for (auto it = h.begin(); it != h.end(); ++it) {
-        const std::string name = it->first.as<std::string>();
-        if (name == "__metadata__") {
-            for (auto m = it->second.begin(); m != it->second.end(); ++m)
-                metadata_[m->first.as<std::string>()] = m->second.as<std::string>();
-            continue;
-        }
-        StTensorInfo t;
-        try {
-            t.dtype = it->second["dtype"].as<std::string>();
-            for (const auto& d : it->second["shape"]) t.shape.push_back(d.as<int64_t>());
-            t.begin = it->second["data_offsets"][0].as<uint64_t>();
-            t.end = it->second["data_offsets"][1].as<uint64_t>();
-        } catch (const YAML::Exception&) {
-            fail("tensor '" + name + "' has a malformed header entry");
-        }
-        const size_t es = st_dtype_size(t.dtype);
-        if (es == 0) fail("tensor '" + name + "' has unknown dtype " + t.dtype);
-        if (t.end < t.begin || t.end > payload || t.end - t.begin != uint64_t(shape_numel(t.shape)) * es)
-            fail("tensor '" + name + "' has data offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
-                 ") that do not match its shape " + shape_str(t.shape) + " and dtype " + t.dtype +
-                 " within the file's " + std::to_string(payload) + " data bytes (truncated or corrupt)");
-        tensors_[name] = t;
+        throw;
     }
 }
 
@@ -190,6 +286,52 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
     ok = (std::fclose(f) == 0) && ok;
     FRUGAL_CHECK(ok, "writing ", tmp, " failed (disk full?)");
     std::filesystem::rename(tmp, path);
+}
+
+std::vector<std::string> hf_dir_tensor_names(const std::string& dir) {
+    namespace fs = std::filesystem;
+    const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+    std::vector<std::string> names;
+    if (!fs::exists(index)) {
+        SafetensorsFile f((fs::path(dir) / "model.safetensors").string());
+        for (const auto& [name, t] : f.tensors()) names.push_back(name);
+        return names;
+    }
+    const std::string path = index.string();
+    const std::string text = input::read_file(path, "safetensors index", "give the model directory as downloaded");
+    YAML::Node n;
+    try {
+        n = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+        FRUGAL_CONFIG_ERROR(input::at(path, e.mark), ": not valid JSON: ", e.msg);
+    }
+    FRUGAL_CONFIG_CHECK(n.IsMap() && n["weight_map"] && n["weight_map"].IsMap(), path,
+                        ": no \"weight_map\" object: not a safetensors index");
+    std::set<std::string> seen;
+    for (auto it = n["weight_map"].begin(); it != n["weight_map"].end(); ++it) {
+        const std::string name = input::as_string(it->first, path, "a weight_map key");
+        const std::string file = input::as_string(it->second, path, "weight_map.\"" + name + "\"");
+        FRUGAL_CONFIG_CHECK(seen.insert(name).second, input::at(path, it->first.Mark()), ": weight_map names tensor \"",
+                            name, "\" twice");
+        FRUGAL_CONFIG_CHECK(!file.empty() && file.find('/') == std::string::npos && file != "." && file != "..",
+                            input::at(path, it->second.Mark()), ": weight_map.\"", name, "\" is '", file,
+                            "': expected a file name inside ", dir);
+        names.push_back(name);
+    }
+    return names;
+}
+
+void check_hf_tensors_expected(const std::string& dir, const std::set<std::string>& expected) {
+    std::vector<std::string> extra;
+    for (const std::string& name : hf_dir_tensor_names(dir))
+        if (!expected.count(name) && name.find("rotary_emb.inv_freq") == std::string::npos) extra.push_back(name);
+    if (extra.empty()) return;
+    std::string list;
+    for (size_t i = 0; i < extra.size() && i < 5; ++i) list += (i ? ", " : "") + extra[i];
+    if (extra.size() > 5) list += ", ... (" + std::to_string(extra.size()) + " in all)";
+    FRUGAL_CONFIG_ERROR(dir, " holds tensors its config.json does not account for: ", list,
+                        ": the import would drop them; check that config.json belongs to these weights (layer and "
+                        "expert counts, shared experts, biases, QK-norm)");
 }
 
 }  // namespace frugal::checkpoint

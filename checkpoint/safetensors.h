@@ -2,10 +2,15 @@
 // {"NAME": {"dtype": "F32"|"BF16"|"F16"|..., "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}},
 // then the raw little-endian tensor bytes, offsets relative to the end of the header. Files are memory-mapped:
 // reading a tensor touches only its pages.
+//
+// The header is checked before anything is trusted: a JSON object with each name once; each entry exactly dtype,
+// shape and data_offsets; non-negative integer dims whose product (times the dtype size, overflow-checked) is
+// end - begin; offsets inside the file's data; and no two tensors' bytes overlapping.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +23,16 @@ struct StTensorInfo {
     Shape shape;
     uint64_t begin = 0, end = 0;  // byte offsets after the header
 };
+
+// A parsed and checked safetensors header.
+struct StHeader {
+    std::map<std::string, StTensorInfo> tensors;
+    std::map<std::string, std::string> metadata;
+    uint64_t data_offset = 0;  // 8 + header length: where the tensor bytes start
+};
+// Parses the header of a safetensors file held in data[0, size); path is only quoted in messages. Throws
+// ConfigError naming path, the tensor and the field.
+StHeader parse_safetensors_header(const uint8_t* data, size_t size, const std::string& path);
 
 class SafetensorsFile {
   public:
@@ -57,5 +72,12 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
                        const std::map<std::string, std::string>& metadata);
 
 size_t st_dtype_size(const std::string& dtype);
+
+// The tensor names a Hugging Face model directory holds: the keys of model.safetensors.index.json's weight_map, or
+// the tensors of model.safetensors. Checks that the index names only plain file names inside dir.
+std::vector<std::string> hf_dir_tensor_names(const std::string& dir);
+// Throws ConfigError naming the tensors of dir that `expected` (the names its config.json accounts for, e.g.
+// model::hf_tensor_names) does not hold: weights an import would silently drop.
+void check_hf_tensors_expected(const std::string& dir, const std::set<std::string>& expected);
 
 }  // namespace frugal::checkpoint

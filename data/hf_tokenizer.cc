@@ -10,6 +10,7 @@
 #include <queue>
 
 #include "core/error.h"
+#include "core/input_file.h"
 
 namespace frugal::data {
 
@@ -118,96 +119,170 @@ const char* kGpt2Split = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L
 }  // namespace
 
 HfTokenizer::HfTokenizer(const std::string& path) : path_(path) {
+    load(input::read_file(path, "tokenizer", "give --tokenizer the tokenizer.json file of a Hugging Face model"));
+}
+
+HfTokenizer::HfTokenizer(const std::string& json_text, const std::string& path) : path_(path) { load(json_text); }
+
+namespace {
+// Typed reads of tokenizer.json fields, each message naming the file, line, column and JSON path.
+struct JsonReader {
+    const std::string& path;
+    std::string str(const YAML::Node& n, const std::string& field) const { return input::as_string(n, path, field); }
+    bool flag(const YAML::Node& n, const std::string& field) const {
+        return n && !n.IsNull() && input::as_bool(n, path, field);
+    }
+    int32_t id(const YAML::Node& n, const std::string& field) const {
+        return int32_t(input::as_int(n, path, field, 0, kMaxTokenId));
+    }
+    void expect(bool ok, const YAML::Node& n, const std::string& field, const char* expected) const {
+        FRUGAL_CONFIG_CHECK(ok, input::at(path, n.Mark()), ": ", field, ": expected ", expected);
+    }
+    static constexpr int64_t kMaxTokenId = (int64_t(1) << 24) - 1;  // model.vocab_size is at most 2^24
+};
+}  // namespace
+
+void HfTokenizer::load(const std::string& text) {
+    const std::string& path = path_;
     YAML::Node j;
     try {
-        j = YAML::LoadFile(path);
+        j = YAML::Load(text);
     } catch (const YAML::Exception& e) {
-        FRUGAL_CONFIG_ERROR("cannot read tokenizer ", path, ": ", e.what());
+        FRUGAL_CONFIG_ERROR(input::at(path, e.mark), ": the tokenizer is not valid JSON: ", e.msg);
     }
+    try {
+        load_model(j);
+        load_steps(j);
+    } catch (const YAML::Exception& e) {
+        FRUGAL_CONFIG_ERROR(input::at(path, e.mark), ": malformed tokenizer.json: ", e.msg);
+    }
+}
+
+void HfTokenizer::load_model(const YAML::Node& j) {
+    const std::string& path = path_;
+    const JsonReader r{path};
+    FRUGAL_CONFIG_CHECK(j.IsMap() && j["model"] && j["model"].IsMap(), path,
+                        ": not a Hugging Face tokenizer.json (no \"model\" object); --tokenizer takes the "
+                        "tokenizer.json of a model directory");
     const YAML::Node m = j["model"];
-    FRUGAL_CONFIG_CHECK(m && m["type"] && m["type"].as<std::string>() == "BPE", path,
-                        ": only BPE tokenizers are supported (model.type is ",
-                        m && m["type"] ? m["type"].as<std::string>() : std::string("missing"), ")");
-    for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it)
-        vocab_[it->first.as<std::string>()] = it->second.as<int32_t>();
-    int32_t rank = 0;
-    for (const auto& mg : m["merges"]) {
-        std::pair<std::string, std::string> p;
-        if (mg.IsSequence()) {
-            p = {mg[0].as<std::string>(), mg[1].as<std::string>()};
-        } else {
-            const std::string s = mg.as<std::string>();
-            const size_t sp = s.find(' ');
-            FRUGAL_CONFIG_CHECK(sp != std::string::npos, path, ": malformed merge '", s, "'");
-            p = {s.substr(0, sp), s.substr(sp + 1)};
-        }
-        merges_.emplace(p, rank++);
+    const std::string type = m["type"] ? r.str(m["type"], "model.type") : std::string("missing");
+    FRUGAL_CONFIG_CHECK(type == "BPE", path, ": only BPE tokenizers are supported (model.type is ", type, ")");
+    r.expect(m["vocab"] && m["vocab"].IsMap() && m["vocab"].size() > 0, m, "model.vocab",
+             "a non-empty object of token: id");
+    for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
+        const std::string tok = r.str(it->first, "a model.vocab key");
+        const int32_t id = r.id(it->second, "model.vocab[\"" + tok + "\"]");
+        FRUGAL_CONFIG_CHECK(vocab_.emplace(tok, id).second, input::at(path, it->first.Mark()), ": token \"", tok,
+                            "\" appears twice in model.vocab");
     }
-    byte_fallback_ = m["byte_fallback"] && m["byte_fallback"].as<bool>();
-    fuse_unk_ = m["fuse_unk"] && m["fuse_unk"].as<bool>();
-    ignore_merges_ = m["ignore_merges"] && m["ignore_merges"].as<bool>();
-    if (m["unk_token"] && !m["unk_token"].IsNull()) unk_id_ = token_id(m["unk_token"].as<std::string>());
+    int32_t rank = 0;
+    if (m["merges"] && !m["merges"].IsNull()) {
+        r.expect(m["merges"].IsSequence(), m["merges"], "model.merges", "a list");
+        for (const auto& mg : m["merges"]) {
+            const std::string field = "model.merges[" + std::to_string(rank) + "]";
+            std::pair<std::string, std::string> p;
+            if (mg.IsSequence()) {
+                r.expect(mg.size() == 2, mg, field, "a pair [left, right]");
+                p = {r.str(mg[0], field + "[0]"), r.str(mg[1], field + "[1]")};
+            } else {
+                const std::string s = r.str(mg, field);
+                const size_t sp = s.find(' ');
+                FRUGAL_CONFIG_CHECK(sp != std::string::npos, input::at(path, mg.Mark()), ": ", field,
+                                    ": malformed merge '", s, "' (expected \"left right\")");
+                p = {s.substr(0, sp), s.substr(sp + 1)};
+            }
+            merges_.emplace(p, rank++);
+        }
+    }
+    byte_fallback_ = r.flag(m["byte_fallback"], "model.byte_fallback");
+    fuse_unk_ = r.flag(m["fuse_unk"], "model.fuse_unk");
+    ignore_merges_ = r.flag(m["ignore_merges"], "model.ignore_merges");
+    if (m["unk_token"] && !m["unk_token"].IsNull()) unk_id_ = token_id(r.str(m["unk_token"], "model.unk_token"));
     int32_t max_id = 0;
     for (const auto& [t, id] : vocab_) max_id = std::max(max_id, id);
-    if (j["added_tokens"])
+    if (j["added_tokens"] && !j["added_tokens"].IsNull()) {
+        r.expect(j["added_tokens"].IsSequence(), j["added_tokens"], "added_tokens", "a list");
+        size_t i = 0;
         for (const auto& a : j["added_tokens"]) {
-            added_.push_back({a["content"].as<std::string>(), a["id"].as<int32_t>()});
-            max_id = std::max(max_id, a["id"].as<int32_t>());
+            const std::string field = "added_tokens[" + std::to_string(i++) + "]";
+            r.expect(a.IsMap() && a["content"] && a["id"], a, field, "an object with \"content\" and \"id\"");
+            added_.push_back({r.str(a["content"], field + ".content"), r.id(a["id"], field + ".id")});
+            max_id = std::max(max_id, added_.back().second);
         }
+    }
     std::sort(added_.begin(), added_.end(), [](auto& x, auto& y) { return x.first.size() > y.first.size(); });
     vocab_size_ = int64_t(max_id) + 1;
+}
 
-    auto add_normalizer = [&](const YAML::Node& n, auto& self) -> void {
+void HfTokenizer::load_steps(const YAML::Node& j) {
+    const std::string& path = path_;
+    const JsonReader r{path};
+    auto type_of = [&](const YAML::Node& n, const std::string& field) {
+        r.expect(n.IsMap() && n["type"], n, field, "an object with a \"type\"");
+        return r.str(n["type"], field + ".type");
+    };
+    auto add_normalizer = [&](const YAML::Node& n, const std::string& field, auto& self) -> void {
         if (!n || n.IsNull()) return;
-        const std::string type = n["type"].as<std::string>();
+        const std::string type = type_of(n, field);
         if (type == "Sequence") {
-            for (const auto& c : n["normalizers"]) self(c, self);
+            r.expect(n["normalizers"] && n["normalizers"].IsSequence(), n, field + ".normalizers", "a list");
+            size_t i = 0;
+            for (const auto& c : n["normalizers"]) self(c, field + ".normalizers[" + std::to_string(i++) + "]", self);
             return;
         }
         auto s = std::make_unique<Step>();
         s->kind = type;
         if (type == "Prepend") {
-            s->a = n["prepend"].as<std::string>();
+            s->a = r.str(n["prepend"], field + ".prepend");
         } else if (type == "Replace") {
-            FRUGAL_CONFIG_CHECK(n["pattern"]["String"], path,
+            r.expect(n["pattern"] && n["pattern"].IsMap(), n, field + ".pattern", "an object");
+            FRUGAL_CONFIG_CHECK(n["pattern"]["String"], input::at(path, n.Mark()), ": ", field,
                                 ": Replace normalizer with a regex pattern is not supported");
-            s->a = n["pattern"]["String"].as<std::string>();
-            s->b = n["content"].as<std::string>();
+            s->a = r.str(n["pattern"]["String"], field + ".pattern.String");
+            s->b = r.str(n["content"], field + ".content");
         } else if (type != "NFC") {
-            FRUGAL_CONFIG_ERROR(path, ": normalizer '", type, "' is not supported (NFC, Prepend, Replace, Sequence)");
+            FRUGAL_CONFIG_ERROR(input::at(path, n.Mark()), ": ", field, ": normalizer '", type,
+                                "' is not supported (NFC, Prepend, Replace, Sequence)");
         }
         normalizers_.push_back(std::move(s));
     };
-    add_normalizer(j["normalizer"], add_normalizer);
+    add_normalizer(j["normalizer"], "normalizer", add_normalizer);
 
-    auto add_pre = [&](const YAML::Node& n, auto& self) -> void {
+    auto add_pre = [&](const YAML::Node& n, const std::string& field, auto& self) -> void {
         if (!n || n.IsNull()) return;
-        const std::string type = n["type"].as<std::string>();
+        const std::string type = type_of(n, field);
         if (type == "Sequence") {
-            for (const auto& c : n["pretokenizers"]) self(c, self);
+            r.expect(n["pretokenizers"] && n["pretokenizers"].IsSequence(), n, field + ".pretokenizers", "a list");
+            size_t i = 0;
+            for (const auto& c : n["pretokenizers"])
+                self(c, field + ".pretokenizers[" + std::to_string(i++) + "]", self);
             return;
         }
         auto s = std::make_unique<Step>();
         s->kind = type;
         if (type == "Split") {
-            FRUGAL_CONFIG_CHECK(n["pattern"]["Regex"] || n["pattern"]["String"], path, ": Split without a pattern");
-            FRUGAL_CONFIG_CHECK(
-                n["behavior"].as<std::string>() == "Isolated" && !(n["invert"] && n["invert"].as<bool>()), path,
-                ": Split behavior '", n["behavior"].as<std::string>(), "' is not supported (Isolated)");
-            const std::string pat = n["pattern"]["Regex"] ? n["pattern"]["Regex"].as<std::string>()
-                                                          : n["pattern"]["String"].as<std::string>();
-            s->re = compile(pat, path);
+            const YAML::Node pat = n["pattern"];
+            FRUGAL_CONFIG_CHECK(pat && pat.IsMap() && (pat["Regex"] || pat["String"]), input::at(path, n.Mark()), ": ",
+                                field, ": Split without a pattern");
+            const std::string behavior = n["behavior"] ? r.str(n["behavior"], field + ".behavior") : "missing";
+            FRUGAL_CONFIG_CHECK(behavior == "Isolated" && !r.flag(n["invert"], field + ".invert"),
+                                input::at(path, n.Mark()), ": ", field, ": Split behavior '", behavior,
+                                "' is not supported (Isolated)");
+            const std::string re = pat["Regex"] ? r.str(pat["Regex"], field + ".pattern.Regex")
+                                                : r.str(pat["String"], field + ".pattern.String");
+            s->re = compile(re, input::at(path, pat.Mark()) + ": " + field + ".pattern");
         } else if (type == "ByteLevel") {
             byte_level_ = true;
-            s->add_prefix_space = n["add_prefix_space"] && n["add_prefix_space"].as<bool>();
-            s->use_regex = !n["use_regex"] || n["use_regex"].as<bool>();
+            s->add_prefix_space = r.flag(n["add_prefix_space"], field + ".add_prefix_space");
+            s->use_regex = !n["use_regex"] || n["use_regex"].IsNull() || r.flag(n["use_regex"], field + ".use_regex");
             if (s->use_regex) s->re = compile(kGpt2Split, "GPT-2 split regex");
         } else {
-            FRUGAL_CONFIG_ERROR(path, ": pre-tokenizer '", type, "' is not supported (Split, ByteLevel, Sequence)");
+            FRUGAL_CONFIG_ERROR(input::at(path, n.Mark()), ": ", field, ": pre-tokenizer '", type,
+                                "' is not supported (Split, ByteLevel, Sequence)");
         }
         pre_tokenizers_.push_back(std::move(s));
     };
-    add_pre(j["pre_tokenizer"], add_pre);
+    add_pre(j["pre_tokenizer"], "pre_tokenizer", add_pre);
 }
 
 HfTokenizer::~HfTokenizer() = default;
@@ -360,8 +435,9 @@ void HfTokenizer::bpe(const std::string& word, std::vector<int32_t>& out) const 
                 continue;
             }
         }
-        FRUGAL_CHECK(unk_id_ >= 0, "token '", sym[size_t(k)], "' is not in the vocabulary of ", path_,
-                     " and it has no unk_token");
+        FRUGAL_CONFIG_CHECK(unk_id_ >= 0, path_, ": cannot encode '", sym[size_t(k)],
+                            "': it is not in the vocabulary, and the tokenizer has neither an unk_token nor byte "
+                            "fallback; use the tokenizer.json that belongs to the model");
         if (!(fuse_unk_ && last_unk)) out.push_back(unk_id_);
         last_unk = true;
     }

@@ -17,11 +17,18 @@
 #include <unordered_map>
 #include <vector>
 
+namespace YAML {
+class Node;
+}
+
 namespace frugal::data {
 
 class HfTokenizer {
   public:
+    // Reads a tokenizer.json file; throws ConfigError naming the file, line and JSON path of what is wrong.
     explicit HfTokenizer(const std::string& tokenizer_json);
+    // The same from the file's text; path is only quoted in messages.
+    HfTokenizer(const std::string& json_text, const std::string& path);
     ~HfTokenizer();
     HfTokenizer(const HfTokenizer&) = delete;
     HfTokenizer& operator=(const HfTokenizer&) = delete;
@@ -35,6 +42,9 @@ class HfTokenizer {
 
   private:
     struct Step;  // one normalizer or pre-tokenizer step
+    void load(const std::string& json_text);
+    void load_model(const YAML::Node& root);
+    void load_steps(const YAML::Node& root);
     void encode_piece(const std::string& normalized, std::vector<int32_t>& out) const;
     void bpe(const std::string& word, std::vector<int32_t>& out) const;
 

@@ -25,7 +25,8 @@ void collect(const fs::path& p, std::vector<fs::path>& files, std::set<fs::path>
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
         std::vector<fs::path> entries;
-        for (const auto& e : fs::directory_iterator(p)) entries.push_back(e.path());
+        for (const auto& e : fs::directory_iterator(p, ec)) entries.push_back(e.path());
+        if (ec) FRUGAL_CONFIG_ERROR("cannot list input directory ", p.string(), ": ", ec.message());
         std::sort(entries.begin(), entries.end());
         for (const auto& e : entries) collect(e, files, seen);
         return;
@@ -41,35 +42,54 @@ bool is_fortune(const std::string& text) {
     return text.rfind("%\n", 0) == 0 || text.find("\n%\n") != std::string::npos;
 }
 
-// One document of training data: text, or a prompt (no loss) followed by a completion (loss).
-struct Doc {
-    std::string prompt, text;
-};
+std::string jsonl_string(const YAML::Node& obj, const char* key, const std::string& where) {
+    const YAML::Node v = obj[key];
+    FRUGAL_CONFIG_CHECK(v.IsScalar() && v.Tag() == "!", where, ": \"", key, "\" must be a JSON string, got ",
+                        v.IsNull()       ? std::string("null")
+                        : v.IsSequence() ? std::string("a list")
+                        : v.IsMap()      ? std::string("an object")
+                                         : "'" + v.Scalar() + "'",
+                        ": quote the text");
+    return v.Scalar();
+}
 
-// JSONL: one {"text": ...} or {"prompt": ..., "completion": ...} object per line.
-void jsonl_documents(const std::string& text, const std::string& path, std::vector<Doc>& docs) {
+}  // namespace
+
+std::vector<Document> parse_jsonl(const std::string& text, const std::string& path) {
+    std::vector<Document> docs;
     std::istringstream in(text);
     std::string line;
     int64_t lineno = 0;
     while (std::getline(in, line)) {
         ++lineno;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        const size_t first = line.find_first_not_of(" \t\r");
+        if (first == std::string::npos) continue;
+        const std::string where = path + ":" + std::to_string(lineno);
+        const std::string expected =
+            "expected one JSON object per line, {\"text\": \"...\"} or {\"prompt\": \"...\", \"completion\": "
+            "\"...\"}";
+        FRUGAL_CONFIG_CHECK(line[first] == '{', where, ": not a JSON object (the line starts with '",
+                            line.substr(first, 20), "'): ", expected);
         YAML::Node n;
         try {
             n = YAML::Load(line);
         } catch (const YAML::Exception& e) {
-            FRUGAL_CONFIG_ERROR(path, ":", lineno, ": not a JSON object: ", e.what());
+            FRUGAL_CONFIG_ERROR(where, ":", e.mark.column + 1, ": not valid JSON: ", e.msg, "; ", expected);
         }
+        FRUGAL_CONFIG_CHECK(n.IsMap(), where, ": not a JSON object: ", expected);
         if (n["text"]) {
-            docs.push_back({"", n["text"].as<std::string>()});
+            docs.push_back({"", jsonl_string(n, "text", where)});
         } else if (n["prompt"] && n["completion"]) {
-            docs.push_back({n["prompt"].as<std::string>(), n["completion"].as<std::string>()});
+            docs.push_back({jsonl_string(n, "prompt", where), jsonl_string(n, "completion", where)});
         } else {
-            FRUGAL_CONFIG_ERROR(path, ":", lineno,
-                                ": expected {\"text\": ...} or {\"prompt\": ..., \"completion\": ...}");
+            FRUGAL_CONFIG_ERROR(where,
+                                ": the object has no \"text\" (nor both \"prompt\" and \"completion\"): ", expected);
         }
     }
+    return docs;
 }
+
+namespace {
 
 void split_documents(const std::string& text, bool fortune, std::vector<std::string>& docs) {
     if (!fortune) {
@@ -123,15 +143,15 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
         buf << in.rdbuf();
         std::string text = buf.str();
         bool fortune = opt.format == "fortune" || (opt.format == "auto" && is_fortune(text));
-        std::vector<Doc> batch;
+        std::vector<Document> batch;
         if (f.extension() == ".jsonl") {
-            jsonl_documents(text, f.string(), batch);
+            batch = parse_jsonl(text, f.string());
         } else {
             docs.clear();
             split_documents(text, fortune, docs);
             for (auto& d : docs) batch.push_back({"", std::move(d)});
         }
-        for (const Doc& d : batch) {
+        for (const Document& d : batch) {
             const bool to_val = split.uniform(uint64_t(doc_index++)) < opt.val_fraction;
             auto& dst = to_val ? val : train;
             auto& mask = to_val ? val_mask : train_mask;
@@ -155,6 +175,9 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
         train_mask.clear();
         val_mask.clear();
     }
+    std::error_code ec;
+    FRUGAL_CONFIG_CHECK(!fs::exists(opt.out_dir, ec) || fs::is_directory(opt.out_dir, ec), "prepare-data: --out ",
+                        opt.out_dir, " is a file, not a directory: give a directory for train.bin and val.bin");
     fs::create_directories(opt.out_dir);
     write_shard((fs::path(opt.out_dir) / "train.bin").string(), train, report.train_docs, vocab, train_mask, eod);
     write_shard((fs::path(opt.out_dir) / "val.bin").string(), val, report.val_docs, vocab, val_mask, eod);

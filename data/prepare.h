@@ -28,4 +28,12 @@ struct PrepareReport {
 
 PrepareReport prepare_data(const PrepareOptions& options);
 
+// One document of training data: text, or a prompt (no loss) followed by a completion (loss).
+struct Document {
+    std::string prompt, text;
+};
+// JSONL (a *.jsonl input): one {"text": "..."} or {"prompt": "...", "completion": "..."} object per line (other fields
+// are ignored, blank lines skipped). Throws ConfigError naming path, the line number and what is wrong with it.
+std::vector<Document> parse_jsonl(const std::string& text, const std::string& path);
+
 }  // namespace frugal::data

@@ -12,7 +12,10 @@
 //   64      ...   tokens, little-endian, each document followed by the end-of-document token
 //   ...     n     with flag bit 0: one byte per token, 1 = the token is a training target, 0 = not (prompt tokens of
 //                 prompt/completion data)
-// Readers memory-map the file and check magic, version, dtype and that the size matches the token count.
+// Readers memory-map the file and check every header field against the file size before trusting it (magic,
+// version, dtype, no unknown flag bits, reserved bytes zero, end-of-document id below the vocabulary, at most one
+// document per token, and tokens x dtype + mask bytes == the file's payload, computed without overflow); every
+// token id read is checked against the header's vocabulary.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +34,17 @@ inline constexpr int64_t kShardHeaderBytes = 64;
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t num_docs, int64_t vocab_size,
                  const std::vector<uint8_t>& mask = {}, int32_t end_of_document = -1);
 
+// A shard header checked against the size of the whole file (data: its first size bytes, at least the header).
+struct ShardHeader {
+    int dtype_bytes = 2;
+    int64_t num_tokens = 0, num_docs = 0, vocab_size = 0;
+    bool has_mask = false;
+    int32_t end_of_document = -1;
+};
+// Throws ConfigError naming path, the field and its value when the header is not one this build reads or does not
+// match the file size.
+ShardHeader parse_shard_header(const unsigned char* data, size_t size, const std::string& path);
+
 // Targets that carry no loss (the value model::kIgnoreIndex has).
 inline constexpr int32_t kIgnoreTarget = -100;
 
@@ -44,11 +58,10 @@ class ShardReader {
     int64_t num_tokens() const { return num_tokens_; }
     int64_t num_docs() const { return num_docs_; }
     int64_t vocab_size() const { return vocab_size_; }
-    int32_t token(int64_t i) const {
-        return dtype_bytes_ == 2 ? int32_t(static_cast<const uint16_t*>(tokens_)[i])
-                                 : int32_t(static_cast<const uint32_t*>(tokens_)[i]);
-    }
-    // Copies tokens [begin, begin + n) into out.
+    // Token i (checked: inside the shard, below the vocabulary).
+    int32_t token(int64_t i) const;
+    // Copies tokens [begin, begin + n) into out; throws ConfigError naming the shard, the token index and its id when
+    // an id is outside [0, vocab_size).
     void read(int32_t* out, int64_t begin, int64_t n) const;
     // Like read, with kIgnoreTarget where the loss mask says the token is not a target.
     void read_targets(int32_t* out, int64_t begin, int64_t n) const;
@@ -57,6 +70,9 @@ class ShardReader {
     int32_t end_of_document() const { return end_of_document_; }
 
   private:
+    uint32_t token_raw(int64_t i) const;
+    void check_id(int64_t i, uint32_t id) const;
+
     std::string path_;
     void* map_ = nullptr;
     size_t map_bytes_ = 0;

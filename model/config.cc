@@ -1,15 +1,46 @@
 #include "model/config.h"
 
+#include <cmath>
+
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace frugal::model {
 
+namespace {
+// Upper bounds of the sizes: far past any released model (DeepSeek-V3: d_model 7168, 256 experts, 61 layers,
+// vocabulary 129280), low enough that no product of them below wraps int64.
+constexpr int64_t kMaxVocab = int64_t(1) << 24;
+constexpr int64_t kMaxWidth = int64_t(1) << 20;   // d_model, MLA ranks
+constexpr int64_t kMaxHidden = int64_t(1) << 24;  // d_ff, d_expert
+constexpr int64_t kMaxHeads = int64_t(1) << 16;   // n_heads, n_kv_heads, head_dim, MLA head widths
+constexpr int64_t kMaxLayers = 100000;
+constexpr int64_t kMaxExperts = int64_t(1) << 20;
+constexpr int64_t kMaxShared = int64_t(1) << 16;
+constexpr int64_t kMaxSeqLen = int64_t(1) << 24;
+constexpr int64_t kMaxMtp = 1024;
+// Parameters of one tensor and of the whole model: 2^50 (10^15) is 1500 times DeepSeek-V3.
+constexpr int64_t kMaxParams = int64_t(1) << 50;
+
+void check_range(const char* key, int64_t v, int64_t lo, int64_t hi) {
+    FRUGAL_CONFIG_CHECK(v >= lo && v <= hi, key, " = ", v, " is out of range: expected an integer in [", lo, ", ", hi,
+                        "]");
+}
+
+// Elements of one weight: the product of its dims, refused past kMaxParams.
+int64_t weight_numel(std::initializer_list<int64_t> dims, const std::string& what) {
+    return mul_or_throw(dims, kMaxParams, what,
+                        "the model is too large to hold; check the sizes (a typo of a few digits?)");
+}
+}  // namespace
+
 void MoEConfig::register_fields(ConfigFields& f, const std::string& p) {
-    f.add(p + "n_experts", &n_experts, "routed experts per MoE layer (0: every layer is dense)", 0, 1 << 20);
-    f.add(p + "top_k", &top_k, "experts chosen per token", 1, 1 << 20);
-    f.add(p + "d_expert", &d_expert, "hidden width of one routed expert (HF: moe_intermediate_size)", 1);
+    f.add(p + "n_experts", &n_experts, "routed experts per MoE layer (0: every layer is dense)", 0, kMaxExperts);
+    f.add(p + "top_k", &top_k, "experts chosen per token", 1, kMaxExperts);
+    f.add(p + "d_expert", &d_expert, "hidden width of one routed expert (HF: moe_intermediate_size)", 1, kMaxHidden);
     f.add(p + "n_shared_experts", &n_shared_experts,
-          "shared experts every token passes through; fused into one SwiGLU of width n_shared_experts * d_expert", 0);
+          "shared experts every token passes through; fused into one SwiGLU of width n_shared_experts * d_expert", 0,
+          kMaxShared);
     f.add(p + "shared_expert_gate", &shared_expert_gate,
           "scale the shared experts' output of each token by sigmoid(x . w_gate), a learned [1, d_model] gate "
           "(Qwen2-MoE)");
@@ -35,6 +66,14 @@ void MoEConfig::register_fields(ConfigFields& f, const std::string& p) {
 }
 
 void MoEConfig::validate() const {
+    check_range("moe.n_experts", n_experts, 0, kMaxExperts);
+    check_range("moe.top_k", top_k, 1, kMaxExperts);
+    check_range("moe.d_expert", d_expert, 1, kMaxHidden);
+    check_range("moe.n_shared_experts", n_shared_experts, 0, kMaxShared);
+    FRUGAL_CONFIG_CHECK(std::isfinite(routed_scaling_factor) && routed_scaling_factor >= 0 &&
+                            std::isfinite(capacity_factor) && capacity_factor >= 0,
+                        "moe.routed_scaling_factor (", routed_scaling_factor, ") and moe.capacity_factor (",
+                        capacity_factor, ") must be finite and >= 0");
     if (n_experts == 0) return;
     FRUGAL_CONFIG_CHECK(top_k <= n_experts, "moe.top_k (", top_k, ") exceeds moe.n_experts (", n_experts,
                         "): set moe.top_k to at most ", n_experts);
@@ -46,18 +85,19 @@ void MoEConfig::validate() const {
 }
 
 void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
-    f.add(p + "vocab_size", &vocab_size, "vocabulary size (byte-level tokenizer: 257)", 2, 1 << 24);
-    f.add(p + "d_model", &d_model, "model (residual stream) width", 1);
-    f.add(p + "n_layers", &n_layers, "transformer blocks", 1, 100000);
-    f.add(p + "n_heads", &n_heads, "query heads", 1);
-    f.add(p + "n_kv_heads", &n_kv_heads, "key/value heads; 0 = n_heads; fewer gives grouped-query attention", 0);
-    f.add(p + "head_dim", &head_dim, "width of one head; 0 = d_model / n_heads", 0);
-    f.add(p + "d_ff", &d_ff, "hidden width of the dense SwiGLU feed-forward blocks", 1);
+    f.add(p + "vocab_size", &vocab_size, "vocabulary size (byte-level tokenizer: 257)", 2, kMaxVocab);
+    f.add(p + "d_model", &d_model, "model (residual stream) width", 1, kMaxWidth);
+    f.add(p + "n_layers", &n_layers, "transformer blocks", 1, kMaxLayers);
+    f.add(p + "n_heads", &n_heads, "query heads", 1, kMaxHeads);
+    f.add(p + "n_kv_heads", &n_kv_heads, "key/value heads; 0 = n_heads; fewer gives grouped-query attention", 0,
+          kMaxHeads);
+    f.add(p + "head_dim", &head_dim, "width of one head; 0 = d_model / n_heads", 0, kMaxHeads);
+    f.add(p + "d_ff", &d_ff, "hidden width of the dense SwiGLU feed-forward blocks", 1, kMaxHidden);
     f.add(p + "dense_layers", &dense_layers,
-          "the first dense_layers blocks use a dense FFN, the rest MoE (HF: first_k_dense_replace)", 0);
-    f.add(p + "max_seq_len", &max_seq_len, "longest sequence the rotary tables cover", 1);
-    f.add(p + "rope_theta", &rope_theta, "rotary embedding base", 1.0);
-    f.add(p + "norm_eps", &norm_eps, "RMSNorm epsilon", 0.0, 1.0);
+          "the first dense_layers blocks use a dense FFN, the rest MoE (HF: first_k_dense_replace)", 0, kMaxLayers);
+    f.add(p + "max_seq_len", &max_seq_len, "longest sequence the rotary tables cover", 1, kMaxSeqLen);
+    f.add(p + "rope_theta", &rope_theta, "rotary embedding base", 1.0, 1e300);
+    f.add(p + "norm_eps", &norm_eps, "RMSNorm epsilon (> 0)", 1e-30, 1.0);
     f.add(p + "qk_norm", &qk_norm, "RMSNorm on queries and keys before the rotary embedding (Qwen3, OLMoE)");
     f.add(p + "qk_norm_scope", &qk_norm_scope,
           "what one QK-norm normalizes: head (each head's head_dim values, Qwen3) or projection (the whole query and "
@@ -72,12 +112,15 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
           "gqa (multi-head / grouped-query) or mla (DeepSeek's multi-head latent attention: counted by the "
           "accounting and `frugal estimate`, not trainable yet)",
           {"gqa", "mla"});
-    f.add(p + "q_lora_rank", &q_lora_rank, "mla: rank of the query compression; 0 = no compression", 0);
-    f.add(p + "kv_lora_rank", &kv_lora_rank, "mla: rank of the key/value compression", 1);
-    f.add(p + "qk_nope_head_dim", &qk_nope_head_dim, "mla: per-head query/key width without rotary embedding", 1);
-    f.add(p + "qk_rope_head_dim", &qk_rope_head_dim, "mla: per-head query/key width with rotary embedding", 0);
-    f.add(p + "v_head_dim", &v_head_dim, "mla: per-head value width", 1);
-    f.add(p + "mtp_modules", &mtp_modules, "multi-token-prediction modules (counted separately; not trained yet)", 0);
+    f.add(p + "q_lora_rank", &q_lora_rank, "mla: rank of the query compression; 0 = no compression", 0, kMaxWidth);
+    f.add(p + "kv_lora_rank", &kv_lora_rank, "mla: rank of the key/value compression", 1, kMaxWidth);
+    f.add(p + "qk_nope_head_dim", &qk_nope_head_dim, "mla: per-head query/key width without rotary embedding", 1,
+          kMaxHeads);
+    f.add(p + "qk_rope_head_dim", &qk_rope_head_dim, "mla: per-head query/key width with rotary embedding", 0,
+          kMaxHeads);
+    f.add(p + "v_head_dim", &v_head_dim, "mla: per-head value width", 1, kMaxHeads);
+    f.add(p + "mtp_modules", &mtp_modules, "multi-token-prediction modules (counted separately; not trained yet)", 0,
+          kMaxMtp);
     f.add(p + "init_from", &init_from,
           "hf:DIR starts from a Hugging Face model (qwen3_moe, qwen2_moe, mixtral, olmoe): its config.json sets the "
           "architecture keys "
@@ -86,16 +129,80 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
 }
 
 void ModelConfig::validate() const {
+    // The ranges again: a config built in code or from a config.json has not passed through the key registry.
+    check_range("model.vocab_size", vocab_size, 2, kMaxVocab);
+    check_range("model.d_model", d_model, 1, kMaxWidth);
+    check_range("model.n_layers", n_layers, 1, kMaxLayers);
+    check_range("model.n_heads", n_heads, 1, kMaxHeads);
+    check_range("model.n_kv_heads", n_kv_heads, 0, kMaxHeads);
+    check_range("model.head_dim", head_dim, 0, kMaxHeads);
+    check_range("model.d_ff", d_ff, 1, kMaxHidden);
+    check_range("model.dense_layers", dense_layers, 0, kMaxLayers);
+    check_range("model.max_seq_len", max_seq_len, 1, kMaxSeqLen);
+    check_range("model.q_lora_rank", q_lora_rank, 0, kMaxWidth);
+    check_range("model.kv_lora_rank", kv_lora_rank, 1, kMaxWidth);
+    check_range("model.qk_nope_head_dim", qk_nope_head_dim, 1, kMaxHeads);
+    check_range("model.qk_rope_head_dim", qk_rope_head_dim, 0, kMaxHeads);
+    check_range("model.v_head_dim", v_head_dim, 1, kMaxHeads);
+    check_range("model.mtp_modules", mtp_modules, 0, kMaxMtp);
+    FRUGAL_CONFIG_CHECK(std::isfinite(norm_eps) && norm_eps > 0 && norm_eps <= 1, "model.norm_eps = ", norm_eps,
+                        " is out of range: expected a number in (0, 1] (typically 1e-6)");
+    FRUGAL_CONFIG_CHECK(std::isfinite(rope_theta) && rope_theta >= 1, "model.rope_theta = ", rope_theta,
+                        " is out of range: expected a finite number >= 1 (typically 10000 to 1000000)");
+    FRUGAL_CONFIG_CHECK(std::isfinite(init_std) && init_std >= 0 && init_std <= 10, "model.init_std = ", init_std,
+                        " is out of range: expected a number in [0, 10]");
+    FRUGAL_CONFIG_CHECK(kv_heads() <= n_heads, "model.n_kv_heads (", kv_heads(), ") exceeds model.n_heads (", n_heads,
+                        "): choose n_kv_heads among the divisors of n_heads");
     FRUGAL_CONFIG_CHECK(n_heads % kv_heads() == 0, "model.n_heads (", n_heads,
                         ") is not divisible by model.n_kv_heads (", kv_heads(),
                         "): choose n_kv_heads among the divisors of n_heads");
     FRUGAL_CONFIG_CHECK(head_dim > 0 || d_model % n_heads == 0, "model.d_model (", d_model,
                         ") is not divisible by model.n_heads (", n_heads, "): set model.head_dim or change n_heads");
+    FRUGAL_CONFIG_CHECK(hd() > 0, "head dimension model.d_model / model.n_heads = ", d_model, " / ", n_heads,
+                        " is 0: set model.head_dim or use fewer heads");
     FRUGAL_CONFIG_CHECK(hd() % 2 == 0, "head dimension (", hd(), ") must be even for the rotary embedding: adjust ",
                         head_dim > 0 ? "model.head_dim" : "model.d_model / model.n_heads");
     FRUGAL_CONFIG_CHECK(dense_layers <= n_layers, "model.dense_layers (", dense_layers, ") exceeds model.n_layers (",
                         n_layers, "): set it to at most ", n_layers);
     moe.validate();
+    check_param_count();
+}
+
+// Every weight's element count and the model's total, with overflow-checked products: no size can wrap.
+int64_t ModelConfig::check_param_count() const {
+    const int64_t d = d_model;
+    int64_t attn = 0;
+    if (attention == "mla") {
+        const int64_t qk = qk_nope_head_dim + qk_rope_head_dim;
+        attn = weight_numel({n_heads, qk, q_lora_rank > 0 ? q_lora_rank : d}, "MLA query projection") +
+               weight_numel({d, kv_lora_rank + qk_rope_head_dim}, "MLA key/value down projection") +
+               weight_numel({n_heads, qk_nope_head_dim + v_head_dim, kv_lora_rank}, "MLA key/value up projection") +
+               weight_numel({n_heads, v_head_dim, d}, "MLA output projection") +
+               (q_lora_rank > 0 ? weight_numel({d, q_lora_rank}, "MLA query down projection") : 0);
+    } else {
+        attn = 2 * weight_numel({n_heads, hd(), d}, "attention query/output weight (n_heads x head_dim x d_model)") +
+               2 * weight_numel({kv_heads(), hd(), d}, "attention key/value weight (n_kv_heads x head_dim x d_model)");
+    }
+    const int64_t dense = weight_numel({3, d_ff, d}, "dense FFN weights (3 x d_ff x d_model)");
+    int64_t moe_layer = 0;
+    if (moe.n_experts > 0)
+        moe_layer = weight_numel({3, moe.n_experts, moe.d_expert, d},
+                                 "routed expert weights of one layer (3 x n_experts x d_expert x d_model)") +
+                    weight_numel({3, moe.n_shared_experts, moe.d_expert, d},
+                                 "shared expert weights (3 x n_shared_experts x d_expert x d_model)") +
+                    weight_numel({moe.n_experts + 1, d}, "router weights");
+    const int64_t embed = weight_numel({vocab_size, d}, "embedding (vocab_size x d_model)");
+    const int64_t moe_layers = moe.n_experts > 0 ? n_layers - dense_layers : 0;
+    int64_t total = 0;
+    const bool ok = checked_add(attn, int64_t(4) * d, &total) &&  // norms and biases, generously
+                    checked_mul(total, n_layers, &total) &&
+                    checked_add(total, weight_numel({n_layers - moe_layers, dense}, "dense FFN weights"), &total) &&
+                    checked_add(total, weight_numel({moe_layers, moe_layer}, "MoE weights"), &total) &&
+                    checked_add(total, 2 * embed, &total) && total <= kMaxParams;
+    FRUGAL_CONFIG_CHECK(ok, "the model has more than ", kMaxParams, " parameters (model.n_layers ", n_layers,
+                        ", model.d_model ", d, ", moe.n_experts ", moe.n_experts, ", moe.d_expert ", moe.d_expert,
+                        "): check the sizes");
+    return total;
 }
 
 }  // namespace frugal::model

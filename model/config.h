@@ -61,7 +61,10 @@ struct ModelConfig {
     MoEConfig moe;
 
     void register_fields(ConfigFields& f, const std::string& prefix);
+    // Ranges and consistency of every key, and that no weight's size (nor the total) wraps int64.
     void validate() const;
+    // An upper bound of the parameter count, from overflow-checked products; throws ConfigError past 2^50.
+    int64_t check_param_count() const;
 
     int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
     int64_t hd() const { return head_dim > 0 ? head_dim : d_model / n_heads; }

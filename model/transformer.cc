@@ -97,6 +97,10 @@ ForwardResult Transformer<T>::forward(const int32_t* tokens_BS, const int32_t* t
     for (int64_t i = 0; i < n; ++i) {
         FRUGAL_CHECK(tokens_BS[i] >= 0 && tokens_BS[i] < v, "token id ", tokens_BS[i], " at position ", i,
                      " is outside the vocabulary [0, ", v, "): check model.vocab_size against the data");
+        // A target indexes the logits and the loss gradient row: an id past the vocabulary would write out of bounds.
+        FRUGAL_CHECK(targets_BS[i] == kIgnoreIndex || (targets_BS[i] >= 0 && targets_BS[i] < v), "target id ",
+                     targets_BS[i], " at position ", i, " is outside the vocabulary [0, ", v,
+                     "): check model.vocab_size against the data");
         tok[i] = tokens_BS[i];
         tgt[i] = targets_BS[i];
         start[i] = doc_masked_ ? doc_start_BS[i] : 0;

@@ -8,28 +8,42 @@
 
 #include "accounting/hardware.h"
 #include "checkpoint/hf.h"
+#include "core/checked.h"
 #include "core/error.h"
+#include "core/input_file.h"
 #include "model/hf_config.h"
 #include "parallel/parallel_dims.h"
+#include "trainer/run_config_yaml.h"
 
 namespace frugal::trainer {
+
+namespace {
+// Steps and batch sizes far past any run, low enough that steps x global_batch x seq_len (the sample and token
+// positions of a run) cannot wrap int64.
+constexpr int64_t kMaxSteps = int64_t(1) << 40;
+constexpr int64_t kMaxBatch = int64_t(1) << 30;
+// Elements of the largest activation of one micro-batch (logits, attention scores): 2^48 is 1 PB of FP32.
+constexpr int64_t kMaxActivation = int64_t(1) << 48;
+}  // namespace
 
 ConfigFields TrainConfig::fields() {
     ConfigFields f;
     f.add("run.out_dir", &run.out_dir, "directory for config.yaml, metrics.jsonl and checkpoints");
     f.add("run.seed", &run.seed, "seed of initialization and data order");
-    f.add("run.log_every", &run.log_every, "steps between progress lines and metrics records", 1);
+    f.add("run.log_every", &run.log_every, "steps between progress lines and metrics records", 1, kMaxSteps);
     model.register_fields(f, "model.");
-    f.add("train.steps", &train.steps, "optimizer steps", 1);
-    f.add("train.global_batch", &train.global_batch, "sequences per optimizer step, summed over all ranks", 1);
+    f.add("train.steps", &train.steps, "optimizer steps", 1, kMaxSteps);
+    f.add("train.global_batch", &train.global_batch, "sequences per optimizer step, summed over all ranks", 1,
+          kMaxBatch);
     f.add("train.micro_batch", &train.micro_batch,
-          "sequences per forward/backward on one rank; gradient accumulation makes up the global batch", 1);
-    f.add("train.seq_len", &train.seq_len, "tokens per sequence", 1);
-    f.add("train.eval_every", &train.eval_every, "steps between validation losses; 0 = only after the last step", 0);
+          "sequences per forward/backward on one rank; gradient accumulation makes up the global batch", 1, kMaxBatch);
+    f.add("train.seq_len", &train.seq_len, "tokens per sequence", 1, int64_t(1) << 24);
+    f.add("train.eval_every", &train.eval_every, "steps between validation losses; 0 = only after the last step", 0,
+          kMaxSteps);
     f.add("train.eval_batches", &train.eval_batches,
           "micro-batches of validation data per evaluation, in total over the ranks: the same samples for any number "
           "of ranks",
-          1);
+          1, kMaxBatch);
     f.add("train.nonfinite", &train.nonfinite,
           "when the loss or gradient norm is NaN/Inf: skip the update (and log it) or stop with an error",
           {"skip", "stop"});
@@ -79,6 +93,25 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") must be a multiple of train.micro_batch (", train.micro_batch, ") x ranks (", world_size,
                         ") = ", per_step, ": set train.global_batch to ",
                         std::max<int64_t>(1, train.global_batch / per_step) * per_step);
+    // The largest buffers of one micro-batch, computed without wrapping: refused before anything is allocated.
+    const model::ModelConfig& m = model;
+    const int64_t tokens = mul_or_throw({train.micro_batch, train.seq_len}, kMaxActivation,
+                                        "tokens per micro-batch (train.micro_batch x train.seq_len)",
+                                        "lower train.micro_batch or train.seq_len");
+    const std::string fix = "lower train.micro_batch or train.seq_len";
+    mul_or_throw({tokens, m.vocab_size}, kMaxActivation, "logits per micro-batch (tokens x model.vocab_size)", fix);
+    mul_or_throw({tokens, m.n_heads, train.seq_len}, kMaxActivation,
+                 "attention scores per micro-batch (tokens x model.n_heads x train.seq_len)", fix);
+    mul_or_throw({tokens,
+                  std::max({m.d_ff, m.moe.d_expert * std::max<int64_t>(1, m.moe.n_shared_experts), m.n_heads * m.hd(),
+                            m.d_model}),
+                  4},
+                 kMaxActivation, "feed-forward activations per micro-batch", fix);
+    mul_or_throw({tokens, m.moe.top_k, 2 * m.moe.d_expert}, kMaxActivation,
+                 "routed expert activations per micro-batch (tokens x moe.top_k x 2 x moe.d_expert)", fix);
+    mul_or_throw({train.steps, train.global_batch, train.seq_len}, int64_t(1) << 62,
+                 "tokens of the run (train.steps x train.global_batch x train.seq_len)",
+                 "lower train.steps or train.global_batch");
     precision.validate();
     if (!checkpoint.export_hf.empty())  // found now rather than after the last step
         frugal::checkpoint::check_exportable(model, frugal::checkpoint::hf_model_type(model));
@@ -92,37 +125,6 @@ void TrainConfig::validate(int64_t world_size) const {
     FRUGAL_CONFIG_CHECK(fault.kill_rank < world_size, "fault.kill_rank (", fault.kill_rank,
                         ") is not a rank of this job (", world_size, " ranks): use -1 or a rank below ", world_size);
 }
-
-namespace {
-
-std::string origin(const std::string& path, const YAML::Node& node) {
-    return path + ":" + std::to_string(node.Mark().line + 1);
-}
-
-void walk(const YAML::Node& node, const std::string& prefix, const std::string& path, const ConfigFields& fields) {
-    for (auto it = node.begin(); it != node.end(); ++it) {
-        const std::string key = prefix + it->first.as<std::string>();
-        const YAML::Node& value = it->second;
-        if (value.IsMap()) {
-            walk(value, key + ".", path, fields);
-        } else if (value.IsSequence()) {
-            std::string joined;
-            for (const auto& item : value) {
-                FRUGAL_CONFIG_CHECK(item.IsScalar(), origin(path, item), ": ", key, " must be a list of plain values");
-                joined += (joined.empty() ? "" : ",") + item.as<std::string>();
-            }
-            fields.set(key, "[" + joined + "]", origin(path, it->first));
-        } else if (value.IsScalar()) {
-            fields.set(key, value.as<std::string>(), origin(path, it->first));
-        } else {
-            const ConfigField* f = fields.find(key);
-            if (!f) fields.set(key, "", origin(path, it->first));  // reports the unknown key
-            FRUGAL_CONFIG_ERROR(origin(path, it->first), ": ", key, " has no value: expected ", f->accepted);
-        }
-    }
-}
-
-}  // namespace
 
 // model.init_from: hf:DIR: the architecture keys come from DIR/config.json; the training knobs (balancing losses,
 // capacity, bias rate, sequence length, init) stay as configured.
@@ -161,26 +163,10 @@ void adopt_hf_architecture(model::ModelConfig& m) {
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides, int64_t world_size) {
     TrainConfig cfg;
     ConfigFields fields = cfg.fields();
-    if (!path.empty()) {
-        FRUGAL_CONFIG_CHECK(std::filesystem::exists(path), "config file ", path, " does not exist");
-        YAML::Node root;
-        try {
-            root = YAML::LoadFile(path);
-        } catch (const YAML::Exception& e) {
-            FRUGAL_CONFIG_ERROR(path, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
-        }
-        if (!root.IsNull()) {
-            FRUGAL_CONFIG_CHECK(root.IsMap(), path,
-                                ": the top level must be a mapping of sections (run:, model:, ...)");
-            walk(root, "", path, fields);
-        }
-    }
-    for (const std::string& o : overrides) {
-        size_t eq = o.find('=');
-        FRUGAL_CONFIG_CHECK(eq != std::string::npos && eq > 0, "--set ", o,
-                            ": expected key=value, e.g. --set train.steps=100");
-        fields.set(o.substr(0, eq), o.substr(eq + 1), "--set " + o);
-    }
+    if (!path.empty())
+        apply_yaml_config(input::read_file(path, "config file", "give a YAML run config such as configs/demo.yaml"),
+                          path, fields);
+    for (const std::string& o : overrides) apply_override(o, fields);
     if (!cfg.model.init_from.empty()) adopt_hf_architecture(cfg.model);
     cfg.validate(world_size);
     return cfg;

@@ -1,0 +1,7 @@
+// libFuzzer target: fuzz::run_config (see tests/fuzz/targets.h and scripts/fuzz.sh).
+#include "tests/fuzz/targets.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    frugal::fuzz::run_config(data, size);
+    return 0;
+}
