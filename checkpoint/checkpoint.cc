@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +15,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/log.h"
 
 namespace frugal::checkpoint {
@@ -51,12 +55,38 @@ struct H5Id {
     operator hid_t() const { return id; }
 };
 
-#define FRUGAL_H5_CHECK(expr, ...)                                             \
-    do {                                                                       \
-        if ((expr) < 0) FRUGAL_THROW("HDF5: " #expr " failed: ", __VA_ARGS__); \
+#define FRUGAL_H5_CHECK(expr, ...)                                                                  \
+    do {                                                                                            \
+        if ((expr) < 0) FRUGAL_THROW("HDF5: " #expr " failed: ", __VA_ARGS__, h5_error_detail()); \
     } while (0)
 
-void quiet_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void quiet_hdf5() {
+    // A file whose close failed (a full disk) is left open, and HDF5's exit handler crashes closing it again:
+    // every file is closed explicitly instead. Takes effect only before the library's first use.
+    static const bool no_atexit = [] { return H5dont_atexit() >= 0; }();
+    (void)no_atexit;
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
+
+// The innermost reasons on HDF5's error stack, and the system errno it reports (0 when none).
+herr_t collect_h5_error(unsigned, const H5E_error2_t* e, void* out) {
+    auto* detail = static_cast<std::pair<std::string, int>*>(out);
+    const std::string desc = e->desc ? e->desc : "";
+    if (const size_t at = desc.find("errno = "); at != std::string::npos && detail->second == 0)
+        detail->second = std::atoi(desc.c_str() + at + 8);
+    if (detail->first.empty()) detail->first = desc.substr(0, desc.find(", time ="));
+    return 0;
+}
+std::pair<std::string, int> h5_error() {
+    std::pair<std::string, int> detail{"", 0};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_h5_error, &detail);
+    return detail;
+}
+std::string h5_error_detail() {
+    const auto [text, err] = h5_error();
+    if (err != 0) return std::string(" (") + std::strerror(err) + ")";
+    return text.empty() ? "" : " (" + text + ")";
+}
 
 std::string step_name(int64_t step) {
     std::ostringstream os;
@@ -76,10 +106,10 @@ int64_t step_of(const std::string& filename) {
 
 void fsync_path(const std::string& path, bool directory) {
     int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    FRUGAL_CHECK(fd >= 0, "cannot open ", path, " to sync it");
-    int rc = ::fsync(fd);
+    if (fd < 0) throw IoError(detail::where(__FILE__, __LINE__), io_failure("opening", path, errno, 0));
+    const int rc = ::fsync(fd) == 0 ? 0 : errno;
     ::close(fd);
-    FRUGAL_CHECK(rc == 0, "fsync of ", path, " failed (disk full or failing?)");
+    if (rc != 0) throw IoError(detail::where(__FILE__, __LINE__), io_failure("syncing", path, rc, 0));
 }
 
 std::vector<hsize_t> dims_of(const Shape& s) { return std::vector<hsize_t>(s.begin(), s.end()); }
@@ -162,6 +192,28 @@ std::string read_string(hid_t file, const char* name) {
     return s;
 }
 
+// A chunk index that lost entries reads the missing chunks as zeros: every chunk must be stored. Each stored chunk
+// takes its full chunk size (edge chunks included) plus the 4 bytes of its Fletcher32 checksum.
+void check_allocated(hid_t d, const std::string& path, const std::string& name) {
+    H5Id space(H5Dget_space(d), H5Sclose);
+    H5Id dcpl(H5Dget_create_plist(d), H5Pclose);
+    const int nd = H5Sget_simple_extent_ndims(space);
+    bool ok = nd >= 0 && space.id >= 0 && dcpl.id >= 0;
+    if (!ok || H5Pget_layout(dcpl) != H5D_CHUNKED) return;
+    std::vector<hsize_t> dims(static_cast<size_t>(nd)), chunk(static_cast<size_t>(nd));
+    ok = H5Sget_simple_extent_dims(space, dims.data(), nullptr) == nd && H5Pget_chunk(dcpl, nd, chunk.data()) == nd;
+    hsize_t chunks = 1, chunk_bytes = 4;
+    for (int i = 0; ok && i < nd; ++i) {
+        ok = chunk[size_t(i)] > 0;
+        if (ok) chunks *= (dims[size_t(i)] + chunk[size_t(i)] - 1) / chunk[size_t(i)];
+        chunk_bytes *= chunk[size_t(i)];
+    }
+    const hsize_t stored = H5Dget_storage_size(d), expected = chunks * (chunk_bytes + 4);
+    if (!ok || stored != expected)
+        FRUGAL_CONFIG_ERROR("checkpoint ", path, ": dataset '", name, "' stores ", stored, " bytes where its ", chunks,
+                            " chunks take ", expected, " (corrupt chunk index); use an older checkpoint");
+}
+
 std::string shape_text(const Shape& s) {
     std::string out;
     for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
@@ -181,99 +233,210 @@ std::vector<TensorSlot> param_slots(model::ParamStore& store, bool write_replica
     return slots;
 }
 
+namespace {
+
+// CRC-32 (zlib) of every attribute and string of a checkpoint, in a fixed order: HDF5's own checksums cover its
+// metadata structures and Fletcher32 the tensor chunks, this covers the values the state is made of.
+uint32_t meta_crc32(const TrainingState& st, int64_t version, const std::string& manifest) {
+    std::ostringstream os;
+    os << version << '\n' << st.step << '\n' << st.tokens_seen << '\n' << st.data_position << '\n'
+       << st.optimizer_steps << '\n' << st.seed << '\n' << st.world_size << '\n' << st.ep << '\n'
+       << std::hexfloat << st.accounting_seconds << '\n';
+    const std::string head = os.str();
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (const std::string* part :
+         {&head, &st.config_yaml, &st.frugal_version, &st.accounting_json, &st.run_id, &manifest}) {
+        const uint64_t n = part->size();
+        crc = crc32(crc, reinterpret_cast<const Bytef*>(&n), sizeof(n));
+        crc = crc32(crc, reinterpret_cast<const Bytef*>(part->data()), uInt(part->size()));
+    }
+    return uint32_t(crc);
+}
+
+void write_tensor(hid_t file, hid_t lcpl, hid_t dxpl, const TensorSlot& s) {
+    const auto gdims = dims_of(s.global_shape);
+    const auto chunk = chunk_of(s.global_shape);
+    H5Id space(H5Screate_simple(int(gdims.size()), gdims.data(), nullptr), H5Sclose);
+    H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    FRUGAL_H5_CHECK(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()), s.name);
+    FRUGAL_H5_CHECK(H5Pset_fletcher32(dcpl), s.name);
+    H5Id d(H5Dcreate2(file, s.name.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
+    FRUGAL_H5_CHECK(d.id, s.name);
+    H5Id fspace(H5Dget_space(d), H5Sclose);
+    auto ldims = dims_of(s.local_shape);
+    H5Id mspace(H5Screate_simple(int(ldims.size()), ldims.data(), nullptr), H5Sclose);
+    if (s.writer && !ldims.empty() && ldims[0] > 0) {
+        std::vector<hsize_t> start(gdims.size(), 0);
+        start[0] = hsize_t(s.row_begin);
+        FRUGAL_H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, ldims.data(), nullptr),
+                        s.name);
+    } else {
+        H5Sselect_none(fspace);
+        H5Sselect_none(mspace);
+    }
+    FRUGAL_H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, s.data), s.name);
+}
+
+// Writes the whole file (collective). On failure the file is left open: closing it is a collective that the other
+// ranks may never reach, and the caller stops the job.
+void write_file(const std::string& path, const std::vector<TensorSlot>& slots, const TrainingState& state,
+                parallel::Communicator& world) {
+    const bool root = world.rank() == 0;
+    H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    H5Id dxpl(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+    // The 1.10 file format checksums every metadata structure (superblock, object headers, chunk indexes), so a
+    // flipped bit in them is an error, not different data.
+    FRUGAL_H5_CHECK(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110), path);
+    if (void* native = world.native_handle()) {
+        FRUGAL_H5_CHECK(H5Pset_fapl_mpio(fapl, *static_cast<MPI_Comm*>(native), MPI_INFO_NULL), path);
+        // Filtered (checksummed) datasets need collective writes in parallel HDF5.
+        FRUGAL_H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), path);
+    }
+    const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    FRUGAL_H5_CHECK(file, "cannot create checkpoint ", path, ": check checkpoint.dir");
+    write_attr_i64(file, "format_version", kFormatVersion);
+    write_attr_i64(file, "step", state.step);
+    write_attr_i64(file, "tokens_seen", state.tokens_seen);
+    write_attr_i64(file, "data_position", state.data_position);
+    write_attr_i64(file, "optimizer_steps", state.optimizer_steps);
+    write_attr_i64(file, "seed", state.seed);
+    write_attr_i64(file, "world_size", state.world_size);
+    write_attr_i64(file, "ep", state.ep);
+    write_attr_f64(file, "accounting_seconds", state.accounting_seconds);
+    write_string(file, "meta/config_yaml", state.config_yaml, root, dxpl);
+    write_string(file, "meta/frugal_version", state.frugal_version, root, dxpl);
+    write_string(file, "meta/accounting_json", state.accounting_json, root, dxpl);
+    write_string(file, "meta/run_id", state.run_id, root, dxpl);
+
+    std::string manifest;
+    H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    for (const TensorSlot& s : slots) {
+        write_tensor(file, lcpl, dxpl, s);
+        manifest += s.name + " f32 " + shape_text(s.global_shape) + "\n";
+    }
+    write_string(file, "manifest", manifest, root, dxpl);
+    write_attr_i64(file, "meta_crc32", int64_t(meta_crc32(state, kFormatVersion, manifest)));
+    FRUGAL_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), path);
+    FRUGAL_H5_CHECK(H5Fclose(file), path);  // collective
+}
+
+// The reason a checkpoint write failed, in words a user can act on.
+std::string write_failure(const std::string& path, const Error& e, int64_t bytes) {
+    const int err = h5_error().second;
+    if (err != 0) return io_failure("writing checkpoint", path, err, bytes);
+    const int64_t avail = free_bytes(path);
+    if (avail >= 0 && avail < (int64_t(1) << 20)) return io_failure("writing checkpoint", path, ENOSPC, bytes);
+    return std::string("writing checkpoint ") + path + " failed: " + e.what();
+}
+
+// The run that wrote a checkpoint ("" when the file does not tell: written by format version 1, or unreadable).
+std::string run_id_of(const std::string& path) {
+    try {
+        return read_state(path).run_id;
+    } catch (const Error&) {
+        return "";
+    }
+}
+
+// Removes the oldest checkpoints of this run beyond keep_last (keeping every keep_every-th step) and temporaries
+// a crash left. Other runs' checkpoints and files whose run cannot be read stay.
+void apply_retention(const std::string& dir, const std::string& run_id, int64_t keep_last, int64_t keep_every) {
+    std::vector<int64_t> ours;
+    for (const std::string& p : list_checkpoints(dir))
+        if (!run_id.empty() && run_id_of(p) == run_id) ours.push_back(step_of(fs::path(p).filename().string()));
+    for (size_t i = size_t(std::max<int64_t>(keep_last, 1)); i < ours.size(); ++i) {
+        if (keep_every > 0 && ours[i] % keep_every == 0) continue;
+        std::error_code ec;
+        fs::remove(fs::path(dir) / step_name(ours[i]), ec);
+        if (ec) log::warn("retention: cannot remove ", (fs::path(dir) / step_name(ours[i])).string(), ": ", ec.message());
+    }
+    for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string n = e.path().filename().string();
+        if (n.size() > 7 && n.rfind("step_", 0) == 0 && n.substr(n.size() - 7) == ".h5.tmp") {
+            std::error_code ec;
+            fs::remove(e.path(), ec);
+        }
+    }
+}
+
+// Rank 0: the file is complete; rename it into place and point `latest` at it.
+void commit(const std::string& dir, const std::string& tmp_path, const std::string& final_path, int64_t step,
+            const std::function<void()>& before_commit) {
+    fsync_path(tmp_path, false);
+    if (before_commit) before_commit();
+    std::error_code ec;
+    fs::rename(tmp_path, final_path, ec);
+    if (ec) {
+        fs::remove(tmp_path);
+        throw IoError(detail::where(__FILE__, __LINE__),
+                      "cannot rename " + tmp_path + " to " + final_path + ": " + ec.message());
+    }
+    fsync_path(dir, true);
+    write_file_atomic((fs::path(dir) / "latest").string(), step_name(step) + "\n");
+}
+
+}  // namespace
+
+int64_t file_bytes(const std::vector<TensorSlot>& slots, const TrainingState& state) {
+    int64_t bytes = int64_t(state.config_yaml.size() + state.accounting_json.size()) + (int64_t(1) << 20);
+    for (const TensorSlot& s : slots) {
+        const int64_t numel = shape_numel(s.global_shape);
+        const int64_t chunks = int64_t(dims_of(s.global_shape).empty() ? 1 : s.global_shape[0]);
+        bytes += 4 * numel + 8 * chunks + 4096;  // data, a checksum and an index entry per chunk, the header
+    }
+    return bytes + bytes / 64;
+}
+
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+    std::vector<std::pair<int64_t, std::string>> all;
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return {};
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (int64_t st = step_of(e.path().filename().string()); st >= 0) all.push_back({st, e.path().string()});
+    std::sort(all.rbegin(), all.rend());
+    std::vector<std::string> out;
+    for (auto& [st, p] : all) out.push_back(p);
+    return out;
+}
+
 std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, const TrainingState& state,
                  parallel::Communicator& world, int64_t keep_last, int64_t keep_every,
                  const std::function<void()>& before_commit) {
     quiet_hdf5();
     const bool root = world.rank() == 0;
-    if (root) fs::create_directories(dir);
-    world.barrier();
     const std::string final_path = (fs::path(dir) / step_name(state.step)).string();
     const std::string tmp_path = final_path + ".tmp";
-
-    H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-    H5Id dxpl(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
-    if (void* native = world.native_handle()) {
-        FRUGAL_H5_CHECK(H5Pset_fapl_mpio(fapl, *static_cast<MPI_Comm*>(native), MPI_INFO_NULL), tmp_path);
-        // Filtered (checksummed) datasets need collective writes in parallel HDF5.
-        FRUGAL_H5_CHECK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), tmp_path);
-    }
-    {
-        H5Id file(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
-        if (file.id < 0) FRUGAL_THROW("cannot create checkpoint ", tmp_path, ": check checkpoint.dir and free space");
-        write_attr_i64(file, "format_version", kFormatVersion);
-        write_attr_i64(file, "step", state.step);
-        write_attr_i64(file, "tokens_seen", state.tokens_seen);
-        write_attr_i64(file, "data_position", state.data_position);
-        write_attr_i64(file, "optimizer_steps", state.optimizer_steps);
-        write_attr_i64(file, "seed", state.seed);
-        write_attr_i64(file, "world_size", state.world_size);
-        write_attr_i64(file, "ep", state.ep);
-        write_attr_f64(file, "accounting_seconds", state.accounting_seconds);
-        write_string(file, "meta/config_yaml", state.config_yaml, root, dxpl);
-        write_string(file, "meta/frugal_version", state.frugal_version, root, dxpl);
-        write_string(file, "meta/accounting_json", state.accounting_json, root, dxpl);
-
-        std::string manifest;
-        H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-        H5Pset_create_intermediate_group(lcpl, 1);
-        for (const TensorSlot& s : slots) {
-            const auto gdims = dims_of(s.global_shape);
-            const auto chunk = chunk_of(s.global_shape);
-            H5Id space(H5Screate_simple(int(gdims.size()), gdims.data(), nullptr), H5Sclose);
-            H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-            FRUGAL_H5_CHECK(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()), s.name);
-            FRUGAL_H5_CHECK(H5Pset_fletcher32(dcpl), s.name);
-            H5Id d(H5Dcreate2(file, s.name.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
-            FRUGAL_H5_CHECK(d.id, s.name);
-            H5Id fspace(H5Dget_space(d), H5Sclose);
-            auto ldims = dims_of(s.local_shape);
-            H5Id mspace(H5Screate_simple(int(ldims.size()), ldims.data(), nullptr), H5Sclose);
-            if (s.writer && !ldims.empty() && ldims[0] > 0) {
-                std::vector<hsize_t> start(gdims.size(), 0);
-                start[0] = hsize_t(s.row_begin);
-                FRUGAL_H5_CHECK(
-                    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, ldims.data(), nullptr), s.name);
-            } else {
-                H5Sselect_none(fspace);
-                H5Sselect_none(mspace);
-            }
-            FRUGAL_H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, s.data), s.name);
-            manifest += s.name + " f32 " + shape_text(s.global_shape) + "\n";
+    const int64_t bytes = file_bytes(slots, state);
+    // Space first: when the disk cannot hold the file, nothing is written and every rank says so.
+    int64_t refused = 0;
+    std::string why;
+    if (root) {
+        try {
+            fs::create_directories(dir);
+            require_free_space(dir, bytes, "checkpoint");
+        } catch (const std::exception& e) {
+            refused = 1;
+            why = e.what();
         }
-        write_string(file, "manifest", manifest, root, dxpl);
-        FRUGAL_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), tmp_path);
-    }  // collective close
+    }
+    world.set_layer("checkpoint");
+    world.broadcast(&refused, 1, DType::kI64, 0);
+    if (refused)
+        throw IoError(detail::where(__FILE__, __LINE__),
+                      root ? why : "checkpoint " + final_path + " not written: rank 0 found no room for it");
+    try {
+        write_file(tmp_path, slots, state, world);
+    } catch (const Error& e) {
+        const std::string msg = write_failure(tmp_path, e, bytes);
+        std::error_code ec;
+        fs::remove(tmp_path, ec);
+        throw IoError(e.where(), msg + "; the previous checkpoint stays the latest");
+    }
     world.barrier();
     if (root) {
-        fsync_path(tmp_path, false);
-        if (before_commit) before_commit();
-        fs::rename(tmp_path, final_path);
-        fsync_path(dir, true);
-        const std::string latest_tmp = (fs::path(dir) / "latest.tmp").string();
-        {
-            std::ofstream out(latest_tmp);
-            out << step_name(state.step) << "\n";
-            out.flush();
-            FRUGAL_CHECK(out.good(), "cannot write ", latest_tmp);
-        }
-        fsync_path(latest_tmp, false);
-        fs::rename(latest_tmp, fs::path(dir) / "latest");
-        fsync_path(dir, true);
-        // Retention, only after the new checkpoint is committed.
-        std::vector<int64_t> steps;
-        for (const auto& e : fs::directory_iterator(dir)) {
-            const std::string n = e.path().filename().string();
-            if (int64_t st = step_of(n); st >= 0)
-                steps.push_back(st);
-            else if (n.size() > 4 && n.substr(n.size() - 4) == ".tmp" && n != "latest.tmp")
-                fs::remove(e.path());
-        }
-        std::sort(steps.rbegin(), steps.rend());
-        for (size_t i = size_t(keep_last); i < steps.size(); ++i) {
-            if (keep_every > 0 && steps[i] % keep_every == 0) continue;
-            fs::remove(fs::path(dir) / step_name(steps[i]));
-        }
+        commit(dir, tmp_path, final_path, state.step, before_commit);
+        apply_retention(dir, state.run_id, keep_last, keep_every);
     }
     world.barrier();
     return final_path;
@@ -286,8 +449,8 @@ TrainingState read_state(const std::string& path) {
     if (file.id < 0) FRUGAL_CONFIG_ERROR(path, " does not open as HDF5: truncated or not a checkpoint");
     TrainingState st;
     const int64_t version = read_attr_i64(file, "format_version");
-    if (version != kFormatVersion)
-        FRUGAL_CONFIG_ERROR(path, " has checkpoint format version ", version, "; this build reads version ",
+    if (version != kFormatVersion && version != 1)
+        FRUGAL_CONFIG_ERROR(path, " has checkpoint format version ", version, "; this build reads versions 1 and ",
                             kFormatVersion);
     st.step = read_attr_i64(file, "step");
     st.tokens_seen = read_attr_i64(file, "tokens_seen");
@@ -300,6 +463,13 @@ TrainingState read_state(const std::string& path) {
     st.config_yaml = read_string(file, "meta/config_yaml");
     st.frugal_version = read_string(file, "meta/frugal_version");
     st.accounting_json = read_string(file, "meta/accounting_json");
+    if (version >= 2) {
+        st.run_id = read_string(file, "meta/run_id");
+        const uint32_t want = uint32_t(read_attr_i64(file, "meta_crc32"));
+        if (meta_crc32(st, version, read_string(file, "manifest")) != want)
+            FRUGAL_CONFIG_ERROR(path, ": the checksum of its attributes and metadata strings does not match (corrupt "
+                                "file); use an older checkpoint");
+    }
     return st;
 }
 
@@ -342,6 +512,7 @@ void load(const std::string& path, std::vector<TensorSlot>& slots, TrainingState
             FRUGAL_CONFIG_ERROR("checkpoint ", path, ": dataset '", s.name, "' has shape ",
                                 shape_str(Shape(dims.begin(), dims.end())), " but this model needs ",
                                 shape_str(s.global_shape), ": the checkpoint is of a different model configuration");
+        check_allocated(d, path, s.name);
         auto ldims = dims_of(s.local_shape);
         std::vector<hsize_t> start(dims.size(), 0);
         start[0] = hsize_t(s.row_begin);
@@ -375,6 +546,7 @@ VerifyReport verify(const std::string& path) {
             H5Id type(H5Dget_type(d), H5Tclose);
             if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4)
                 throw ConfigError("verify", "dataset '" + e.name + "' is not f32 as the manifest says");
+            check_allocated(d, path, e.name);
             buf.resize(size_t(shape_numel(e.shape)));
             if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
                 throw ConfigError("verify", "dataset '" + e.name + "' fails its checksum (corrupt data)");
@@ -382,7 +554,7 @@ VerifyReport verify(const std::string& path) {
             r.bytes += int64_t(buf.size() * sizeof(float));
         }
         r.ok = true;
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
         r.error = e.what();
     }
     return r;
@@ -393,12 +565,8 @@ std::string find_resumable(const std::string& dir) {
     std::vector<std::string> candidates;
     std::ifstream latest(fs::path(dir) / "latest");
     std::string name;
-    if (latest >> name) candidates.push_back((fs::path(dir) / name).string());
-    std::vector<std::pair<int64_t, std::string>> all;
-    for (const auto& e : fs::directory_iterator(dir))
-        if (int64_t st = step_of(e.path().filename().string()); st >= 0) all.push_back({st, e.path().string()});
-    std::sort(all.rbegin(), all.rend());
-    for (const auto& [st, p] : all)
+    if (latest >> name && step_of(name) >= 0) candidates.push_back((fs::path(dir) / name).string());
+    for (const std::string& p : list_checkpoints(dir))
         if (std::find(candidates.begin(), candidates.end(), p) == candidates.end()) candidates.push_back(p);
     for (const std::string& p : candidates) {
         if (!fs::exists(p)) {

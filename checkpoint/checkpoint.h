@@ -24,7 +24,9 @@
 
 namespace frugal::checkpoint {
 
-inline constexpr int64_t kFormatVersion = 1;
+// Version 2: HDF5 1.10 file format (checksummed metadata), a CRC-32 over every attribute and string, and the run
+// id. Version 1 files still load.
+inline constexpr int64_t kFormatVersion = 2;
 
 struct CheckpointConfig {
     int64_t every = 0;            // steps between checkpoints; 0 = none
@@ -50,6 +52,7 @@ struct TrainingState {
     std::string frugal_version;
     double accounting_seconds = 0;  // device-seconds charged so far, all ranks and phases
     std::string accounting_json;    // per-phase device-seconds so far, {"compute": s, ...}
+    std::string run_id;             // the run that wrote it: retention deletes only its own run's checkpoints
 };
 
 // One global tensor and this rank's part of it: rows [row_begin, row_begin + local_shape[0]) along dimension 0.
@@ -68,7 +71,10 @@ struct TensorSlot {
 std::vector<TensorSlot> param_slots(model::ParamStore& store, bool write_replicated = true, bool write_experts = true);
 
 // Writes the checkpoint of `step` into dir (collective over world). before_commit, if set, runs on rank 0 after
-// the file is complete and before it is renamed (fault drills use it). Returns the final path.
+// the file is complete and before it is renamed (fault drills use it). Returns the final path. Retention then
+// removes the oldest checkpoints of state.run_id beyond keep_last; other runs' files are never touched.
+// Refuses (IoError, nothing written) when the disk cannot hold the file; a write that fails midway removes the
+// temporary, leaves `latest` as it was and throws IoError naming the path and the reason.
 std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, const TrainingState& state,
                  parallel::Communicator& world, int64_t keep_last, int64_t keep_every,
                  const std::function<void()>& before_commit = {});
@@ -89,8 +95,14 @@ VerifyReport verify(const std::string& path);
 // descending step. Problems with newer ones are logged.
 std::string find_resumable(const std::string& dir);
 
-// Reads the state only (for `frugal ckpt inspect`).
+// Reads the state only (for `frugal ckpt inspect`); checks the metadata checksum.
 TrainingState read_state(const std::string& path);
+
+// The bytes a checkpoint of these slots takes on disk (an upper bound).
+int64_t file_bytes(const std::vector<TensorSlot>& slots, const TrainingState& state);
+
+// Checkpoint files (step_NNNNNNNN.h5) in dir, newest first.
+std::vector<std::string> list_checkpoints(const std::string& dir);
 // Manifest entries: name, dtype, shape.
 struct ManifestEntry {
     std::string name, dtype;

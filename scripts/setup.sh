@@ -8,7 +8,7 @@ packages=(
   openmpi-bin libopenmpi-dev
   libeigen3-dev
   libyaml-cpp-dev
-  libhdf5-openmpi-dev hdf5-tools
+  libhdf5-openmpi-dev hdf5-tools zlib1g-dev
   libgtest-dev
   fortunes
   libpcre2-dev
