@@ -5,32 +5,37 @@
 #include "accounting/hardware_builtin.h"
 #include "core/config_fields.h"
 #include "core/error.h"
+#include "core/input_file.h"
 
 namespace frugal::accounting {
 
 std::map<std::string, Device> load_catalogue(const std::string& path) {
+    const std::string where = path.empty() ? std::string("hardware catalogue (built-in)") : path;
+    const std::string text =
+        path.empty() ? std::string(kBuiltinHardwareYaml)
+                     : input::read_file(path, "hardware catalogue", "give a YAML file like configs/hardware.yaml");
     YAML::Node root;
     try {
-        root = path.empty() ? YAML::Load(kBuiltinHardwareYaml) : YAML::LoadFile(path);
+        root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
-        FRUGAL_CONFIG_ERROR("hardware catalogue ", path.empty() ? "(built-in)" : path, ": ", e.what());
+        FRUGAL_CONFIG_ERROR(input::at(where, e.mark), ": not valid YAML: ", e.msg);
     }
-    FRUGAL_CONFIG_CHECK(root["devices"] && root["devices"].IsMap(), "hardware catalogue ", path,
+    FRUGAL_CONFIG_CHECK(root.IsMap() && root["devices"] && root["devices"].IsMap(), where,
                         ": expected a 'devices:' mapping (see configs/hardware.yaml)");
     std::map<std::string, Device> out;
     for (auto it = root["devices"].begin(); it != root["devices"].end(); ++it) {
         Device d;
-        d.key = it->first.as<std::string>();
-        const YAML::Node& n = it->second;
+        d.key = input::as_string(it->first, where, "a device name");
+        FRUGAL_CONFIG_CHECK(!out.count(d.key), input::at(where, it->first.Mark()), ": device '", d.key,
+                            "' appears twice: keep one");
+        const YAML::Node n = it->second;
+        FRUGAL_CONFIG_CHECK(n.IsMap(), input::at(where, n.Mark()), ": device '", d.key,
+                            "': expected a mapping of its numbers (bf16_tflops, fp8_tflops, ...)");
         auto num = [&](const char* k) -> double {
-            FRUGAL_CONFIG_CHECK(n[k], "hardware catalogue: device '", d.key, "' lacks '", k, "'");
-            try {
-                return n[k].as<double>();
-            } catch (const YAML::Exception&) {
-                FRUGAL_CONFIG_ERROR("hardware catalogue: device '", d.key, "': '", k, "' is not a number");
-            }
+            FRUGAL_CONFIG_CHECK(n[k], input::at(where, n.Mark()), ": device '", d.key, "' lacks '", k, "'");
+            return input::as_number(n[k], where, "devices." + d.key + "." + k, 0.0, 1e12);
         };
-        d.name = n["name"] ? n["name"].as<std::string>() : d.key;
+        d.name = n["name"] ? input::as_string(n["name"], where, "devices." + d.key + ".name") : d.key;
         d.bf16_tflops = num("bf16_tflops");
         d.fp8_tflops = num("fp8_tflops");
         d.memory_gb = num("memory_gb");

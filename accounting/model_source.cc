@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/input_file.h"
 #include "model/hf_config.h"
 
 namespace frugal::accounting {
@@ -18,17 +19,22 @@ model::ModelConfig from_frugal_yaml(const std::string& path) {
     model::ModelConfig m;
     ConfigFields f;
     m.register_fields(f, "model.");
+    const std::string text = input::read_file(path, "model file", "give a Frugal YAML, a config.json or a preset");
     YAML::Node root;
     try {
-        root = YAML::LoadFile(path);
+        root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
-        FRUGAL_CONFIG_ERROR(path, ": not valid YAML: ", e.what());
+        FRUGAL_CONFIG_ERROR(input::at(path, e.mark), ": not valid YAML: ", e.msg);
     }
+    FRUGAL_CONFIG_CHECK(root.IsMap(), path, ": expected a mapping with model: and moe: sections");
     for (const char* section : {"model", "moe"}) {
         if (!root[section]) continue;
+        FRUGAL_CONFIG_CHECK(root[section].IsMap(), input::at(path, root[section].Mark()), ": ", section,
+                            ": expected a mapping of its keys");
         for (auto it = root[section].begin(); it != root[section].end(); ++it) {
-            const std::string key = std::string(section) + "." + it->first.as<std::string>();
-            f.set(key, it->second.as<std::string>(), path + ":" + std::to_string(it->first.Mark().line + 1));
+            const std::string key = std::string(section) + "." + input::as_string(it->first, path, "a key");
+            const std::string where = input::at(path, it->first.Mark());
+            f.set(key, input::scalar_text(it->second, path, key, "a plain value"), where);
         }
     }
     m.validate();

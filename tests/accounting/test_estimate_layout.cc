@@ -1,6 +1,8 @@
 // `frugal estimate` refuses layouts that cannot exist, with exit code 2 and the legal choices.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "accounting/estimate.h"
 #include "core/error.h"
 #include "tests/util.h"
@@ -35,6 +37,35 @@ TEST(EstimateLayout, ImpossibleLayoutsExitTwoWithTheLegalChoices) {
     expect_refused("--gpus 8 --tp 0.5", {"--tp 0.5 must be a whole number"});
     const auto ok = estimate("--gpus 64 --tp 4 --pp 2 --ep 8");
     EXPECT_EQ(ok.code, 0) << ok.output;
+}
+
+TEST(EstimateLayout, BadModelAndHardwareFilesNameFileLineAndField) {
+    namespace fs = std::filesystem;
+    const fs::path dir = test::temp_dir("estimate_files");
+    std::ofstream(dir / "m.yaml") << "model:\n  d_model: {a: 1}\n";
+    std::ofstream(dir / "hw.yaml") << "devices:\n  x:\n    bf16_tflops: fast\n";
+    std::ofstream(dir / "hw2.yaml") << "devices:\n  x:\n    bf16_tflops: -5\n";
+    const std::string tail = " --tokens 1T --gpu h800 --gpus 8 --mfu 0.4";
+    auto r = test::run_frugal("estimate " + (dir / "m.yaml").string() + tail);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("m.yaml:2:12: model.d_model: expected a plain value, got an object"), std::string::npos)
+        << r.output;
+    r = test::run_frugal("estimate " + dir.string() + tail);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("is a directory, not a file"), std::string::npos) << r.output;
+    const std::string mixtral = std::string(FRUGAL_SOURCE_DIR) + "/configs/models/mixtral-8x7b.yaml";
+    r = test::run_frugal("estimate " + mixtral + tail + " --hardware " + (dir / "hw.yaml").string());
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("hw.yaml:3:18: devices.x.bf16_tflops: expected a finite number, got 'fast'"),
+              std::string::npos)
+        << r.output;
+    r = test::run_frugal("estimate " + mixtral + tail + " --hardware " + (dir / "hw2.yaml").string());
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("devices.x.bf16_tflops = -5 is out of range"), std::string::npos) << r.output;
+    r = test::run_frugal("estimate " + mixtral + tail + " --hardware " + dir.string());
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("hardware catalogue " + dir.string() + " is a directory"), std::string::npos) << r.output;
+    fs::remove_all(dir);
 }
 
 }  // namespace
