@@ -12,6 +12,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/log.h"
 #include "core/memory.h"
 #include "core/version.h"
@@ -66,26 +67,30 @@ struct FullSlots {
 };
 
 const char* kImportHelp =
-    "usage: frugal import-hf HF_DIR --out CKPT.h5\n"
+    "usage: frugal import-hf HF_DIR --out CKPT.h5 [--force]\n"
     "       frugal launch -n N import-hf HF_DIR --out CKPT.h5\n\n"
     "Reads a Hugging Face model directory (config.json, model.safetensors or sharded with "
     "model.safetensors.index.json; F32, BF16 or F16) of a supported family (qwen3_moe, qwen2_moe, mixtral, olmoe) "
     "and writes a step-0 Frugal checkpoint. On one process the model is held once in FP32; under frugal launch the "
     "experts are spread over the N ranks (each reads only its own) and the checkpoint is written collectively. To "
-    "fine-tune without converting, set model.init_from: hf:HF_DIR in the training config.\n";
+    "fine-tune without converting, set model.init_from: hf:HF_DIR in the training config. An existing CKPT.h5 is "
+    "replaced only with --force.\n";
 
 const char* kExportHelp =
     "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32] [--model-type "
-    "qwen3_moe|qwen2_moe|mixtral|olmoe] [--config HF_DIR/config.json]\n"
+    "qwen3_moe|qwen2_moe|mixtral|olmoe] [--config HF_DIR/config.json] [--force]\n"
     "       frugal launch -n N export-hf CKPT.h5 --out DIR [...]\n\n"
     "The family defaults to the one that holds the model's architecture. Writes config.json (copied from --config "
     "with the tokenizer files beside it; by default from the Hugging Face model the checkpoint was imported or "
     "fine-tuned from, when it is still there; else generated), sharded safetensors and "
     "model.safetensors.index.json, loadable by transformers. Importing and exporting reproduces the original "
-    "tensors bit for bit in the same dtype. Under frugal launch each rank reads and writes only its experts.\n";
+    "tensors bit for bit in the same dtype. Under frugal launch each rank reads and writes only its experts. DIR "
+    "is replaced whole when the export is complete; a DIR that holds anything but a previous export is refused "
+    "unless --force is given.\n";
 
 struct ImportJob {
     std::string dir, out;
+    bool force = false;
     trainer::TrainConfig cfg;
     parallel::ParallelDims dims;
 };
@@ -96,12 +101,18 @@ ImportJob plan_import(const Args& args, int world_size, int rank) {
     for (size_t i = 0; i < args.size(); ++i) {
         if (args[i] == "--out")
             j.out = take(args, i, "--out");
+        else if (args[i] == "--force")
+            j.force = true;
         else if (args[i].rfind("-", 0) == 0)
             FRUGAL_CONFIG_ERROR("frugal import-hf: unknown option '", args[i], "'");
         else
             j.dir = args[i];
     }
     FRUGAL_CONFIG_CHECK(!j.dir.empty() && !j.out.empty(), "frugal import-hf HF_DIR --out CKPT.h5 (see --help)");
+    FRUGAL_CONFIG_CHECK(!fs::is_directory(j.out), "--out ", j.out, " is a directory: give the checkpoint file to write");
+    FRUGAL_CONFIG_CHECK(j.force || !fs::exists(j.out), "--out ", j.out,
+                        " exists: choose a new file, or add --force to replace it");
+    check_writable_dir(fs::absolute(j.out).parent_path().string(), "--out");
     checkpoint::check_importable(j.dir);
     j.cfg.model.init_from = "hf:" + j.dir;
     trainer::adopt_hf_architecture(j.cfg.model);
@@ -149,6 +160,7 @@ void run_import(ImportJob& j, parallel::Communicator& world) {
 
 struct ExportJob {
     std::string ckpt, out, dtype = "bf16", type, source;
+    bool force = false;
     model::ModelConfig cfg;
     parallel::ParallelDims dims;
 };
@@ -164,12 +176,16 @@ ExportJob plan_export(const Args& args, int world_size, int rank) {
             j.type = take(args, i, "--model-type");
         else if (args[i] == "--config")
             j.source = take(args, i, "--config");
+        else if (args[i] == "--force")
+            j.force = true;
         else if (args[i].rfind("-", 0) == 0)
             FRUGAL_CONFIG_ERROR("frugal export-hf: unknown option '", args[i], "'");
         else
             j.ckpt = args[i];
     }
     FRUGAL_CONFIG_CHECK(!j.ckpt.empty() && !j.out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
+    checkpoint::check_export_target(j.out, "--out", j.force);
+    check_writable_dir(fs::absolute(j.out).parent_path().string(), "--out");
     std::string init_from;
     j.cfg = checkpoint_model_config(j.ckpt, &init_from);
     if (j.source.empty()) {

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -10,6 +11,7 @@
 
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "model/hf_config.h"
 #include "parallel/communicator.h"
 
@@ -282,6 +284,45 @@ std::string shard_name(int64_t i, int64_t n) {
 }
 }  // namespace
 
+namespace {
+// The files an export writes besides the safetensors shards: config.json, the index and the tokenizer files it
+// copies from the source model.
+constexpr const char* kExportSideFiles[] = {"config.json",          "model.safetensors.index.json",
+                                            "generation_config.json", "tokenizer.json",
+                                            "tokenizer_config.json", "special_tokens_map.json",
+                                            "vocab.json",           "merges.txt",
+                                            "tokenizer.model"};
+}  // namespace
+
+void check_export_target(const std::string& out_dir, const std::string& key, bool force) {
+    std::error_code ec;
+    if (force || !fs::exists(out_dir, ec)) return;
+    if (!fs::is_directory(out_dir, ec))
+        FRUGAL_CONFIG_ERROR(key, " ", out_dir, " is a file; an export writes a directory there and would replace it: ",
+                            "choose a new path", key == "--out" ? " (or add --force to replace it)" : "");
+    bool has_config = false, has_weights = false;
+    std::string foreign;
+    for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+        const std::string n = e.path().filename().string();
+        const bool side = std::find_if(std::begin(kExportSideFiles), std::end(kExportSideFiles),
+                                       [&](const char* f) { return n == f; }) != std::end(kExportSideFiles);
+        const bool shard = n.size() > 12 && n.rfind("model", 0) == 0 && n.substr(n.size() - 12) == ".safetensors";
+        if (!e.is_regular_file(ec) || (!side && !shard)) {
+            foreign = n;
+            break;
+        }
+        has_config |= n == "config.json";
+        has_weights |= shard;
+    }
+    const bool empty = fs::is_empty(out_dir, ec);
+    if (empty || (foreign.empty() && has_config && has_weights)) return;
+    FRUGAL_CONFIG_ERROR(key, " ", out_dir, " is a directory that is not a previous export (",
+                        foreign.empty() ? std::string("no config.json with safetensors weights") : "it holds '" + foreign + "'",
+                        "); an export replaces the directory whole, so its contents would be lost: choose a new or "
+                        "empty directory",
+                        key == "--out" ? " (or add --force to replace it)" : "");
+}
+
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,
                const std::string& type, const std::string& dtype, const std::string& source_config,
                parallel::Communicator& world, ExportLayout layout, int64_t max_shard_bytes) {
@@ -367,15 +408,11 @@ void export_hf(const std::string& out_dir, const model::ParamStore& store, const
         }
         index << "{\n  \"metadata\": {\"total_size\": " << total << "},\n  \"weight_map\": {" << map.str()
               << "\n  }\n}\n";
-        {
-            std::ofstream f(staging / "model.safetensors.index.json");
-            f << index.str();
-            FRUGAL_CHECK(f.good(), "cannot write ", (staging / "model.safetensors.index.json").string());
-        }
+        write_file_atomic((staging / "model.safetensors.index.json").string(), index.str());
         if (!source_config.empty() && fs::exists(source_config))
             fs::copy_file(source_config, staging / "config.json", fs::copy_options::overwrite_existing);
         else
-            std::ofstream(staging / "config.json") << generated_config(cfg, type, dtype);
+            write_file_atomic((staging / "config.json").string(), generated_config(cfg, type, dtype));
         // The tokenizer files travel with the model when the source directory had them.
         if (!source_config.empty())
             for (const char* tok : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",

@@ -44,6 +44,11 @@ std::string hf_model_type(const model::ModelConfig& cfg);
 // Throws ConfigError naming the first model setting the Hugging Face family `type` cannot hold.
 void check_exportable(const model::ModelConfig& cfg, const std::string& type);
 
+// Refuses (ConfigError, exit 2) an export target that is a file, or a non-empty directory that is not a previous
+// export (config.json with safetensors, tokenizer files and nothing else): an export replaces out_dir whole, so
+// anything else there would be lost. force skips the check. key names the flag or config key for the message.
+void check_export_target(const std::string& out_dir, const std::string& key, bool force);
+
 // Writes config.json (from source_config when given, else generated for model_type), sharded safetensors with
 // model.safetensors.index.json (shards of at most max_shard_bytes), in "bf16", "f16" or "f32", into a staging
 // directory renamed to out_dir at the end. store holds all experts (one process).

@@ -20,6 +20,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf.h"
 #include "core/bf16.h"
+#include "core/file_io.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "data/loader.h"
@@ -28,6 +29,7 @@
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/grad_sync.h"
 #include "parallel/parallel_dims.h"
+#include "trainer/run_guard.h"
 
 namespace frugal::trainer {
 
@@ -191,9 +193,11 @@ void record_lost_steps(const std::string& out_dir, int64_t resumed_step) {
     std::ifstream in(fs::path(out_dir) / "progress");
     int64_t reached = resumed_step;
     if (in >> reached && reached > resumed_step) {
-        std::ofstream(fs::path(out_dir) / "failures.jsonl", std::ios::app)
-            << "{\"resumed_from_step\": " << resumed_step << ", \"last_completed_step\": " << reached
-            << ", \"lost_steps\": " << reached - resumed_step << "}\n";
+        AppendFile failures((fs::path(out_dir) / "failures.jsonl").string(), false);
+        failures.append("{\"resumed_from_step\": " + std::to_string(resumed_step) + ", \"last_completed_step\": " +
+                        std::to_string(reached) + ", \"lost_steps\": " + std::to_string(reached - resumed_step) +
+                        "}\n");
+        failures.close();
         log::warn("steps ", resumed_step + 1, "..", reached, " were lost to the failure and are computed again");
     }
 }
@@ -251,6 +255,41 @@ void inject_fault(const TrainConfig& cfg) {
     std::raise(SIGKILL);
 }
 
+std::string checkpoint_dir(const TrainConfig& cfg) {
+    return cfg.checkpoint.dir.empty() ? (fs::path(cfg.run.out_dir) / "checkpoints").string() : cfg.checkpoint.dir;
+}
+
+bool is_inside(const std::string& path, const std::string& dir) {
+    const std::string p = fs::weakly_canonical(fs::absolute(path)).string(),
+                      d = fs::weakly_canonical(fs::absolute(dir)).string();
+    return p == d || (p.size() > d.size() && p.compare(0, d.size(), d) == 0 && p[d.size()] == '/');
+}
+
+// What the run holds while it writes (rank 0): every directory it will write is writable and locked, and the
+// export target can be replaced. Checked before anything is built, so a mistake costs nothing.
+struct OutputClaim {
+    DirLock out_dir, ckpt_dir;
+};
+OutputClaim claim_outputs(const TrainConfig& cfg) {
+    OutputClaim claim;
+    check_writable_dir(cfg.run.out_dir, "run.out_dir");
+    claim.out_dir = DirLock(cfg.run.out_dir, "run.out_dir");
+    const std::string ckpt_dir = checkpoint_dir(cfg);
+    if (cfg.checkpoint.every > 0 || cfg.checkpoint.resume == "auto") {
+        check_writable_dir(ckpt_dir, "checkpoint.dir");
+        if (!is_inside(ckpt_dir, cfg.run.out_dir)) claim.ckpt_dir = DirLock(ckpt_dir, "checkpoint.dir");
+    }
+    if (!cfg.checkpoint.export_hf.empty()) {
+        checkpoint::check_export_target(cfg.checkpoint.export_hf, "checkpoint.export_hf", false);
+        check_writable_dir(fs::absolute(cfg.checkpoint.export_hf).parent_path().string(), "checkpoint.export_hf");
+    }
+    return claim;
+}
+
+// The run's id: the resumed checkpoint's, or a new one for a fresh run (rank 0 writes the checkpoints' strings and
+// applies retention, so only rank 0's id matters).
+std::string run_id_for(const std::string& resumed_id) { return resumed_id.empty() ? new_run_id() : resumed_id; }
+
 }  // namespace
 
 TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)>& on_step) {
@@ -266,6 +305,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         parallel::ParallelDims::make(world.size(), world.rank(), cfg.parallel.ep, n_experts);
     const int64_t dp_rank = dims.rank, dp_size = dims.world;
     const bool is_root = dims.rank == 0;
+    OutputClaim claim;
+    if (is_root) claim = claim_outputs(cfg);
     if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
     const int64_t micro = cfg.train.micro_batch, s = cfg.train.seq_len;
     const int64_t accum = cfg.accum_steps(dp_size);
@@ -297,17 +338,24 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     parallel::GradSync grad_sync(net.params(), world, *edp_comm, *ep_comm);
 
     // Checkpoint slots: every parameter, both AdamW moments and every expert bias, in their global shapes.
-    const std::string ckpt_dir =
-        cfg.checkpoint.dir.empty() ? (fs::path(cfg.run.out_dir) / "checkpoints").string() : cfg.checkpoint.dir;
+    const std::string ckpt_dir = checkpoint_dir(cfg);
     CheckpointSlots ckpt(net, opt, moe_layers, cfg.model, dims);
     int64_t start_step = 0, data_position = 0;
+    std::string run_id;
     accounting::PhaseSeconds carried_accounting{};
+    if (is_root && cfg.checkpoint.resume == "none" && cfg.checkpoint.every > 0) check_fresh_start(ckpt_dir, false);
     if (cfg.checkpoint.resume == "auto") {
         int64_t found = -1;
         std::string path;
         if (is_root) {
             path = checkpoint::find_resumable(ckpt_dir);
-            if (!path.empty()) found = checkpoint::read_state(path).step;
+            if (path.empty()) {
+                check_fresh_start(ckpt_dir, true);
+            } else {
+                const checkpoint::TrainingState written = checkpoint::read_state(path);
+                check_resume_compatible(path, written.config_yaml, to_yaml(cfg));
+                found = written.step;
+            }
         }
         world.set_layer("checkpoint resume");
         world.broadcast(&found, 1, DType::kI64, 0);
@@ -328,6 +376,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             ckpt.after_load(with_recipe_state);
             start_step = st.step;
             data_position = st.data_position;
+            run_id = run_id_for(st.run_id);
             opt.set_steps_taken(st.optimizer_steps);
             carried_accounting = parse_phases(st.accounting_json);
             log::info("resumed from ", path, " (step ", st.step, ", written by ", st.world_size, " ranks with ep ",
@@ -337,17 +386,15 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             log::info("checkpoint.resume: auto found no checkpoint in ", ckpt_dir, "; starting fresh");
         }
     }
+    if (run_id.empty()) run_id = run_id_for("");
     if (start_step >= cfg.train.steps)
         log::warn("the checkpoint is at step ", start_step, ", not before train.steps (", cfg.train.steps,
                   "): nothing left to train");
 
-    std::ofstream metrics;
+    AppendFile metrics;
     if (is_root) {
-        fs::create_directories(cfg.run.out_dir);
-        std::ofstream(fs::path(cfg.run.out_dir) / "config.yaml") << to_yaml(cfg);
-        metrics.open(fs::path(cfg.run.out_dir) / "metrics.jsonl", start_step > 0 ? std::ios::app : std::ios::trunc);
-        FRUGAL_CHECK(metrics.good(), "cannot write ", (fs::path(cfg.run.out_dir) / "metrics.jsonl").string(),
-                     ": check run.out_dir");
+        write_file_atomic((fs::path(cfg.run.out_dir) / "config.yaml").string(), to_yaml(cfg));
+        metrics = AppendFile((fs::path(cfg.run.out_dir) / "metrics.jsonl").string(), start_step == 0);
     }
 
     log::info("frugal: ", net.params().numel(), " parameters on this rank (", net.params().dense_numel(),
@@ -503,7 +550,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             meter.charge(accounting::Phase::kCommunication, comm);
         }
         const bool last = step + 1 == cfg.train.steps;
-        if (is_root) std::ofstream(fs::path(cfg.run.out_dir) / "progress") << step + 1 << "\n";
+        if (is_root)
+            write_file_atomic((fs::path(cfg.run.out_dir) / "progress").string(), std::to_string(step + 1) + "\n");
         if (cfg.checkpoint.every > 0 && ((step + 1) % cfg.checkpoint.every == 0 || last)) {
             checkpoint::TrainingState st;
             st.step = step + 1;
@@ -515,6 +563,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             st.ep = dims.ep;
             st.config_yaml = to_yaml(cfg);
             st.frugal_version = kVersion;
+            st.run_id = run_id;
             const accounting::PhaseSeconds so_far = totals();
             st.accounting_json = phases_json(so_far);
             for (double x : so_far) st.accounting_seconds += x;
@@ -553,20 +602,21 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             report.train_seconds = seconds_since(t_start);
             line << "  cost $" << std::setprecision(4) << report.cost_usd();
             line << "  elapsed " << std::setprecision(1) << sm.elapsed_s << "s";
-            if (is_root) std::ofstream(cost_path) << accounting::to_json(report);
+            if (is_root) write_file_atomic(cost_path, accounting::to_json(report));
             log::info(line.str());
             if (is_root) {
-                metrics << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
+                std::ostringstream rec;
+                rec << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
                         << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
                         << ", \"grad_norm\": " << json_number(sm.grad_norm)
                         << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
                         << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
                         << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
-                if (sm.val_loss >= 0) metrics << ", \"val_loss\": " << json_number(sm.val_loss);
-                if (sm.skipped) metrics << ", \"skipped\": true";
-                if (!moe_json.empty()) metrics << ", \"moe\": " << moe_json;
-                metrics << "}\n";
-                metrics.flush();
+                if (sm.val_loss >= 0) rec << ", \"val_loss\": " << json_number(sm.val_loss);
+                if (sm.skipped) rec << ", \"skipped\": true";
+                if (!moe_json.empty()) rec << ", \"moe\": " << moe_json;
+                rec << "}\n";
+                metrics.append(rec.str());
             }
         }
         if (on_step) on_step(sm);
@@ -592,7 +642,14 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
     report.device_seconds = totals();
     report.tokens = double(result.tokens);
     report.train_seconds = result.seconds;
-    if (is_root) std::ofstream(cost_path) << accounting::to_json(report);
+    if (is_root) {
+        write_file_atomic(cost_path, accounting::to_json(report));
+        metrics.close();
+    }
+    FRUGAL_CHECK(result.history.empty() || result.skipped_steps < int64_t(result.history.size()), "all ",
+                 result.history.size(),
+                 " steps had a non-finite loss or gradient norm and were skipped (train.nonfinite: skip): the model "
+                 "did not train. Lower optim.lr, raise optim.warmup_steps, or check the data");
     log::info("done: ", cfg.train.steps - start_step, " steps, ", result.tokens, " tokens in ", std::fixed,
               std::setprecision(1), result.seconds, " s (", std::setprecision(0),
               double(result.tokens) / result.seconds, " tokens/s); loss ", std::setprecision(4), result.first_loss,
