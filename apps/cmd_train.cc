@@ -4,6 +4,7 @@
 #include "apps/mpi_job.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/signals.h"
 #include "parallel/mpi_comm.h"
 #include "trainer/trainer.h"
 
@@ -22,7 +23,12 @@ const char* kHelp =
     "\n"
     "  --set key=value   override one configuration key (repeatable), e.g. --set train.steps=100\n"
     "\n"
-    "Exit codes: 0 done, 1 failure while running, 2 bad configuration or arguments, 3 a collective timed out.\n";
+    "SIGTERM, SIGINT, SIGHUP or SIGUSR1 (what `frugal launch` forwards, and Slurm sends before a time limit) stop\n"
+    "every rank at the end of the current step, after a checkpoint when checkpoint.every is set; a second signal\n"
+    "stops at once.\n"
+    "\n"
+    "Exit codes: 0 done, 1 failure while running, 2 bad configuration or arguments, 3 a collective timed out,\n"
+    "128 + N stopped by signal N at a step boundary (143 SIGTERM, 130 SIGINT, 129 SIGHUP, 138 SIGUSR1).\n";
 
 struct Args2 {
     std::string config_path;
@@ -55,16 +61,18 @@ int cmd_train(const Args& args) {
         std::fputs(kHelp, stdout);
         return 0;
     }
+    install_stop_handlers();
     if (!parallel::launched_by_mpi()) {
         Args2 a = parse(args);
         trainer::TrainConfig cfg = trainer::load_config(a.config_path, a.overrides, 1);
-        trainer::train(cfg);
-        return 0;
+        const int sig = trainer::train(cfg).stop_signal;
+        return sig ? stop_exit_code(sig) : 0;
     }
 
     // Under mpirun/srun: every rank runs the same command.
     trainer::TrainConfig cfg;
-    return run_mpi_job(
+    int sig = 0;
+    const int rc = run_mpi_job(
         [&] {
             int size = 1;
             MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -72,7 +80,8 @@ int cmd_train(const Args& args) {
             cfg = trainer::load_config(a.config_path, a.overrides, size);
             return cfg.parallel.timeout_s;
         },
-        [&](parallel::Communicator& world) { trainer::train(cfg, world); });
+        [&](parallel::Communicator& world) { sig = trainer::train(cfg, world).stop_signal; });
+    return rc == 0 && sig ? stop_exit_code(sig) : rc;
 }
 
 }  // namespace frugal::apps

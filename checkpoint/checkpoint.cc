@@ -379,7 +379,7 @@ void commit(const std::string& dir, const std::string& tmp_path, const std::stri
 }  // namespace
 
 int64_t file_bytes(const std::vector<TensorSlot>& slots, const TrainingState& state) {
-    int64_t bytes = int64_t(state.config_yaml.size() + state.accounting_json.size()) + (int64_t(1) << 20);
+    int64_t bytes = int64_t(state.config_yaml.size() + state.accounting_json.size()) + (int64_t(256) << 10);
     for (const TensorSlot& s : slots) {
         const int64_t numel = shape_numel(s.global_shape);
         const int64_t chunks = int64_t(dims_of(s.global_shape).empty() ? 1 : s.global_shape[0]);

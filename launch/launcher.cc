@@ -1,9 +1,12 @@
 #include "launch/launcher.h"
 
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -12,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/signals.h"
 
 namespace frugal::launch {
 
@@ -149,11 +153,52 @@ std::string join_command(const std::vector<std::string>& cmd) {
     return s;
 }
 
-// Runs cmd, waits, returns its exit code (128 + signal when killed by one).
+volatile std::sig_atomic_t g_signals_received = 0, g_last_signal = 0;
+void on_launcher_signal(int sig) {
+    g_last_signal = sig;
+    g_signals_received = g_signals_received + 1;
+}
+
+// SIGINT, SIGTERM and SIGHUP interrupt the wait for the job (no SA_RESTART), which then forwards them.
+void install_launcher_handlers() {
+    struct sigaction sa {};
+    sa.sa_handler = on_launcher_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
+// The first signal asks the ranks to stop at a step boundary: SIGUSR1, which mpirun and srun forward to every rank
+// (mpirun answers SIGTERM itself by killing the ranks a moment later). The second stops the job at once through
+// mpirun (SIGTERM), the third kills its whole process group.
+void forward_signal(pid_t child, int count, int sig) {
+    if (count == 1) {
+        log::warn("launch: ", signal_name(sig),
+                  " received: asking every rank to stop at the end of its step (and checkpoint when "
+                  "checkpoint.every is set); send it again to stop at once");
+        ::kill(child, SIGUSR1);
+    } else if (count == 2) {
+        log::warn("launch: ", signal_name(sig), " received again: stopping the job now");
+        ::kill(child, SIGTERM);
+    } else {
+        ::kill(-child, SIGKILL);
+    }
+}
+
+// Runs cmd, waits, returns its exit code (128 + signal when killed by one). The job runs in its own process group,
+// so a Ctrl-C in the terminal reaches the launcher, which forwards it (forward_signal), and not mpirun directly;
+// its standard input is /dev/null, so a background mpirun never stops on reading the terminal; and it gets SIGTERM
+// if the launcher dies.
 int run_once(const std::vector<std::string>& cmd) {
+    const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     FRUGAL_CHECK(pid >= 0, "fork failed while starting ", cmd[0]);
     if (pid == 0) {
+        ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent) std::_Exit(1);
+        const int null_fd = ::open("/dev/null", O_RDONLY);
+        if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+        for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, SIG_DFL);
         std::vector<char*> argv;
         for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
         argv.push_back(nullptr);
@@ -162,13 +207,24 @@ int run_once(const std::vector<std::string>& cmd) {
                      std::strerror(errno));
         std::_Exit(127);
     }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    ::setpgid(pid, pid);
+    int status = 0, forwarded = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+        FRUGAL_CHECK(errno == EINTR, "waiting for ", cmd[0], " failed: ", std::strerror(errno));
+        while (forwarded < g_signals_received) forward_signal(pid, ++forwarded, int(g_last_signal));
     }
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return 1;
 }
+
+// Exit codes of ranks that stopped on a signal at a step boundary (frugal train: 128 + the signal).
+bool is_stop_code(int rc) {
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1})
+        if (rc == stop_exit_code(sig)) return true;
+    return false;
+}
+
 }  // namespace
 
 int run_job(const LaunchOptions& opt) {
@@ -179,6 +235,7 @@ int run_job(const LaunchOptions& opt) {
         return 0;
     }
     log::info("launch: ", join_command(cmd));
+    install_launcher_handlers();
     for (int attempt = 0;; ++attempt) {
         if (attempt == 1) {
             // Relaunches continue from the newest checkpoint that verifies (none yet: from the start).
@@ -186,6 +243,20 @@ int run_job(const LaunchOptions& opt) {
         }
         const int rc = run_once(cmd);
         if (rc == 0) return 0;
+        if (g_signals_received > 0) {
+            // Stopped on request: never restarted.
+            const int sig = int(g_last_signal);
+            log::warn("launch: stopped by ", signal_name(sig), " (job exit code ", rc, ")",
+                      is_stop_code(rc) ? ": every rank stopped at a step boundary; with checkpoint.every set, continue "
+                                         "with --set checkpoint.resume=auto"
+                                       : "");
+            return stop_exit_code(sig);
+        }
+        if (is_stop_code(rc)) {
+            log::warn("launch: the ranks were stopped by a signal from outside (exit code ", rc,
+                      ", e.g. Slurm's before a time limit) at a step boundary; not restarting");
+            return rc;
+        }
         // Exit code 2 is a configuration error: running it again cannot help.
         if (rc == 2 || attempt >= opt.max_restarts) {
             if (opt.max_restarts > 0 && rc != 2)

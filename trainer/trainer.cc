@@ -21,6 +21,7 @@
 #include "checkpoint/hf.h"
 #include "core/bf16.h"
 #include "core/file_io.h"
+#include "core/signals.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "data/loader.h"
@@ -549,7 +550,11 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             meter.charge(accounting::Phase::kCompute, seconds_since(t_compute) - comm);
             meter.charge(accounting::Phase::kCommunication, comm);
         }
-        const bool last = step + 1 == cfg.train.steps;
+        // A stop request (SIGTERM, SIGINT, ...) on any rank stops every rank after this step, with a checkpoint.
+        int64_t stop = stop_signal();
+        world.set_layer("stop request");
+        world.all_reduce(&stop, 1, DType::kI64, parallel::ReduceOp::kMax);
+        const bool finished = step + 1 == cfg.train.steps, last = finished || stop != 0;
         if (is_root)
             write_file_atomic((fs::path(cfg.run.out_dir) / "progress").string(), std::to_string(step + 1) + "\n");
         if (cfg.checkpoint.every > 0 && ((step + 1) % cfg.checkpoint.every == 0 || last)) {
@@ -580,7 +585,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         const bool log_step = last || (step + 1) % cfg.run.log_every == 0 || step == 0;
         // Taken before validation, whose forward passes also go through the routers.
         const std::string moe_json = log_step && !moe_layers.empty() ? moe_stats_json(cfg.model, moe_layers) : "";
-        if (last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0)) {
+        if (finished || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0)) {
             accounting::Meter::Scope eval(meter, accounting::Phase::kEvaluation);
             sm.val_loss = evaluate();
         }
@@ -621,15 +626,23 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         }
         if (on_step) on_step(sm);
         result.history.push_back(sm);
+        if (stop != 0) {
+            result.stop_signal = int(stop);
+            log::warn("stopped by ", signal_name(int(stop)), " after step ", step + 1, " of ", cfg.train.steps,
+                      cfg.checkpoint.every > 0 ? "; continue with --set checkpoint.resume=auto"
+                                               : " (no checkpoint: checkpoint.every is 0)");
+            break;
+        }
     }
     result.seconds = seconds_since(t_start);
-    result.tokens = (cfg.train.steps - start_step) * cfg.train.global_batch * s;
+    const int64_t steps_run = int64_t(result.history.size());
+    result.tokens = steps_run * cfg.train.global_batch * s;
     if (!result.history.empty()) {
         result.first_loss = result.history.front().loss;
         result.final_loss = result.history.back().loss;
         result.final_val_loss = result.history.back().val_loss;
     }
-    if (!cfg.checkpoint.export_hf.empty() && start_step < cfg.train.steps) {
+    if (!cfg.checkpoint.export_hf.empty() && start_step < cfg.train.steps && result.stop_signal == 0) {
         // Every rank of the first expert-data-parallel replica writes its own experts (ep rank 0 also the
         // replicated tensors): no process gathers the model.
         const std::string source =
@@ -646,11 +659,12 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         write_file_atomic(cost_path, accounting::to_json(report));
         metrics.close();
     }
-    FRUGAL_CHECK(result.history.empty() || result.skipped_steps < int64_t(result.history.size()), "all ",
-                 result.history.size(),
-                 " steps had a non-finite loss or gradient norm and were skipped (train.nonfinite: skip): the model "
-                 "did not train. Lower optim.lr, raise optim.warmup_steps, or check the data");
-    log::info("done: ", cfg.train.steps - start_step, " steps, ", result.tokens, " tokens in ", std::fixed,
+    FRUGAL_CHECK(skipped_in_a_row == 0, "the run ended with ", skipped_in_a_row,
+                 " step(s) in a row whose loss or gradient norm was not finite (", result.skipped_steps, " of ",
+                 steps_run,
+                 " skipped under train.nonfinite: skip): the model is not training. Lower optim.lr, raise "
+                 "optim.warmup_steps, or check the data; the last checkpoint holds the last finite state");
+    log::info(result.stop_signal ? "stopped: " : "done: ", steps_run, " steps, ", result.tokens, " tokens in ", std::fixed,
               std::setprecision(1), result.seconds, " s (", std::setprecision(0),
               double(result.tokens) / result.seconds, " tokens/s); loss ", std::setprecision(4), result.first_loss,
               " -> ", result.final_loss, ", validation loss ", result.final_val_loss, "; skipped steps ",

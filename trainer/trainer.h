@@ -34,6 +34,7 @@ struct TrainResult {
     int64_t tokens = 0;
     double seconds = 0;
     int64_t skipped_steps = 0;
+    int stop_signal = 0;  // the signal that stopped the run early (0: it ran to train.steps)
 };
 
 // Runs cfg (already validated) on the ranks of world; every rank calls it. on_step, if set, is called after every

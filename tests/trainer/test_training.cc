@@ -148,9 +148,18 @@ TEST(Training, NonFiniteLossStopsWhenConfigured) {
     cfg.optim.grad_clip = 0;
     cfg.train.nonfinite = "stop";
     EXPECT_THROW(trainer::train(cfg), Error);
+    // Skipping keeps going, and a run that ends on skipped steps is a failure, not "done".
     cfg.train.nonfinite = "skip";
-    auto r = trainer::train(cfg);
-    EXPECT_GT(r.skipped_steps, 0);
+    int64_t skipped = 0;
+    try {
+        trainer::train(cfg, [&](const trainer::StepMetrics& m) { skipped += m.skipped; });
+        ADD_FAILURE() << "a run that ends on non-finite steps must fail";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("step(s) in a row whose loss or gradient norm was not finite"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_EQ(skipped, 2);
     fs::remove_all(cfg.run.out_dir);
 }
 
