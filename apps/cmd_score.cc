@@ -12,6 +12,7 @@
 #include "apps/model_loading.h"
 #include "apps/mpi_job.h"
 #include "core/error.h"
+#include "core/input_file.h"
 #include "core/log.h"
 #include "core/memory.h"
 #include "data/hf_tokenizer.h"
@@ -121,6 +122,7 @@ Plan plan(const ScoreArgs& a, int world_size, int rank) {
         const fs::path t = fs::path(init_from.substr(3)) / "tokenizer.json";
         if (fs::exists(t)) tokenizer = t.string();
     }
+    input::require_file(a.text_file, "--text-file", "give a text file to score");
     std::ifstream in(a.text_file, std::ios::binary);
     FRUGAL_CONFIG_CHECK(in.good(), "cannot read --text-file ", a.text_file);
     std::stringstream ss;

@@ -88,10 +88,16 @@ class HfReader {
     explicit HfReader(const std::string& dir) : dir_(dir) {
         const fs::path index = fs::path(dir) / "model.safetensors.index.json";
         if (fs::exists(index)) {
-            YAML::Node n = YAML::LoadFile(index.string());
-            FRUGAL_CONFIG_CHECK(n["weight_map"], index.string(), ": no \"weight_map\"");
-            for (auto it = n["weight_map"].begin(); it != n["weight_map"].end(); ++it)
-                where_[it->first.as<std::string>()] = it->second.as<std::string>();
+            try {
+                YAML::Node n = YAML::LoadFile(index.string());
+                FRUGAL_CONFIG_CHECK(n["weight_map"] && n["weight_map"].IsMap(), index.string(),
+                                    ": no \"weight_map\" object");
+                for (auto it = n["weight_map"].begin(); it != n["weight_map"].end(); ++it)
+                    where_[it->first.as<std::string>()] = it->second.as<std::string>();
+            } catch (const YAML::Exception& e) {
+                FRUGAL_CONFIG_ERROR(index.string(), ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg,
+                                    " (weight_map must map tensor names to file names)");
+            }
         } else {
             FRUGAL_CONFIG_CHECK(fs::exists(fs::path(dir) / "model.safetensors"), dir,
                                 " has neither model.safetensors nor model.safetensors.index.json");
@@ -125,6 +131,10 @@ class HfReader {
 
 }  // namespace
 
+namespace {
+void check_expressible(const std::string& cfg, const std::string& type, const YAML::Node& c);
+}  // namespace
+
 void check_importable(const std::string& dir) {
     const std::string type = model_type_of(dir);
     const std::string cfg = dir + "/config.json";
@@ -135,7 +145,17 @@ void check_importable(const std::string& dir) {
     FRUGAL_CONFIG_CHECK(
         fs::exists(fs::path(dir) / "model.safetensors") || fs::exists(fs::path(dir) / "model.safetensors.index.json"),
         dir, " has neither model.safetensors nor model.safetensors.index.json: no weights to import");
-    YAML::Node c = YAML::LoadFile(cfg);
+    try {
+        check_expressible(cfg, type, YAML::LoadFile(cfg));
+    } catch (const YAML::Exception& e) {
+        FRUGAL_CONFIG_ERROR(cfg, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg,
+                            " (a field of the wrong type: fix config.json)");
+    }
+}
+
+namespace {
+// Settings of config.json that Frugal's model cannot express, refused by name.
+void check_expressible(const std::string& cfg, const std::string& type, const YAML::Node& c) {
     for (const char* bias : {"attention_bias", "use_bias"})
         FRUGAL_CONFIG_CHECK(!c[bias] || !c[bias].as<bool>(), cfg, ": \"", bias, "\": true cannot be imported (", type,
                             " would put a bias on the output projection too; Frugal's has none)");
@@ -159,6 +179,7 @@ void check_importable(const std::string& dir) {
                         rp && rp["rope_type"] ? rp["rope_type"].as<std::string>() : "",
                         "\" cannot be imported (Frugal's RoPE is unscaled: default)");
 }
+}  // namespace
 
 std::string hf_model_type(const model::ModelConfig& m) {
     if (m.qk_norm && m.qk_norm_scope == "projection") return "olmoe";
@@ -170,6 +191,9 @@ std::string hf_model_type(const model::ModelConfig& m) {
 void load_hf_weights(const std::string& dir, model::ParamStore& store) {
     check_importable(dir);
     const std::string type = model_type_of(dir);
+    // Every tensor of the files must be one the config accounts for: anything else would be silently dropped.
+    check_hf_tensors_expected(
+        dir, model::hf_tensor_names(model::model_from_hf_config((fs::path(dir) / "config.json").string()), type));
     HfReader reader(dir);
     // Expert parameters hold this rank's experts only: the other experts' tensors are never opened.
     for (model::Param* p : store.params())
