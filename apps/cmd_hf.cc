@@ -13,6 +13,7 @@
 #include "checkpoint/hf.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/input_file.h"
 #include "core/log.h"
 #include "core/memory.h"
 #include "core/version.h"
@@ -165,6 +166,30 @@ struct ExportJob {
     parallel::ParallelDims dims;
 };
 
+// The config.json an export copies must describe the exported weights: same family, same shapes.
+void check_source_config(const std::string& path, const model::ModelConfig& m, const std::string& type) {
+    input::require_file(path, "--config", "give the source model's config.json");
+    std::string source_type;
+    const model::ModelConfig src = model::model_from_hf_config(path, &source_type);
+    FRUGAL_CONFIG_CHECK(source_type == type, "--config ", path, ": model_type '", source_type,
+                        "' but the export writes '", type, "': give the config.json of a ", type,
+                        " model, or leave --config out to generate one");
+    const std::pair<const char*, std::pair<int64_t, int64_t>> dims[] = {
+        {"vocab_size (model.vocab_size)", {src.vocab_size, m.vocab_size}},
+        {"hidden_size (model.d_model)", {src.d_model, m.d_model}},
+        {"num_hidden_layers (model.n_layers)", {src.n_layers, m.n_layers}},
+        {"num_attention_heads (model.n_heads)", {src.n_heads, m.n_heads}},
+        {"num_key_value_heads (model.n_kv_heads)", {src.n_kv_heads, m.n_kv_heads}},
+        {"head_dim (model.head_dim)", {src.hd(), m.hd()}},
+        {"the expert count (moe.n_experts)", {src.moe.n_experts, m.moe.n_experts}},
+        {"num_experts_per_tok (moe.top_k)", {src.moe.top_k, m.moe.top_k}},
+        {"the expert width (moe.d_expert)", {src.moe.d_expert, m.moe.d_expert}}};
+    for (const auto& [field, v] : dims)
+        FRUGAL_CONFIG_CHECK(v.first == v.second, "--config ", path, ": ", field, " is ", v.first,
+                            " but the checkpoint's model has ", v.second,
+                            ": this config.json is not the model's; give the right one or leave --config out");
+}
+
 ExportJob plan_export(const Args& args, int world_size, int rank) {
     ExportJob j;
     for (size_t i = 0; i < args.size(); ++i) {
@@ -195,6 +220,7 @@ ExportJob plan_export(const Args& args, int world_size, int rank) {
         if (!known.empty() && fs::exists(known)) j.source = known.string();
     }
     if (j.type.empty()) j.type = checkpoint::hf_model_type(j.cfg);
+    if (!j.source.empty()) check_source_config(j.source, j.cfg, j.type);
     FRUGAL_CONFIG_CHECK(j.dtype == "bf16" || j.dtype == "f16" || j.dtype == "f32", "--dtype '", j.dtype,
                         "': use bf16, f16 or f32");
     checkpoint::check_exportable(j.cfg, j.type);

@@ -119,6 +119,15 @@ TEST_F(Reliability, ExportRefusesToReplaceAnythingButAPreviousExport) {
     EXPECT_EQ(r.code, 2) << r.output;
     EXPECT_EQ(first_line(file), "keep me too");
 
+    // --config must be the model's config.json: another family, or a directory, is refused.
+    r = test::run_frugal("export-hf " + ckpt.string() + " --out " + (dir_ / "e2").string() + " --config " +
+                         FRUGAL_SOURCE_DIR + "/tests/golden/hf/mixtral/config.json");
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_NE(r.output.find("model_type 'mixtral' but the export writes 'qwen3_moe'"), std::string::npos) << r.output;
+    r = test::run_frugal("export-hf " + ckpt.string() + " --out " + (dir_ / "e2").string() + " --config " + hf);
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_FALSE(fs::exists(dir_ / "e2"));
+
     // A previous export is replaced; --force replaces anything.
     const fs::path out = dir_ / "export";
     ASSERT_EQ(test::run_frugal("export-hf " + ckpt.string() + " --out " + out.string()).code, 0);
