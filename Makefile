@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DFRUGAL_WERROR=ON
 MPI_ROOT_ENV = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-.PHONY: setup build demo test bench bench-fp8 format clean docs
+.PHONY: setup build demo test test-asan bench bench-fp8 format clean docs
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,19 @@ demo: build corpus/fortunes/train.bin
 
 test: build
 	cd $(BUILD_DIR) && $(MPI_ROOT_ENV) ctest --output-on-failure
+
+# The suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build tree. -O2 keeps the run short and
+# still reports every memory error. Any finding stops its process with a non-zero exit, so it fails its test also in
+# one MPI rank or in a frugal subprocess: those inherit these variables (mpirun passes them to the ranks).
+ASAN_BUILD_DIR ?= build-asan
+SANITIZER_ENV = ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp
+
+test-asan: setup
+	cmake -S . -B $(ASAN_BUILD_DIR) -DFRUGAL_WERROR=ON -DFRUGAL_SANITIZE=address,undefined \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(ASAN_BUILD_DIR) -j $(JOBS)
+	cd $(ASAN_BUILD_DIR) && $(MPI_ROOT_ENV) $(SANITIZER_ENV) ctest --output-on-failure -j $(JOBS)
 
 bench: build corpus/fortunes/train.bin
 	$(BUILD_DIR)/bench_train configs/demo.yaml
