@@ -20,7 +20,10 @@ build: setup $(BUILD_DIR)/CMakeCache.txt
 corpus/fortunes/train.bin: | build
 	$(BUILD_DIR)/frugal prepare-data /usr/share/games/fortunes --out corpus/fortunes
 
+# The demo starts from scratch each time: its previous output (runs/demo, configs/demo.yaml's run.out_dir) is
+# removed first, since a fresh run refuses to overwrite another run's checkpoints.
 demo: build corpus/fortunes/train.bin
+	rm -rf runs/demo
 	$(BUILD_DIR)/frugal launch -n 4 configs/demo.yaml
 
 test: build
