@@ -17,6 +17,7 @@
 #include "core/bf16.h"
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/input_file.h"
 
 namespace frugal::checkpoint {
@@ -274,8 +275,10 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
     std::string header = h.str();
     header.append((8 - header.size() % 8) % 8, ' ');  // 8-byte alignment of the data, as the reference writer
     const std::string tmp = path + ".tmp";
+    const int64_t total = int64_t(8 + header.size() + off);
+    require_free_space(tmp, total, "safetensors file");
     FILE* f = std::fopen(tmp.c_str(), "wb");
-    FRUGAL_CHECK(f, "cannot create ", tmp);
+    if (!f) throw IoError(detail::where(__FILE__, __LINE__), io_failure("creating", tmp, errno, total));
     const uint64_t n = header.size();
     bool ok = std::fwrite(&n, 8, 1, f) == 1 && std::fwrite(header.data(), 1, header.size(), f) == header.size();
     std::vector<uint8_t> buf;
@@ -283,9 +286,17 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
         ok = ok && (t.f32 ? write_converted(f, t.f32, shape_numel(t.shape), t.dtype, buf)
                           : std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size());
     ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-    ok = (std::fclose(f) == 0) && ok;
-    FRUGAL_CHECK(ok, "writing ", tmp, " failed (disk full?)");
-    std::filesystem::rename(tmp, path);
+    int err = ok ? 0 : errno;
+    if (std::fclose(f) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    std::error_code ec;
+    if (ok) std::filesystem::rename(tmp, path, ec);
+    if (!ok || ec) {
+        std::filesystem::remove(tmp, ec);
+        throw IoError(detail::where(__FILE__, __LINE__), io_failure("writing", path, err ? err : EIO, total));
+    }
 }
 
 std::vector<std::string> hf_dir_tensor_names(const std::string& dir) {

@@ -253,6 +253,18 @@ TEST_F(Reliability, AFullDiskEndsWithTheBytesNeededAndKeepsThePreviousCheckpoint
     r = test::run_frugal("train " + small_cli(out, "--set parallel.ep=1 --set train.steps=1 --set checkpoint.every=0"));
     EXPECT_NE(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("No space left on device"), std::string::npos) << r.output;
+
+    // An export to the full disk: refused by name, no staging directory left behind.
+    const fs::path ckpt = dir_ / "model.h5";
+    ASSERT_EQ(test::run_frugal("import-hf " + std::string(FRUGAL_SOURCE_DIR) + "/tests/golden/hf/qwen3_moe --out " +
+                               ckpt.string())
+                  .code,
+              0);
+    r = test::run_frugal("export-hf " + ckpt.string() + " --out " + (fs::path(mount_) / "export").string());
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_NE(r.output.find("the disk is full"), std::string::npos) << r.output;
+    for (const auto& e : fs::directory_iterator(mount_))
+        EXPECT_EQ(e.path().filename().string().find("export"), std::string::npos) << "left behind: " << e.path();
 }
 
 // Flips one random bit of a checkpoint at a time, 2000 times, half of them in the first and last 16 KiB where the
