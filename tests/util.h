@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/rng.h"
 
 namespace frugal::test {
@@ -68,6 +69,24 @@ inline std::filesystem::path temp_dir(const std::string& name) {
     std::filesystem::remove_all(p);
     std::filesystem::create_directories(p);
     return p;
+}
+
+// The message of the ConfigError that f throws ("" and a test failure when it throws none).
+template <typename F>
+std::string config_error(F&& f) {
+    try {
+        f();
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
+    ADD_FAILURE() << "no ConfigError";
+    return "";
+}
+
+// Fails for each needle that message does not contain.
+inline void expect_has(const std::string& message, const std::vector<std::string>& needles) {
+    for (const auto& n : needles)
+        EXPECT_NE(message.find(n), std::string::npos) << "'" << n << "' missing in\n" << message;
 }
 
 // Runs build/frugal with the given arguments (shell-quoted by the caller), stdout and stderr together.

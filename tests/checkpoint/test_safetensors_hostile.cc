@@ -13,22 +13,8 @@ namespace frugal {
 namespace {
 
 namespace fs = std::filesystem;
-
-template <typename F>
-std::string config_error(F&& f) {
-    try {
-        f();
-    } catch (const ConfigError& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "no ConfigError";
-    return "";
-}
-
-void expect_has(const std::string& message, const std::vector<std::string>& needles) {
-    for (const auto& n : needles)
-        EXPECT_NE(message.find(n), std::string::npos) << "'" << n << "' missing in\n" << message;
-}
+using test::config_error;
+using test::expect_has;
 
 std::string file_bytes(const std::string& header, size_t payload, uint64_t length = 0) {
     const uint64_t n = length ? length : header.size();

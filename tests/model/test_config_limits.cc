@@ -17,22 +17,8 @@ namespace frugal {
 namespace {
 
 namespace fs = std::filesystem;
-
-template <typename F>
-std::string config_error(F&& f) {
-    try {
-        f();
-    } catch (const ConfigError& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "no ConfigError";
-    return "";
-}
-
-void expect_has(const std::string& message, const std::vector<std::string>& needles) {
-    for (const auto& n : needles)
-        EXPECT_NE(message.find(n), std::string::npos) << "'" << n << "' missing in\n" << message;
-}
+using test::config_error;
+using test::expect_has;
 
 TEST(CheckedMath, ProductsRefuseToWrap) {
     int64_t p = 0;
