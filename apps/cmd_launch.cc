@@ -6,6 +6,7 @@
 
 #include "apps/commands.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/log.h"
 #include "launch/launcher.h"
 
@@ -32,6 +33,10 @@ const char* kHelp =
     "  -- ARGS              passed to mpirun (or srun) unchanged\n"
     "  --slurm-script OUT   write an sbatch script for --nodes K x --gpus-per-node G ranks instead of running\n"
     "\n"
+    "Ctrl-C, SIGTERM or SIGHUP asks every rank to stop at the end of its step (with a checkpoint when\n"
+    "checkpoint.every is set) and exits 128 + the signal; a second one stops the job at once. A stopped job is not\n"
+    "restarted; continue it with --set checkpoint.resume=auto.\n"
+    "\n"
     "See docs/launching.md.\n";
 
 std::string self_path() {
@@ -50,13 +55,7 @@ int cmd_launch(const Args& args) {
     launch::LaunchOptions opt = launch::parse_launch_args(args);
     opt.frugal_binary = self_path();
     if (!opt.slurm_script.empty()) {
-        const std::string tmp = opt.slurm_script + ".tmp";
-        {
-            std::ofstream out(tmp);
-            out << launch::slurm_script(opt);
-            FRUGAL_CHECK(out.good(), "cannot write ", tmp);
-        }
-        std::filesystem::rename(tmp, opt.slurm_script);
+        write_file_atomic(opt.slurm_script, launch::slurm_script(opt));
         std::filesystem::permissions(opt.slurm_script, std::filesystem::perms::owner_exec,
                                      std::filesystem::perm_options::add);
         log::info("launch: wrote ", opt.slurm_script, " (", opt.nodes, " node(s) x ", opt.gpus_per_node,
