@@ -1,5 +1,6 @@
 #include "accounting/estimate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <iomanip>
@@ -115,10 +116,7 @@ Estimate estimate(const EstimateInput& in) {
     // parallelism. Bytes per parameter (mixed precision): BF16 weights 2, FP32 gradients 4, FP32 master weights and
     // two FP32 moments 12 (about 18 in all; ZeRO paper, arXiv 1910.02054). ZeRO stage z shards the optimizer (z >= 1),
     // the gradients (z >= 2) and the weights (z >= 3) over the data-parallel group.
-    double expert_params = 0;
-    for (int64_t l = 0; l < m.n_layers; ++l)
-        if (m.is_moe_layer(l))
-            expert_params += 3.0 * double(m.d_model) * double(m.moe.d_expert) * double(m.moe.n_experts);
+    const double expert_params = routed_expert_params(m);
     const double dense_params = e.params.total - expert_params;
     const double per_gpu = dense_params / double(in.tp * in.pp) + expert_params / double(in.ep * in.tp * in.pp);
     const double dp = std::max(1.0, double(in.gpus) / double(in.tp * in.pp));
@@ -137,6 +135,108 @@ Estimate estimate(const EstimateInput& in) {
     e.mem_capacity = in.device.memory_gb * 1e9;
     e.fits = e.mem_capacity <= 0 || e.mem_total <= e.mem_capacity;
     return e;
+}
+
+namespace {
+// Elements every layer keeps for one micro-batch. Each layer owns its forward buffers (what its backward reads) and
+// its backward scratch, and keeps both from step to step, so all layers count at once. Legend: n = b s tokens,
+// d model dim, qw = heads x head_dim, kw = kv_heads x head_dim, f dense width, E experts, K top-k,
+// R = n K routed rows on this rank (balanced routing: with expert parallelism a rank receives n K rows on average),
+// fe expert width, fs shared width. In the spirit of Korthikanti et al. (arXiv 2205.05198, section 4), whose
+// s b h (34 + 5 a s / h) bytes counts the same tensors in 16 bits; here every tensor is FP32, the attention
+// probabilities b Hq s^2 are stored (no fused kernel), and each saved tensor has a gradient twin.
+//   block     n1, h_mid, n2, h_next 4 n d, rstd 2 n
+//   attention q, att 2 n qw; k, v 2 n kw; probs b Hq s^2; QK-norm inputs n (qw + kw); the same again for their
+//             gradients (not probs: its gradient is an [s, s] scratch per thread)
+//   dense FFN gate|up 2 n f, hidden n f, and their gradients
+//   MoE       router logits, scores, sort keys (FP64) 4 n E and gradients 2 n E; experts 3 R fe and gradients;
+//             rows R d (dispatch), R d (expert outputs), with expert parallelism 2 R d more (received, sent back);
+//             gradients 2 R d (+ 2 R d); shared experts as a dense FFN of width fs (+ 2 n d with the gate)
+//   model     embedding out, final norm, scratch 3 n d; logits n V; and gradients 2 n d + n V
+// A non-FP32 recipe (precision/recipe.cc) keeps, in each Linear of a low-precision role, FP32 copies of its rounded
+// input n in and weight in out, of its output gradient n out, and (fp8-blockwise) of a second input n in.
+struct ActivationCount {
+    const RankMemoryInput& in;
+    double total = 0;
+
+    bool low(const std::string& role) const {
+        for (const std::string& r : in.low_precision_roles)
+            if (r == role) return true;
+        return false;
+    }
+    // A Linear of `role` with n rows, in -> out; weights: how many weight matrices share its scratch.
+    void linear(const std::string& role, double n, double in_w, double out_w, double weights = 1) {
+        if (!low(role)) return;
+        total += n * in_w + weights * in_w * out_w;
+        if (in.backward) total += n * out_w + (in.blockwise ? n * in_w : 0.0);
+    }
+    // Forward buffers fwd, and as many again for the gradient when training (grad = the gradient's share).
+    void saved(double fwd, double grad) { total += fwd + (in.backward ? grad : 0.0); }
+    void ffn(const std::string& role, double n, double d, double f) {
+        saved(3 * n * f, 3 * n * f);
+        linear(role, n, d, 2 * f);
+        linear(role, n, f, d);
+    }
+};
+}  // namespace
+
+RankMemory rank_memory(const RankMemoryInput& in) {
+    const model::ModelConfig& m = in.model;
+    const double ep = double(std::max<int64_t>(in.ep, 1));
+    const double experts = routed_expert_params(m);
+    const double local = count_params(m).total - experts + experts / ep;
+    RankMemory r;
+    r.params = 4.0 * local;
+    r.grads = in.with_grads ? 4.0 * local : 0.0;
+    r.optimizer = in.with_optimizer ? (in.bf16_moments ? 2.0 : 4.0) * 2.0 * local : 0.0;
+    if (in.micro_batch <= 0 || in.seq_len <= 0) return r;
+
+    const double b = double(in.micro_batch), s = double(in.seq_len), n = b * s, d = double(m.d_model);
+    const double hq = double(m.n_heads), qw = hq * double(m.hd()), kw = double(m.kv_heads()) * double(m.hd());
+    const double v = double(m.vocab_size), k = double(m.moe.top_k), e = double(m.moe.n_experts);
+    ActivationCount a{in};
+    a.saved(3 * n * d + n * v + 6 * n, 2 * n * d + n * v);
+    a.linear("head", n, d, v);
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+        a.saved(4 * n * d + 2 * n, 0);
+        const double qk_norm = m.qk_norm ? n * (qw + kw) : 0.0;
+        a.saved(2 * n * qw + 2 * n * kw + b * hq * s * s + qk_norm, 2 * n * qw + 2 * n * kw + qk_norm);
+        for (double out_w : {qw, kw, kw}) a.linear("attention", n, d, out_w);
+        a.linear("attention", n, qw, d);
+        if (!m.is_moe_layer(l)) {
+            a.ffn("dense_ffn", n, d, double(m.d_ff));
+            continue;
+        }
+        const double rows = n * k, fe = double(m.moe.d_expert), local_experts = e / ep;
+        a.saved(4 * n * e + 5 * n * k, 2 * n * e + n * k);
+        a.saved(3 * rows * fe + 2 * rows * d + (ep > 1 ? 2 * rows * d : 0.0),
+                3 * rows * fe + 2 * rows * d + (ep > 1 ? 2 * rows * d : 0.0));
+        a.linear("experts", rows, d, 2 * fe, local_experts);
+        a.linear("experts", rows, fe, d, local_experts);
+        if (m.moe.n_shared_experts > 0) {
+            a.ffn("shared_experts", n, d, double(m.moe.n_shared_experts) * fe);
+            if (m.moe.shared_expert_gate) a.saved(n * d + n, n * d + n);
+        }
+    }
+    r.activations = 4.0 * a.total;
+    return r;
+}
+
+std::string format_rank_memory(const RankMemory& need) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(2) << "params " << need.params / 1e9 << " GB, grads " << need.grads / 1e9
+       << " GB, optimizer " << need.optimizer / 1e9 << " GB, activations " << need.activations / 1e9
+       << " GB = " << need.total() / 1e9 << " GB";
+    return os.str();
+}
+
+void check_rank_memory(const RankMemory& need, double available_per_rank, const std::string& what,
+                       const std::string& fix) {
+    if (available_per_rank < 0) return;
+    std::ostringstream avail;
+    avail << std::fixed << std::setprecision(2) << available_per_rank / 1e9;
+    FRUGAL_CONFIG_CHECK(need.total() <= 0.9 * available_per_rank, what, " needs about ", format_rank_memory(need),
+                        " per rank, more than 90% of the ", avail.str(), " GB available to each rank: ", fix);
 }
 
 namespace {

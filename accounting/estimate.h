@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "accounting/flops.h"
 #include "accounting/hardware.h"
@@ -46,5 +47,35 @@ int64_t whole_count(double v, const std::string& what, int64_t max);
 Estimate estimate(const EstimateInput& in);
 std::string format_estimate(const EstimateInput& in, const Estimate& e);
 std::string estimate_json(const EstimateInput& in, const Estimate& e);
+
+// What one rank of a Frugal run holds in host memory, in bytes: Frugal computes in FP32 and its parameters are the
+// optimizer's master weights. (estimate() above models a GPU run in mixed precision instead.)
+struct RankMemoryInput {
+    model::ModelConfig model;
+    int64_t ep = 1;  // routed experts are split over ep ranks; everything else is replicated
+    bool with_grads = true;
+    bool with_optimizer = true;  // AdamW's two moments
+    bool bf16_moments = false;   // precision.optimizer_state: bf16
+    int64_t micro_batch = 0;     // sequences of one forward + backward; 0: no activations (a conversion)
+    int64_t seq_len = 0;
+    bool backward = true;  // false: forward only (scoring), no gradient buffers of the activations
+    // The roles (precision.low_precision_layers) whose matmuls a non-FP32 recipe runs: each such Linear keeps FP32
+    // copies of its rounded input, weight and output gradient. Empty: precision.recipe fp32.
+    std::vector<std::string> low_precision_roles;
+    bool blockwise = false;  // fp8-blockwise also keeps a column-tiled copy of the input for the weight gradient
+};
+
+struct RankMemory {
+    double params = 0, grads = 0, optimizer = 0, activations = 0;
+    double total() const { return params + grads + optimizer + activations; }
+};
+
+RankMemory rank_memory(const RankMemoryInput& in);
+// "params 1.2 GB, grads 1.2 GB, optimizer 2.4 GB, activations 0.3 GB = 5.1 GB"
+std::string format_rank_memory(const RankMemory& need);
+// Throws ConfigError (exit 2) when need.total() exceeds 90% of available_per_rank (bytes; < 0: unknown, no check),
+// naming both figures and `fix`; `what` says who needs it ("frugal train", "import-hf").
+void check_rank_memory(const RankMemory& need, double available_per_rank, const std::string& what,
+                       const std::string& fix);
 
 }  // namespace frugal::accounting

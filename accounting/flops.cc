@@ -65,6 +65,12 @@ ParamCounts count_params(const model::ModelConfig& m) {
     return c;
 }
 
+double routed_expert_params(const model::ModelConfig& m) {
+    double n = 0;
+    for (int64_t l = 0; l < m.n_layers; ++l) n += layer_params(m, l).routed_all;
+    return n;
+}
+
 double training_flops_per_token(const model::ModelConfig& m, int64_t seq_len) {
     double matmul = 0;
     for (int64_t l = 0; l < m.n_layers; ++l) {

@@ -21,6 +21,8 @@ struct ParamCounts {
 // Main model only; multi-token-prediction modules are counted by mtp_params().
 ParamCounts count_params(const model::ModelConfig& m);
 double mtp_params(const model::ModelConfig& m);
+// Parameters of the routed experts of every MoE layer: the part expert parallelism shards (count_params includes it).
+double routed_expert_params(const model::ModelConfig& m);
 // Training FLOPs per token at sequence length seq_len.
 double training_flops_per_token(const model::ModelConfig& m, int64_t seq_len);
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "accounting/flops.h"
+#include "accounting/estimate.h"
 #include "apps/commands.h"
 #include "apps/model_loading.h"
 #include "apps/mpi_job.h"
@@ -124,17 +124,17 @@ ImportJob plan_import(const Args& args, int world_size, int rank) {
     j.dims = parallel::ParallelDims::make(world_size, rank, world_size, j.cfg.model.moe.n_experts);
     // Each process holds the replicated parameters and its share of the experts in FP32: say so before allocating
     // rather than fail midway.
-    const model::ModelConfig& m = j.cfg.model;
-    int64_t moe_layers = 0;
-    for (int64_t l = 0; l < m.n_layers; ++l) moe_layers += m.is_moe_layer(l);
-    const double experts = double(moe_layers) * double(m.moe.n_experts) * 3.0 * double(m.d_model * m.moe.d_expert);
-    const double need = 4.0 * (accounting::count_params(m).total - experts * (1.0 - 1.0 / double(j.dims.ep)));
-    const double avail = double(available_memory_bytes()) / double(world_size);  // ranks share the machine
-    FRUGAL_CONFIG_CHECK(avail < 0 || need < 0.9 * avail, "import-hf needs about ", std::llround(need / 1e9),
-                        " GB per process to hold ", j.dir, " in FP32 and about ", std::llround(avail / 1e9),
-                        " GB are available to each: spread it over more ranks (frugal launch -n N import-hf ...), or "
-                        "fine-tune from it directly with model.init_from: hf:",
-                        j.dir, " instead of converting it");
+    accounting::RankMemoryInput need;
+    need.model = j.cfg.model;
+    need.ep = j.dims.ep;
+    need.with_grads = need.with_optimizer = false;
+    const int64_t avail = available_memory_bytes();
+    accounting::check_rank_memory(accounting::rank_memory(need),
+                                  avail < 0 ? -1.0 : double(avail) / double(ranks_on_this_machine(world_size)),
+                                  "import-hf of " + j.dir,
+                                  "spread it over more ranks (frugal launch -n N import-hf ...), or fine-tune from it "
+                                  "directly with model.init_from: hf:" +
+                                      j.dir + " instead of converting it");
     return j;
 }
 

@@ -2,12 +2,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
+#include "accounting/estimate.h"
 #include "accounting/model_source.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf.h"
+#include "core/memory.h"
 #include "model/hf_config.h"
 
 namespace frugal::apps {
@@ -38,9 +41,25 @@ model::ModelConfig hf_model_config(const std::string& dir) {
     return model::model_from_hf_config((fs::path(dir) / "config.json").string());
 }
 
+namespace {
+// The weights (FP32, no gradients) of this process's shard against its share of the machine, before allocating.
+void check_weights_fit(const model::ModelConfig& cfg, model::ExpertShard shard, const std::string& source) {
+    accounting::RankMemoryInput need;
+    need.model = cfg;
+    need.ep = shard.count > 0 ? std::max<int64_t>(1, cfg.moe.n_experts / shard.count) : 1;
+    need.with_grads = need.with_optimizer = false;
+    const int64_t avail = available_memory_bytes();
+    // Without the launcher's local size, at least the ranks that share the experts share the machine.
+    accounting::check_rank_memory(accounting::rank_memory(need),
+                                  avail < 0 ? -1.0 : double(avail) / double(ranks_on_this_machine(need.ep)),
+                                  "loading " + source, "spread its experts over more ranks (frugal launch -n N ...)");
+}
+}  // namespace
+
 LoadedModel load_checkpoint_model(const std::string& ckpt, model::ExpertShard shard) {
     LoadedModel m;
     m.cfg = checkpoint_model_config(ckpt);
+    check_weights_fit(m.cfg, shard, ckpt);
     m.net = std::make_unique<model::Transformer<float>>(m.cfg, shard, false);
     std::vector<checkpoint::TensorSlot> slots = checkpoint::param_slots(m.net->params());
     // The aux-loss-free routing biases steer the top-k choice: without them the model would route differently.
@@ -64,6 +83,7 @@ LoadedModel load_checkpoint_model(const std::string& ckpt, model::ExpertShard sh
 LoadedModel load_hf_model(const std::string& dir, model::ExpertShard shard) {
     LoadedModel m;
     m.cfg = hf_model_config(dir);
+    check_weights_fit(m.cfg, shard, dir);
     m.net = std::make_unique<model::Transformer<float>>(m.cfg, shard, false);
     checkpoint::load_hf_weights(dir, m.net->params());
     return m;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 
 namespace frugal {
 
@@ -36,6 +37,19 @@ inline int64_t available_memory_bytes() {
         if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
     std::fclose(f);
     return kb < 0 ? -1 : int64_t(kb) * 1024;
+}
+
+// How many ranks of this job share this machine, and so its memory: Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE, MPICH's
+// MPI_LOCALNRANKS, Slurm's SLURM_NTASKS_PER_NODE (set by srun --ntasks-per-node), else world_size (all ranks on one
+// machine: the cautious answer).
+inline int64_t ranks_on_this_machine(int64_t world_size) {
+    for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+        const char* v = std::getenv(var);
+        char* end = nullptr;
+        const long long n = v ? std::strtoll(v, &end, 10) : 0;
+        if (v && end != v && *end == '\0' && n >= 1) return n;
+    }
+    return world_size < 1 ? 1 : world_size;
 }
 
 }  // namespace frugal

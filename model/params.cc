@@ -23,10 +23,11 @@ const char* param_kind_name(ParamKind kind) {
 Param* ParamStore::add(const std::string& name, const Shape& shape, ParamKind kind, double init_std, bool is_expert,
                        const Shape& global_shape, int64_t global_offset) {
     FRUGAL_CHECK(!values_.defined(), "parameter '", name, "' registered after allocate()");
-    FRUGAL_CHECK(find(name) == nullptr, "parameter '", name, "' registered twice");
+    FRUGAL_CHECK(!by_name_.count(name), "parameter '", name, "' registered twice");
     storage_.push_back(Param{name, shape, global_shape.empty() ? shape : global_shape, global_offset, kind, is_expert,
                              init_std, Tensor(), Tensor()});
     params_.push_back(&storage_.back());
+    by_name_.emplace(name, &storage_.back());
     return &storage_.back();
 }
 
@@ -78,9 +79,8 @@ void ParamStore::zero_grad() {
 }
 
 Param* ParamStore::find(const std::string& name) const {
-    for (Param* p : params_)
-        if (p->name == name) return p;
-    return nullptr;
+    const auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : it->second;
 }
 
 int64_t ParamStore::numel() const {

@@ -9,6 +9,7 @@
 
 #include <deque>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/tensor.h"
@@ -52,6 +53,7 @@ class ParamStore {
   private:
     std::deque<Param> storage_;
     std::vector<Param*> params_;
+    std::unordered_map<std::string, Param*> by_name_;  // add() and find() in constant time: building is linear
     Tensor values_;
     Tensor grads_;
     int64_t dense_numel_ = 0;

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "accounting/estimate.h"
 #include "accounting/flops.h"
 #include "accounting/hardware.h"
 #include "accounting/meter.h"
@@ -23,6 +24,7 @@
 #include "core/file_io.h"
 #include "core/signals.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "core/version.h"
 #include "data/loader.h"
 #include "model/transformer.h"
@@ -291,6 +293,28 @@ OutputClaim claim_outputs(const TrainConfig& cfg) {
 // applies retention, so only rank 0's id matters).
 std::string run_id_for(const std::string& resumed_id) { return resumed_id.empty() ? new_run_id() : resumed_id; }
 
+// Before anything large is allocated: what this rank will hold (accounting::rank_memory: parameters, gradients,
+// AdamW moments, one micro-batch's activations) against its share of the machine's available memory.
+void check_memory(const TrainConfig& cfg, const parallel::ParallelDims& dims) {
+    accounting::RankMemoryInput in;
+    in.model = cfg.model;
+    in.ep = dims.ep;
+    in.bf16_moments = cfg.precision.optimizer_state == "bf16";
+    in.micro_batch = cfg.train.micro_batch;
+    in.seq_len = cfg.train.seq_len;
+    if (cfg.precision.recipe != "fp32") in.low_precision_roles = cfg.precision.low_precision_layers;
+    in.blockwise = cfg.precision.recipe == "fp8-blockwise";
+    const accounting::RankMemory need = accounting::rank_memory(in);
+    const int64_t local_ranks = ranks_on_this_machine(dims.world);
+    const int64_t avail = available_memory_bytes();
+    const double per_rank = avail < 0 ? -1.0 : double(avail) / double(local_ranks);
+    log::info("memory per rank: ", accounting::format_rank_memory(need), " of ", std::llround(per_rank / 1e8) / 10.0,
+              " GB available (", local_ranks, " ranks on this machine)");
+    accounting::check_rank_memory(need, per_rank, "frugal train",
+                                  "spread the experts over more ranks (frugal launch -n N with a larger parallel.ep), "
+                                  "lower train.micro_batch, or set precision.optimizer_state: bf16");
+}
+
 }  // namespace
 
 TrainResult train(TrainConfig& cfg, const std::function<void(const StepMetrics&)>& on_step) {
@@ -325,6 +349,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
                         " uses a vocabulary of ", train_data.vocab_size(), " tokens but model.vocab_size is ",
                         cfg.model.vocab_size, ": set model.vocab_size to at least ", train_data.vocab_size());
 
+    check_memory(cfg, dims);
     model::Transformer<float> net(cfg.model, dims.expert_shard(n_experts));
     net.init(uint64_t(cfg.run.seed));
     if (!cfg.model.init_from.empty()) {
