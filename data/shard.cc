@@ -42,10 +42,10 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, in
     bool ok = std::fwrite(header, 1, sizeof(header), f) == sizeof(header);
     if (dtype == 2) {
         std::vector<uint16_t> buf(tokens.begin(), tokens.end());
-        ok = ok && std::fwrite(buf.data(), 2, buf.size(), f) == buf.size();
+        ok = ok && (buf.empty() || std::fwrite(buf.data(), 2, buf.size(), f) == buf.size());
     } else {
         std::vector<uint32_t> buf(tokens.begin(), tokens.end());
-        ok = ok && std::fwrite(buf.data(), 4, buf.size(), f) == buf.size();
+        ok = ok && (buf.empty() || std::fwrite(buf.data(), 4, buf.size(), f) == buf.size());
     }
     if (!mask.empty()) ok = ok && std::fwrite(mask.data(), 1, mask.size(), f) == mask.size();
     ok = ok && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
