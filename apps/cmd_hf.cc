@@ -110,7 +110,8 @@ ImportJob plan_import(const Args& args, int world_size, int rank) {
             j.dir = args[i];
     }
     FRUGAL_CONFIG_CHECK(!j.dir.empty() && !j.out.empty(), "frugal import-hf HF_DIR --out CKPT.h5 (see --help)");
-    FRUGAL_CONFIG_CHECK(!fs::is_directory(j.out), "--out ", j.out, " is a directory: give the checkpoint file to write");
+    FRUGAL_CONFIG_CHECK(!fs::is_directory(j.out), "--out ", j.out,
+                        " is a directory: give the checkpoint file to write");
     FRUGAL_CONFIG_CHECK(j.force || !fs::exists(j.out), "--out ", j.out,
                         " exists: choose a new file, or add --force to replace it");
     check_writable_dir(fs::absolute(j.out).parent_path().string(), "--out");

@@ -6,9 +6,9 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -55,8 +55,8 @@ struct H5Id {
     operator hid_t() const { return id; }
 };
 
-#define FRUGAL_H5_CHECK(expr, ...)                                                                  \
-    do {                                                                                            \
+#define FRUGAL_H5_CHECK(expr, ...)                                                                \
+    do {                                                                                          \
         if ((expr) < 0) FRUGAL_THROW("HDF5: " #expr " failed: ", __VA_ARGS__, h5_error_detail()); \
     } while (0)
 
@@ -239,8 +239,14 @@ namespace {
 // metadata structures and Fletcher32 the tensor chunks, this covers the values the state is made of.
 uint32_t meta_crc32(const TrainingState& st, int64_t version, const std::string& manifest) {
     std::ostringstream os;
-    os << version << '\n' << st.step << '\n' << st.tokens_seen << '\n' << st.data_position << '\n'
-       << st.optimizer_steps << '\n' << st.seed << '\n' << st.world_size << '\n' << st.ep << '\n'
+    os << version << '\n'
+       << st.step << '\n'
+       << st.tokens_seen << '\n'
+       << st.data_position << '\n'
+       << st.optimizer_steps << '\n'
+       << st.seed << '\n'
+       << st.world_size << '\n'
+       << st.ep << '\n'
        << std::hexfloat << st.accounting_seconds << '\n';
     const std::string head = os.str();
     uLong crc = crc32(0L, Z_NULL, 0);
@@ -349,7 +355,8 @@ void apply_retention(const std::string& dir, const std::string& run_id, int64_t 
         if (keep_every > 0 && ours[i] % keep_every == 0) continue;
         std::error_code ec;
         fs::remove(fs::path(dir) / step_name(ours[i]), ec);
-        if (ec) log::warn("retention: cannot remove ", (fs::path(dir) / step_name(ours[i])).string(), ": ", ec.message());
+        if (ec)
+            log::warn("retention: cannot remove ", (fs::path(dir) / step_name(ours[i])).string(), ": ", ec.message());
     }
     for (const auto& e : fs::directory_iterator(dir)) {
         const std::string n = e.path().filename().string();
@@ -467,7 +474,8 @@ TrainingState read_state(const std::string& path) {
         st.run_id = read_string(file, "meta/run_id");
         const uint32_t want = uint32_t(read_attr_i64(file, "meta_crc32"));
         if (meta_crc32(st, version, read_string(file, "manifest")) != want)
-            FRUGAL_CONFIG_ERROR(path, ": the checksum of its attributes and metadata strings does not match (corrupt "
+            FRUGAL_CONFIG_ERROR(path,
+                                ": the checksum of its attributes and metadata strings does not match (corrupt "
                                 "file); use an older checkpoint");
     }
     return st;

@@ -311,10 +311,14 @@ std::string shard_name(int64_t i, int64_t n) {
 namespace {
 // The files an export writes besides the safetensors shards: config.json, the index and the tokenizer files it
 // copies from the source model.
-constexpr const char* kExportSideFiles[] = {"config.json",          "model.safetensors.index.json",
-                                            "generation_config.json", "tokenizer.json",
-                                            "tokenizer_config.json", "special_tokens_map.json",
-                                            "vocab.json",           "merges.txt",
+constexpr const char* kExportSideFiles[] = {"config.json",
+                                            "model.safetensors.index.json",
+                                            "generation_config.json",
+                                            "tokenizer.json",
+                                            "tokenizer_config.json",
+                                            "special_tokens_map.json",
+                                            "vocab.json",
+                                            "merges.txt",
                                             "tokenizer.model"};
 }  // namespace
 
@@ -340,11 +344,12 @@ void check_export_target(const std::string& out_dir, const std::string& key, boo
     }
     const bool empty = fs::is_empty(out_dir, ec);
     if (empty || (foreign.empty() && has_config && has_weights)) return;
-    FRUGAL_CONFIG_ERROR(key, " ", out_dir, " is a directory that is not a previous export (",
-                        foreign.empty() ? std::string("no config.json with safetensors weights") : "it holds '" + foreign + "'",
-                        "); an export replaces the directory whole, so its contents would be lost: choose a new or "
-                        "empty directory",
-                        key == "--out" ? " (or add --force to replace it)" : "");
+    FRUGAL_CONFIG_ERROR(
+        key, " ", out_dir, " is a directory that is not a previous export (",
+        foreign.empty() ? std::string("no config.json with safetensors weights") : "it holds '" + foreign + "'",
+        "); an export replaces the directory whole, so its contents would be lost: choose a new or "
+        "empty directory",
+        key == "--out" ? " (or add --force to replace it)" : "");
 }
 
 void export_hf(const std::string& out_dir, const model::ParamStore& store, const model::ModelConfig& cfg,

@@ -73,8 +73,10 @@ std::string io_failure(const std::string& what, const std::string& path, int err
         msg += ": the disk is full";
         if (bytes_needed > 0) msg += " (" + human_bytes(bytes_needed) + " needed";
         const int64_t avail = free_bytes(path);
-        if (avail >= 0) msg += std::string(bytes_needed > 0 ? ", " : " (") + human_bytes(avail) + " free)";
-        else if (bytes_needed > 0) msg += ")";
+        if (avail >= 0)
+            msg += std::string(bytes_needed > 0 ? ", " : " (") + human_bytes(avail) + " free)";
+        else if (bytes_needed > 0)
+            msg += ")";
         msg += "; free space on " + existing_dir(path) + " or write elsewhere";
     } else if (err == EROFS || err == EACCES || err == EPERM) {
         msg += "; choose a writable location";
@@ -91,19 +93,19 @@ void require_free_space(const std::string& path, int64_t bytes, const std::strin
                           ": the disk is full; free space or write elsewhere (nothing was written)");
 }
 
-void write_file_atomic(const std::string& path, std::string_view content) {
+void write_file_atomic(const std::string& path, std::string_view content, bool durable) {
     const std::string tmp = path + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw IoError(detail::where(__FILE__, __LINE__), io_failure("creating", tmp, errno, 0));
     int err = write_all(fd, content.data(), content.size());
-    if (err == 0 && ::fsync(fd) != 0) err = errno;
+    if (err == 0 && durable && ::fsync(fd) != 0) err = errno;
     if (::close(fd) != 0 && err == 0) err = errno;
     if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
     if (err != 0) {
         ::unlink(tmp.c_str());
         throw IoError(detail::where(__FILE__, __LINE__), io_failure("writing", path, err, int64_t(content.size())));
     }
-    fsync_dir(existing_dir(fs::path(path).parent_path().string()));
+    if (durable) fsync_dir(existing_dir(fs::path(path).parent_path().string()));
 }
 
 AppendFile::AppendFile(const std::string& path, bool truncate) : path_(path) {

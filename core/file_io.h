@@ -29,8 +29,10 @@ std::string io_failure(const std::string& what, const std::string& path, int err
 // Throws IoError when the file system holding path has fewer than bytes free.
 void require_free_space(const std::string& path, int64_t bytes, const std::string& what);
 
-// Writes content to path atomically; throws IoError.
-void write_file_atomic(const std::string& path, std::string_view content);
+// Writes content to path atomically (readers see the old or the new file, never a part); throws IoError. durable:
+// also fsync the file and its directory, so the new file survives a power loss (a progress file rewritten every
+// step skips that cost).
+void write_file_atomic(const std::string& path, std::string_view content, bool durable = true);
 
 // A file appended to line by line (metrics.jsonl): each append is written through and checked.
 class AppendFile {

@@ -21,7 +21,8 @@ void on_stop_signal(int sig) {
     }
     g_stop_signal = sig;
     const char* name = signal_name(sig);
-    const char head[] = "frugal: ", tail[] =
+    const char head[] = "frugal: ";
+    const char tail[] =
         " received: stopping at the end of this step (with a checkpoint when checkpoint.every is set); send it "
         "again to stop at once\n";
     // Only async-signal-safe calls here.
@@ -45,14 +46,22 @@ int stop_signal() { return int(g_stop_signal); }
 
 const char* signal_name(int sig) {
     switch (sig) {
-        case SIGINT: return "SIGINT";
-        case SIGTERM: return "SIGTERM";
-        case SIGHUP: return "SIGHUP";
-        case SIGUSR1: return "SIGUSR1";
-        case SIGUSR2: return "SIGUSR2";
-        case SIGKILL: return "SIGKILL";
-        case SIGQUIT: return "SIGQUIT";
-        default: return "a signal";
+        case SIGINT:
+            return "SIGINT";
+        case SIGTERM:
+            return "SIGTERM";
+        case SIGHUP:
+            return "SIGHUP";
+        case SIGUSR1:
+            return "SIGUSR1";
+        case SIGUSR2:
+            return "SIGUSR2";
+        case SIGKILL:
+            return "SIGKILL";
+        case SIGQUIT:
+            return "SIGQUIT";
+        default:
+            return "a signal";
     }
 }
 

@@ -77,7 +77,8 @@ void check_fresh_start(const std::string& ckpt_dir, bool resume_auto) {
     if (existing.empty()) return;
     if (resume_auto)
         FRUGAL_CONFIG_ERROR("checkpoint.resume: auto found no checkpoint that verifies in ", ckpt_dir, ", which holds ",
-                            existing.size(), " checkpoint file(s) (newest ", fs::path(existing.front()).filename().string(),
+                            existing.size(), " checkpoint file(s) (newest ",
+                            fs::path(existing.front()).filename().string(),
                             "): a fresh run would overwrite them. Move them away (`frugal ckpt verify` says what is "
                             "wrong with them), or set run.out_dir or checkpoint.dir to a new directory");
     FRUGAL_CONFIG_ERROR(ckpt_dir, " holds the checkpoints of an earlier run (", existing.size(), " file(s), newest ",
@@ -117,19 +118,18 @@ std::map<std::string, std::string> flat_yaml(const std::string& text) {
 // warning for the data and routing settings).
 bool defines_the_run(const std::string& key) {
     if (key == "run.seed") return true;
-    if (key.rfind("model.", 0) == 0) return key != "model.init_from" && key != "model.init_std" &&
-                                            key != "model.max_seq_len";
-    for (const char* k : {"moe.n_experts", "moe.top_k", "moe.d_expert", "moe.n_shared_experts",
-                          "moe.shared_expert_gate", "moe.score_func", "moe.norm_topk_prob",
-                          "moe.routed_scaling_factor"})
+    if (key.rfind("model.", 0) == 0)
+        return key != "model.init_from" && key != "model.init_std" && key != "model.max_seq_len";
+    for (const char* k :
+         {"moe.n_experts", "moe.top_k", "moe.d_expert", "moe.n_shared_experts", "moe.shared_expert_gate",
+          "moe.score_func", "moe.norm_topk_prob", "moe.routed_scaling_factor"})
         if (key == k) return true;
     return false;
 }
 
 }  // namespace
 
-void check_resume_compatible(const std::string& ckpt_path, const std::string& ckpt_yaml,
-                             const std::string& run_yaml) {
+void check_resume_compatible(const std::string& ckpt_path, const std::string& ckpt_yaml, const std::string& run_yaml) {
     const auto before = flat_yaml(ckpt_yaml), now = flat_yaml(run_yaml);
     if (before.empty()) {
         log::warn("cannot read the configuration stored in ", ckpt_path, "; resuming without comparing it");

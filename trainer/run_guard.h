@@ -33,7 +33,6 @@ void check_fresh_start(const std::string& ckpt_dir, bool resume_auto);
 // Compares the configuration a checkpoint was written with against this run's (both as written by to_yaml): a
 // different seed or model is a ConfigError naming every differing key and both values; other differences of the
 // data and routing settings are logged as warnings.
-void check_resume_compatible(const std::string& ckpt_path, const std::string& ckpt_yaml,
-                             const std::string& run_yaml);
+void check_resume_compatible(const std::string& ckpt_path, const std::string& ckpt_yaml, const std::string& run_yaml);
 
 }  // namespace frugal::trainer

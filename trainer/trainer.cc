@@ -22,9 +22,9 @@
 #include "checkpoint/hf.h"
 #include "core/bf16.h"
 #include "core/file_io.h"
-#include "core/signals.h"
 #include "core/log.h"
 #include "core/memory.h"
+#include "core/signals.h"
 #include "core/version.h"
 #include "data/loader.h"
 #include "model/transformer.h"
@@ -197,9 +197,9 @@ void record_lost_steps(const std::string& out_dir, int64_t resumed_step) {
     int64_t reached = resumed_step;
     if (in >> reached && reached > resumed_step) {
         AppendFile failures((fs::path(out_dir) / "failures.jsonl").string(), false);
-        failures.append("{\"resumed_from_step\": " + std::to_string(resumed_step) + ", \"last_completed_step\": " +
-                        std::to_string(reached) + ", \"lost_steps\": " + std::to_string(reached - resumed_step) +
-                        "}\n");
+        failures.append("{\"resumed_from_step\": " + std::to_string(resumed_step) +
+                        ", \"last_completed_step\": " + std::to_string(reached) +
+                        ", \"lost_steps\": " + std::to_string(reached - resumed_step) + "}\n");
         failures.close();
         log::warn("steps ", resumed_step + 1, "..", reached, " were lost to the failure and are computed again");
     }
@@ -581,7 +581,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         world.all_reduce(&stop, 1, DType::kI64, parallel::ReduceOp::kMax);
         const bool finished = step + 1 == cfg.train.steps, last = finished || stop != 0;
         if (is_root)
-            write_file_atomic((fs::path(cfg.run.out_dir) / "progress").string(), std::to_string(step + 1) + "\n");
+            write_file_atomic((fs::path(cfg.run.out_dir) / "progress").string(), std::to_string(step + 1) + "\n",
+                              false);
         if (cfg.checkpoint.every > 0 && ((step + 1) % cfg.checkpoint.every == 0 || last)) {
             checkpoint::TrainingState st;
             st.step = step + 1;
@@ -632,16 +633,16 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
             report.train_seconds = seconds_since(t_start);
             line << "  cost $" << std::setprecision(4) << report.cost_usd();
             line << "  elapsed " << std::setprecision(1) << sm.elapsed_s << "s";
-            if (is_root) write_file_atomic(cost_path, accounting::to_json(report));
+            if (is_root) write_file_atomic(cost_path, accounting::to_json(report), false);
             log::info(line.str());
             if (is_root) {
                 std::ostringstream rec;
                 rec << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
-                        << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
-                        << ", \"grad_norm\": " << json_number(sm.grad_norm)
-                        << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
-                        << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
-                        << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
+                    << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
+                    << ", \"grad_norm\": " << json_number(sm.grad_norm)
+                    << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
+                    << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
+                    << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
                 if (sm.val_loss >= 0) rec << ", \"val_loss\": " << json_number(sm.val_loss);
                 if (sm.skipped) rec << ", \"skipped\": true";
                 if (!moe_json.empty()) rec << ", \"moe\": " << moe_json;
@@ -689,8 +690,8 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
                  steps_run,
                  " skipped under train.nonfinite: skip): the model is not training. Lower optim.lr, raise "
                  "optim.warmup_steps, or check the data; the last checkpoint holds the last finite state");
-    log::info(result.stop_signal ? "stopped: " : "done: ", steps_run, " steps, ", result.tokens, " tokens in ", std::fixed,
-              std::setprecision(1), result.seconds, " s (", std::setprecision(0),
+    log::info(result.stop_signal ? "stopped: " : "done: ", steps_run, " steps, ", result.tokens, " tokens in ",
+              std::fixed, std::setprecision(1), result.seconds, " s (", std::setprecision(0),
               double(result.tokens) / result.seconds, " tokens/s); loss ", std::setprecision(4), result.first_loss,
               " -> ", result.final_loss, ", validation loss ", result.final_val_loss, "; skipped steps ",
               result.skipped_steps, "; outputs in ", cfg.run.out_dir);

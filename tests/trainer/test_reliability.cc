@@ -31,7 +31,8 @@ class Reliability : public ::testing::Test {
   public:
     void SetUp() override {
         ASSERT_FALSE(test::test_corpus().empty()) << "the fortunes package is missing";
-        dir_ = test::temp_dir("reliability_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+        dir_ = test::temp_dir("reliability_" +
+                              std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
         ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
         ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
     }
@@ -196,8 +197,7 @@ TEST_F(Reliability, RetentionDeletesOnlyItsOwnRunsCheckpoints) {
     for (int64_t step : {1, 2, 3, 4}) save("mine", step);
     std::vector<std::string> names;
     for (const std::string& p : checkpoint::list_checkpoints(ck)) names.push_back(fs::path(p).filename().string());
-    const std::vector<std::string> want{"step_00000030.h5", "step_00000020.h5", "step_00000004.h5",
-                                        "step_00000003.h5"};
+    const std::vector<std::string> want{"step_00000030.h5", "step_00000020.h5", "step_00000004.h5", "step_00000003.h5"};
     EXPECT_EQ(names, want) << "keep_last 2 of run 'mine', and every file of run 'other' (of which only 2 were kept "
                               "by its own saves)";
     EXPECT_EQ(first_line(fs::path(ck) / "latest"), "step_00000004.h5");
@@ -312,8 +312,8 @@ TEST_F(Reliability, FlippedBitsAreRefusedOrChangeNothing) {
         ASSERT_EQ(st.step, want_state.step) << "byte " << at;
         ++harmless;
     }
-    std::printf("[ figures ] 2000 single-bit flips in a %zu-byte checkpoint: %d refused, %d harmless\n",
-                bytes.size(), refused, harmless);
+    std::printf("[ figures ] 2000 single-bit flips in a %zu-byte checkpoint: %d refused, %d harmless\n", bytes.size(),
+                refused, harmless);
     EXPECT_GT(refused, 1000);
 }
 
@@ -349,9 +349,10 @@ TEST_F(Reliability, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
     EXPECT_NE(::system(("pgrep -f '[r]un.out_dir=" + out.string() + "' > /dev/null").c_str()), 0)
         << "a process of the job is still running";
     test::CliResult r = test::run_frugal(
-        "train " + small_cli(out, "--set parallel.ep=1 --set checkpoint.resume=auto --set checkpoint.every=1000 "
-                                  "--set train.steps=" +
-                                      std::to_string(step + 1)));
+        "train " + small_cli(out,
+                             "--set parallel.ep=1 --set checkpoint.resume=auto --set checkpoint.every=1000 "
+                             "--set train.steps=" +
+                                 std::to_string(step + 1)));
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("resumed from " + stopped), std::string::npos) << r.output;
 }
