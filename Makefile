@@ -27,7 +27,7 @@ demo: build corpus/fortunes/train.bin
 	$(BUILD_DIR)/frugal launch -n 4 configs/demo.yaml
 
 test: build
-	cd $(BUILD_DIR) && $(MPI_ROOT_ENV) ctest --output-on-failure
+	cd $(BUILD_DIR) && $(MPI_ROOT_ENV) ctest --output-on-failure -j $(JOBS)
 
 # The suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build tree. -O2 keeps the run short and
 # still reports every memory error. Any finding stops its process with a non-zero exit, so it fails its test also in
