@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -265,6 +266,40 @@ TEST_F(Reliability, AFullDiskEndsWithTheBytesNeededAndKeepsThePreviousCheckpoint
     EXPECT_NE(r.output.find("the disk is full"), std::string::npos) << r.output;
     for (const auto& e : fs::directory_iterator(mount_))
         EXPECT_EQ(e.path().filename().string().find("export"), std::string::npos) << "left behind: " << e.path();
+}
+
+// The disk fills up while two ranks write a checkpoint (another process takes the space once the temporary file
+// appears): every rank stops with the reason, none waits forever in the collective close, the temporary is removed.
+TEST_F(Reliability, ADiskThatFillsDuringACollectiveWriteStopsEveryRankCleanly) {
+    if (!small_disk("disk", 110 << 20)) GTEST_SKIP() << "mounting a small tmpfs needs root";
+    const fs::path out = fs::path(mount_) / "run";
+    std::thread filler([&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120)) {
+            std::error_code ec;
+            for (const auto& e : fs::directory_iterator(out / "checkpoints", ec))
+                if (e.path().extension() == ".tmp") {
+                    std::ofstream f(fs::path(mount_) / "filler", std::ios::binary);
+                    std::vector<char> block(1 << 20, 'x');
+                    while (f.write(block.data(), std::streamsize(block.size()))) {
+                    }
+                    return;
+                }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    });
+    // The demo model: its 80 MB checkpoint takes long enough to write for the filler to step in.
+    test::CliResult r = test::run_frugal(
+        "launch -n 2 " + std::string(FRUGAL_SOURCE_DIR) + "/configs/demo.yaml --set data.dir=" +
+        test::test_corpus().string() + " --set run.out_dir=" + out.string() +
+        " --set parallel.ep=2 --set train.steps=1 --set checkpoint.every=1 --set train.eval_every=0");
+    filler.join();
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_LT(r.seconds, 100) << r.output;
+    EXPECT_NE(r.output.find("No space left on device: the disk is full"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("the previous checkpoint stays the latest"), std::string::npos) << r.output;
+    for (const auto& e : fs::directory_iterator(out / "checkpoints"))
+        EXPECT_NE(e.path().extension(), ".tmp") << "left behind: " << e.path();
 }
 
 // Flips one random bit of a checkpoint at a time, 2000 times, half of them in the first and last 16 KiB where the
