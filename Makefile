@@ -34,8 +34,10 @@ test: build
 # one MPI rank or in a frugal subprocess: those inherit these variables (mpirun passes them to the ranks).
 # LeakSanitizer is off: Open MPI leaks from its MCA components at every exit, and those are unloaded by then and
 # built without frame pointers, so the one-frame stacks name no library a suppression could match.
+# A failed allocation returns null as without ASan, so the tests of "out of host memory" reach that check.
 ASAN_BUILD_DIR ?= build-asan
-SANITIZER_ENV = ASAN_OPTIONS=halt_on_error=1:detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+SANITIZER_ENV = ASAN_OPTIONS=halt_on_error=1:detect_leaks=0:allocator_may_return_null=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
 test-asan: setup
 	cmake -S . -B $(ASAN_BUILD_DIR) -DFRUGAL_WERROR=ON -DFRUGAL_SANITIZE=address,undefined \
