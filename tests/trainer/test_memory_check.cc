@@ -177,14 +177,15 @@ double construction_seconds(int64_t n_layers, int tries) {
     return best;
 }
 
-// 10 times the layers may take at most 20 times as long (linear: 10; one lookup per parameter over all the
-// parameters registered so far made it 100).
+// 10 times the layers may take at most 40 times as long: linear is 10 (12-25 measured beside other tests under
+// ctest -j, the small build being a few milliseconds), while one lookup per parameter over all the parameters
+// registered so far made it 100.
 TEST(MemoryCheck, ModelConstructionIsLinearInTheLayers) {
     const double small = construction_seconds(2000, 3);
-    const double large = construction_seconds(20000, 1);
+    const double large = construction_seconds(20000, 3);
     std::cout << "construction: 2000 layers " << small << " s, 20000 layers " << large << " s, ratio " << large / small
               << "\n";
-    EXPECT_LT(large / small, 20.0);
+    EXPECT_LT(large / small, 40.0);
 }
 
 }  // namespace
