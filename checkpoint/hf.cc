@@ -309,17 +309,16 @@ std::string shard_name(int64_t i, int64_t n) {
 }  // namespace
 
 namespace {
-// The files an export writes besides the safetensors shards: config.json, the index and the tokenizer files it
-// copies from the source model.
-constexpr const char* kExportSideFiles[] = {"config.json",
-                                            "model.safetensors.index.json",
-                                            "generation_config.json",
-                                            "tokenizer.json",
-                                            "tokenizer_config.json",
-                                            "special_tokens_map.json",
-                                            "vocab.json",
-                                            "merges.txt",
-                                            "tokenizer.model"};
+// The files an export copies from the source model's directory when they are there (besides config.json).
+constexpr const char* kCopiedFiles[] = {
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+    "merges.txt",     "tokenizer.model",       "generation_config.json"};
+// A file an export writes besides the safetensors shards.
+bool is_export_side_file(const std::string& name) {
+    return name == "config.json" || name == "model.safetensors.index.json" ||
+           std::find_if(std::begin(kCopiedFiles), std::end(kCopiedFiles), [&](const char* f) { return name == f; }) !=
+               std::end(kCopiedFiles);
+}
 }  // namespace
 
 void check_export_target(const std::string& out_dir, const std::string& key, bool force) {
@@ -332,8 +331,7 @@ void check_export_target(const std::string& out_dir, const std::string& key, boo
     std::string foreign;
     for (const auto& e : fs::directory_iterator(out_dir, ec)) {
         const std::string n = e.path().filename().string();
-        const bool side = std::find_if(std::begin(kExportSideFiles), std::end(kExportSideFiles),
-                                       [&](const char* f) { return n == f; }) != std::end(kExportSideFiles);
+        const bool side = is_export_side_file(n);
         const bool shard = n.size() > 12 && n.rfind("model", 0) == 0 && n.substr(n.size() - 12) == ".safetensors";
         if (!e.is_regular_file(ec) || (!side && !shard)) {
             foreign = n;
@@ -444,8 +442,7 @@ void export_hf(const std::string& out_dir, const model::ParamStore& store, const
             write_file_atomic((staging / "config.json").string(), generated_config(cfg, type, dtype));
         // The tokenizer files travel with the model when the source directory had them.
         if (!source_config.empty())
-            for (const char* tok : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                                    "merges.txt", "tokenizer.model", "generation_config.json"}) {
+            for (const char* tok : kCopiedFiles) {
                 const fs::path src = fs::path(source_config).parent_path() / tok;
                 if (fs::exists(src)) fs::copy_file(src, staging / tok, fs::copy_options::overwrite_existing);
             }
