@@ -1,8 +1,13 @@
-// The training loop: the only place that wires model, optimizer, data and (later) parallelism together.
-//
-// One step: load the global batch's micro-batches for this rank -> for each, forward + backward with the loss
-// scales of model/transformer.h -> global gradient norm -> NaN/Inf guard -> clip -> AdamW -> expert-bias update
-// -> metrics. Validation runs every train.eval_every steps and after the last one.
+// The training loop: the only place that wires model, optimizer, data and parallelism together. It reads as the
+// loop it is; each piece has its own file:
+//   session.h        the layout, communicators, loaders, model, optimizer and step buffers, built once
+//   step.h           one training step (forward/backward of every micro-batch, gradient sync, NaN/Inf guard, clip,
+//                    AdamW, expert loads and bias) returning its metrics
+//   checkpointing.h  what a checkpoint holds, where a run starts (fresh or resumed), the periodic save, the export
+//   evaluation.h     the validation loss, every train.eval_every steps and after the last one
+//   metrics_output.h progress lines, metrics.jsonl, config.yaml, progress
+//   cost_meter.h     the run's device-seconds and dollars, cost.json
+//   fault.h          fault injection (fault.*)
 #pragma once
 
 #include <functional>

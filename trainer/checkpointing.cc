@@ -1,0 +1,234 @@
+#include "trainer/checkpointing.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "checkpoint/hf.h"
+#include "core/bf16.h"
+#include "core/file_io.h"
+#include "core/log.h"
+#include "core/version.h"
+#include "trainer/cost_meter.h"
+#include "trainer/fault.h"
+#include "trainer/run_guard.h"
+
+namespace frugal::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Steps computed after the checkpoint a run resumes from were lost to the failure: recorded in
+// run.out_dir/failures.jsonl for the accounting.
+void record_lost_steps(const std::string& out_dir, int64_t resumed_step) {
+    std::ifstream in(fs::path(out_dir) / "progress");
+    int64_t reached = resumed_step;
+    if (in >> reached && reached > resumed_step) {
+        AppendFile failures((fs::path(out_dir) / "failures.jsonl").string(), false);
+        failures.append("{\"resumed_from_step\": " + std::to_string(resumed_step) +
+                        ", \"last_completed_step\": " + std::to_string(reached) +
+                        ", \"lost_steps\": " + std::to_string(reached - resumed_step) + "}\n");
+        failures.close();
+        log::warn("steps ", resumed_step + 1, "..", reached, " were lost to the failure and are computed again");
+    }
+}
+
+std::string step_file_name(int64_t step) {
+    std::ostringstream name;
+    name << "step_" << std::setw(8) << std::setfill('0') << step << ".h5";
+    return name.str();
+}
+
+}  // namespace
+
+std::string checkpoint_dir(const TrainConfig& cfg) {
+    return cfg.checkpoint.dir.empty() ? (fs::path(cfg.run.out_dir) / "checkpoints").string() : cfg.checkpoint.dir;
+}
+
+Checkpointer::Checkpointer(Session& s) : s_(s), dir_(checkpoint_dir(s.cfg)) {
+    const model::ModelConfig& m = s.cfg.model;
+    auto& params = s.net.params().params();
+    for (model::Param* p : params) add_slot("params/" + p->name, *p, p->value.data<float>());
+    staged_.reserve(2 * params.size());
+    for (size_t i = 0; i < params.size(); ++i)
+        for (auto [kind, moments] : {std::pair<const char*, std::vector<Tensor>*>{"exp_avg", &s.opt.exp_avg()},
+                                     {"exp_avg_sq", &s.opt.exp_avg_sq()}}) {
+            Tensor& t = (*moments)[i];
+            float* data;
+            if (s.opt.bf16_state()) {
+                staged_.emplace_back(size_t(t.numel()));
+                bf16_.push_back({&t, staged_.size() - 1});
+                data = staged_.back().data();
+            } else {
+                data = t.data<float>();
+            }
+            add_slot(std::string("optim/") + kind + "/" + params[i]->name, *params[i], data);
+        }
+    size_t i = 0;
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+        if (!m.is_moe_layer(l)) continue;
+        checkpoint::TensorSlot slot;
+        slot.name = "moe/layers." + std::to_string(l) + ".expert_bias";
+        slot.global_shape = {m.moe.n_experts};
+        slot.local_shape = {m.moe.n_experts};
+        slot.writer = s.dims.rank == 0;
+        slot.data = s.moe_layers[i++]->router().expert_bias().data();
+        slots_.push_back(slot);
+    }
+    recipes_ = s.net.recipes();
+    int64_t n = 0;
+    for (auto* r : recipes_) n += r->state_size();
+    if (n > 0) {
+        recipe_state_.assign(size_t(n), 0.0f);
+        slots_.push_back({kRecipeState, {s.dims.world, n}, s.dims.rank, {1, n}, true, recipe_state_.data()});
+    }
+}
+
+void Checkpointer::add_slot(const std::string& name, const model::Param& p, float* data) {
+    int64_t row = 1;
+    for (size_t i = 1; i < p.global_shape.size(); ++i) row *= p.global_shape[i];
+    checkpoint::TensorSlot slot;
+    slot.name = name;
+    slot.global_shape = p.global_shape;
+    slot.row_begin = p.global_offset / std::max<int64_t>(row, 1);
+    slot.local_shape = p.shape;
+    slot.writer = p.is_expert ? s_.dims.edp_rank == 0 : s_.dims.rank == 0;
+    slot.data = data;
+    slots_.push_back(slot);
+}
+
+std::vector<checkpoint::TensorSlot> Checkpointer::load_slots(const std::string& path, int64_t world_size, int64_t ep,
+                                                             bool* with_recipe_state) const {
+    *with_recipe_state = false;
+    if (recipe_state_.empty()) return slots_;
+    for (const auto& e : checkpoint::read_manifest(path))
+        if (e.name == kRecipeState && e.shape == Shape{s_.dims.world, int64_t(recipe_state_.size())})
+            *with_recipe_state = world_size == s_.dims.world && ep == s_.dims.ep;
+    std::vector<checkpoint::TensorSlot> out;
+    for (const auto& slot : slots_)
+        if (slot.name != kRecipeState || *with_recipe_state) out.push_back(slot);
+    return out;
+}
+
+void Checkpointer::before_save() {
+    float* out = recipe_state_.data();
+    for (auto* r : recipes_) {
+        r->save_state(out);
+        out += r->state_size();
+    }
+    for (auto [t, k] : bf16_) {
+        const uint16_t* src = static_cast<const uint16_t*>(t->raw_data());
+        for (size_t j = 0; j < staged_[k].size(); ++j) staged_[k][j] = bf16_bits_to_float(src[j]);
+    }
+}
+
+void Checkpointer::after_load(bool with_recipe_state) {
+    if (with_recipe_state) {
+        const float* in = recipe_state_.data();
+        for (auto* r : recipes_) {
+            r->load_state(in);
+            in += r->state_size();
+        }
+    }
+    for (auto [t, k] : bf16_) {
+        uint16_t* dst = static_cast<uint16_t*>(t->raw_data());
+        for (size_t j = 0; j < staged_[k].size(); ++j) dst[j] = float_to_bf16_bits(staged_[k][j]);
+    }
+}
+
+StartPoint Checkpointer::load(const std::string& path) {
+    const checkpoint::TrainingState written = checkpoint::read_state(path);
+    bool with_recipe_state = false;
+    std::vector<checkpoint::TensorSlot> slots = load_slots(path, written.world_size, written.ep, &with_recipe_state);
+    if (!recipe_state_.empty() && !with_recipe_state)
+        log::warn("the amax histories of ", s_.cfg.precision.recipe, " restart empty: ", path,
+                  " was written by another layout or recipe (", written.world_size, " ranks, ep ", written.ep, ")");
+    checkpoint::TrainingState st;
+    checkpoint::load(path, slots, st);
+    after_load(with_recipe_state);
+    s_.opt.set_steps_taken(st.optimizer_steps);
+    run_id_ = st.run_id;
+    log::info("resumed from ", path, " (step ", st.step, ", written by ", st.world_size, " ranks with ep ", st.ep,
+              ")");
+    if (s_.is_root()) record_lost_steps(s_.cfg.run.out_dir, st.step);
+    return StartPoint{st.step, st.data_position, parse_phases(st.accounting_json)};
+}
+
+StartPoint Checkpointer::start() {
+    TrainConfig& cfg = s_.cfg;
+    StartPoint from;
+    if (s_.is_root() && cfg.checkpoint.resume == "none" && cfg.checkpoint.every > 0) check_fresh_start(dir_, false);
+    if (cfg.checkpoint.resume == "auto") {
+        // Rank 0 chooses the checkpoint and checks it against this run's config; every rank then loads it.
+        int64_t found = -1;
+        if (s_.is_root()) {
+            const std::string path = checkpoint::find_resumable(dir_);
+            if (path.empty()) {
+                check_fresh_start(dir_, true);
+            } else {
+                const checkpoint::TrainingState written = checkpoint::read_state(path);
+                check_resume_compatible(path, written.config_yaml, to_yaml(cfg));
+                found = written.step;
+            }
+        }
+        s_.world.set_layer("checkpoint resume");
+        s_.world.broadcast(&found, 1, DType::kI64, 0);
+        if (found >= 0)
+            from = load((fs::path(dir_) / step_file_name(found)).string());
+        else
+            log::info("checkpoint.resume: auto found no checkpoint in ", dir_, "; starting fresh");
+    }
+    // Rank 0 writes the checkpoints' strings and applies retention, so only rank 0's id matters.
+    if (run_id_.empty()) run_id_ = new_run_id();
+    if (from.step >= cfg.train.steps)
+        log::warn("the checkpoint is at step ", from.step, ", not before train.steps (", cfg.train.steps,
+                  "): nothing left to train");
+    return from;
+}
+
+bool Checkpointer::due(int64_t steps_done, bool last) const {
+    const int64_t every = s_.cfg.checkpoint.every;
+    return every > 0 && (steps_done % every == 0 || last);
+}
+
+void Checkpointer::save(int64_t steps_done, int64_t next_sample, const accounting::PhaseSeconds& so_far,
+                        accounting::Meter& meter) {
+    TrainConfig& cfg = s_.cfg;
+    checkpoint::TrainingState st;
+    st.step = steps_done;
+    st.tokens_seen = steps_done * s_.tokens_per_step();
+    st.data_position = next_sample;
+    st.optimizer_steps = s_.opt.steps_taken();
+    st.seed = cfg.run.seed;
+    st.world_size = s_.dims.world;
+    st.ep = s_.dims.ep;
+    st.config_yaml = to_yaml(cfg);
+    st.frugal_version = kVersion;
+    st.run_id = run_id_;
+    st.accounting_json = phases_json(so_far);
+    for (double x : so_far) st.accounting_seconds += x;
+    before_save();
+    const auto t0 = Clock::now();
+    accounting::Meter::Scope io(meter, accounting::Phase::kCheckpoint);
+    const std::string path = checkpoint::save(dir_, slots_, st, s_.world, cfg.checkpoint.keep_last,
+                                              cfg.checkpoint.keep_every, checkpoint_fault(cfg, steps_done));
+    log::info("checkpoint ", path, " (", std::fixed, std::setprecision(2),
+              std::chrono::duration<double>(Clock::now() - t0).count(), " s)");
+}
+
+void export_final_model(Session& s) {
+    const TrainConfig& cfg = s.cfg;
+    const std::string source =
+        cfg.model.init_from.empty() ? "" : (fs::path(cfg.model.init_from.substr(3)) / "config.json").string();
+    checkpoint::export_hf(cfg.checkpoint.export_hf, s.net.params(), cfg.model, checkpoint::hf_model_type(cfg.model),
+                          cfg.checkpoint.export_hf_dtype, source, s.world,
+                          checkpoint::ExportLayout{s.dims.ep, s.dims.ep_rank, s.dims.edp_rank == 0});
+    if (s.is_root()) log::info("exported the model in Hugging Face format to ", cfg.checkpoint.export_hf);
+}
+
+}  // namespace frugal::trainer

@@ -1,0 +1,95 @@
+#include "trainer/metrics_output.h"
+
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "core/log.h"
+
+namespace frugal::trainer {
+
+namespace fs = std::filesystem;
+
+std::string json_number(double v) {
+    if (!std::isfinite(v)) return "null";
+    std::ostringstream os;
+    os << std::setprecision(9) << v;
+    return os.str();
+}
+
+MetricsOutput::MetricsOutput(Session& s, int64_t start_step) : s_(s), window_start_(Clock::now()) {
+    if (!s.is_root()) return;
+    write_file_atomic((fs::path(s.cfg.run.out_dir) / "config.yaml").string(), to_yaml(s.cfg));
+    metrics_ = AppendFile((fs::path(s.cfg.run.out_dir) / "metrics.jsonl").string(), start_step == 0);
+}
+
+void MetricsOutput::record_progress(int64_t steps_done) {
+    if (s_.is_root())
+        write_file_atomic((fs::path(s_.cfg.run.out_dir) / "progress").string(), std::to_string(steps_done) + "\n",
+                          false);
+}
+
+bool MetricsOutput::due(int64_t steps_done, bool last) const {
+    return last || steps_done % s_.cfg.run.log_every == 0 || steps_done == 1;
+}
+
+std::string MetricsOutput::moe_stats_json() const {
+    if (s_.moe_layers.empty()) return "";
+    const model::ModelConfig& m = s_.cfg.model;
+    std::ostringstream os;
+    os << "[";
+    size_t i = 0;
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+        if (!m.is_moe_layer(l)) continue;
+        const model::MoEStats& st = s_.moe_layers[i]->router().stats();
+        const double micro = double(std::max<int64_t>(st.micro_batches, 1));
+        os << (i ? ", " : "") << "{\"layer\": " << l << ", \"tokens_per_expert\": [";
+        for (size_t e = 0; e < st.tokens_per_expert.size(); ++e) os << (e ? ", " : "") << st.tokens_per_expert[e];
+        os << "], \"dropped\": " << st.dropped << ", \"imbalance\": " << json_number(st.imbalance())
+           << ", \"aux_loss\": " << json_number(st.aux_loss / micro)
+           << ", \"z_loss\": " << json_number(st.z_loss / micro) << "}";
+        ++i;
+    }
+    os << "]";
+    return os.str();
+}
+
+double MetricsOutput::take_tokens_per_s() {
+    const double seconds = std::chrono::duration<double>(Clock::now() - window_start_).count();
+    const double rate = double(window_tokens_) / std::max(1e-9, seconds);
+    window_start_ = Clock::now();
+    window_tokens_ = 0;
+    return rate;
+}
+
+void MetricsOutput::log_line(const StepMetrics& sm, const std::string& moe_json, const accounting::CostReport& cost) {
+    std::ostringstream line;
+    line << std::fixed << "step " << std::setw(5) << sm.step << "/" << s_.cfg.train.steps << "  loss "
+         << std::setprecision(4) << sm.loss;
+    if (sm.val_loss >= 0) line << "  val " << std::setprecision(4) << sm.val_loss;
+    line << "  lr " << std::scientific << std::setprecision(2) << sm.lr << std::fixed << "  gnorm "
+         << std::setprecision(3) << sm.grad_norm << "  tok/s " << std::setprecision(0) << sm.tokens_per_s;
+    if (!s_.moe_layers.empty()) line << "  imbalance " << std::setprecision(2) << sm.max_imbalance;
+    line << "  cost $" << std::setprecision(4) << cost.cost_usd();
+    line << "  elapsed " << std::setprecision(1) << sm.elapsed_s << "s";
+    log::info(line.str());
+    if (!s_.is_root()) return;
+    std::ostringstream rec;
+    rec << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
+        << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
+        << ", \"grad_norm\": " << json_number(sm.grad_norm) << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
+        << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
+        << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
+    if (sm.val_loss >= 0) rec << ", \"val_loss\": " << json_number(sm.val_loss);
+    if (sm.skipped) rec << ", \"skipped\": true";
+    if (!moe_json.empty()) rec << ", \"moe\": " << moe_json;
+    rec << "}\n";
+    metrics_.append(rec.str());
+}
+
+void MetricsOutput::close() {
+    if (s_.is_root()) metrics_.close();
+}
+
+}  // namespace frugal::trainer

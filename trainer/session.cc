@@ -1,0 +1,135 @@
+#include "trainer/session.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "accounting/estimate.h"
+#include "checkpoint/hf.h"
+#include "core/log.h"
+#include "core/memory.h"
+#include "parallel/all_to_all_dispatcher.h"
+
+namespace frugal::trainer {
+
+namespace fs = std::filesystem;
+
+static_assert(data::kIgnoreTarget == model::kIgnoreIndex,
+              "the loader's masked targets must be the loss's ignore index");
+
+StepBuffers::StepBuffers(int64_t accum, int64_t micro, int64_t seq_len, bool document_mask)
+    : micro_(micro),
+      seq_len_(seq_len),
+      document_mask_(document_mask),
+      tokens_ABS_(size_t(accum * micro * seq_len)),
+      targets_ABS_(size_t(accum * micro * seq_len)),
+      starts_ABS_(document_mask ? size_t(accum * micro * seq_len) : 0) {}
+
+const int32_t* StepBuffers::document_starts_BS(int64_t m, const data::Loader& loader) {
+    if (!document_mask_) return nullptr;
+    int32_t* out = starts_ABS_.data() + m * micro_ * seq_len_;
+    data::document_starts(out, tokens_BS(m), micro_, seq_len_, loader.end_of_document());
+    return out;
+}
+
+namespace {
+
+int apply_thread_count(const TrainConfig& cfg) {
+    if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
+    return omp_get_max_threads();
+}
+
+data::Loader open_shard(const TrainConfig& cfg, const char* file, bool shuffle) {
+    return data::Loader((fs::path(cfg.data.dir) / file).string(), cfg.train.seq_len, uint64_t(cfg.run.seed), shuffle);
+}
+
+// Before anything large is allocated: what this rank will hold (accounting::rank_memory: parameters, gradients,
+// AdamW moments, one micro-batch's activations) against its share of the machine's available memory.
+void check_memory(const TrainConfig& cfg, const parallel::ParallelDims& dims) {
+    accounting::RankMemoryInput in;
+    in.model = cfg.model;
+    in.ep = dims.ep;
+    in.bf16_moments = cfg.precision.optimizer_state == "bf16";
+    in.micro_batch = cfg.train.micro_batch;
+    in.seq_len = cfg.train.seq_len;
+    if (cfg.precision.recipe != "fp32") in.low_precision_roles = cfg.precision.low_precision_layers;
+    in.blockwise = cfg.precision.recipe == "fp8-blockwise";
+    const accounting::RankMemory need = accounting::rank_memory(in);
+    const int64_t local_ranks = ranks_on_this_machine(dims.world);
+    const int64_t avail = available_memory_bytes();
+    const double per_rank = avail < 0 ? -1.0 : double(avail) / double(local_ranks);
+    log::info("memory per rank: ", accounting::format_rank_memory(need), " of ", std::llround(per_rank / 1e8) / 10.0,
+              " GB available (", local_ranks, " ranks on this machine)");
+    accounting::check_rank_memory(need, per_rank, "frugal train",
+                                  "spread the experts over more ranks (frugal launch -n N with a larger parallel.ep), "
+                                  "lower train.micro_batch, or set precision.optimizer_state: bf16");
+}
+
+// The checks that need the data and the layout, run before the model is allocated; returns the model's config.
+const model::ModelConfig& checked_model_config(const TrainConfig& cfg, const parallel::ParallelDims& dims,
+                                               const data::Loader& train_data, const data::Loader& val_data) {
+    FRUGAL_CONFIG_CHECK(
+        !cfg.data.document_mask || (train_data.end_of_document() >= 0 && val_data.end_of_document() >= 0),
+        "data.document_mask needs the end-of-document token, which the shards in ", cfg.data.dir,
+        " do not record (written by an older prepare-data): re-run `frugal prepare-data`");
+    FRUGAL_CONFIG_CHECK(train_data.vocab_size() <= cfg.model.vocab_size, "the data in ", cfg.data.dir,
+                        " uses a vocabulary of ", train_data.vocab_size(), " tokens but model.vocab_size is ",
+                        cfg.model.vocab_size, ": set model.vocab_size to at least ", train_data.vocab_size());
+    check_memory(cfg, dims);
+    return cfg.model;
+}
+
+// Initial weights (the counter-based RNG, then model.init_from's), the precision recipe and expert parallelism.
+std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& net, const TrainConfig& cfg,
+                                                   parallel::Communicator& ep_comm) {
+    net.init(uint64_t(cfg.run.seed));
+    if (!cfg.model.init_from.empty()) {
+        checkpoint::load_hf_weights(cfg.model.init_from.substr(3), net.params());
+        log::info("weights from ", cfg.model.init_from.substr(3), " (each rank read its own experts)");
+    }
+    net.set_precision(cfg.precision);
+    parallel::use_expert_parallel(net, ep_comm, cfg.precision.fp8_dispatch);
+    return net.moe_layers();
+}
+
+// AdamW's view of the parameters: weight decay unless optim.no_decay lists the kind, frozen when train.freeze does.
+std::vector<optim::OptimParam> optim_params(model::ParamStore& store, const optim::OptimConfig& cfg,
+                                            const std::vector<std::string>& freeze) {
+    std::vector<optim::OptimParam> out;
+    for (model::Param* p : store.params()) {
+        const std::string kind = model::param_kind_name(p->kind);
+        const bool decay = std::find(cfg.no_decay.begin(), cfg.no_decay.end(), kind) == cfg.no_decay.end();
+        const bool frozen = std::find(freeze.begin(), freeze.end(), kind) != freeze.end();
+        out.push_back({p->value.data<float>(), p->grad.data<float>(), p->value.numel(), decay, frozen});
+    }
+    return out;
+}
+
+}  // namespace
+
+Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parallel::ParallelDims& dims_)
+    : cfg(cfg_),
+      world(world_),
+      dims(dims_),
+      threads(apply_thread_count(cfg_)),
+      accum(cfg_.accum_steps(dims_.world)),
+      ep_comm(world_.split(dims_.edp_rank, dims_.ep_rank, "ep")),
+      edp_comm(world_.split(dims_.ep_rank, dims_.edp_rank, "edp")),
+      train_data(open_shard(cfg_, "train.bin", true)),
+      val_data(open_shard(cfg_, "val.bin", false)),
+      net(checked_model_config(cfg_, dims_, train_data, val_data), dims_.expert_shard(cfg_.model.moe.n_experts)),
+      moe_layers(prepare_model(net, cfg_, *ep_comm)),
+      oparams(optim_params(net.params(), cfg_.optim, cfg_.train.freeze)),
+      opt(cfg_.optim, oparams, cfg_.precision.optimizer_state == "bf16"),
+      grad_sync(net.params(), world_, *edp_comm, *ep_comm),
+      batch(accum, cfg_.train.micro_batch, cfg_.train.seq_len, cfg_.data.document_mask) {}
+
+void log_session(Session& s) {
+    log::info("frugal: ", s.net.params().numel(), " parameters on this rank (", s.net.params().dense_numel(),
+              " replicated), ", s.moe_layers.size(), " MoE layers, ", s.dims.world, " ranks (ep ", s.dims.ep,
+              ", edp ", s.dims.edp, "), ", s.accum, " micro-batches of ", s.cfg.train.micro_batch, " x ",
+              s.cfg.train.seq_len, " tokens per rank per step, ", s.threads, " threads per rank");
+}
+
+}  // namespace frugal::trainer
