@@ -13,6 +13,7 @@ packages=(
   fortunes
   libpcre2-dev
   libutf8proc-dev
+  libprotobuf-dev protobuf-compiler   # TensorBoard event records (trainer/tensorboard_event.proto)
   clang libclang-rt-14-dev libomp-dev   # scripts/fuzz.sh: libFuzzer and the sanitizers, OpenMP under clang
 )
 

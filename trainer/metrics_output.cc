@@ -22,6 +22,7 @@ MetricsOutput::MetricsOutput(Session& s, int64_t start_step) : s_(s), window_sta
     if (!s.is_root()) return;
     write_file_atomic((fs::path(s.cfg.run.out_dir) / "config.yaml").string(), to_yaml(s.cfg));
     metrics_ = AppendFile((fs::path(s.cfg.run.out_dir) / "metrics.jsonl").string(), start_step == 0);
+    tb_ = std::make_unique<TensorBoardWriter>((fs::path(s.cfg.run.out_dir) / "tb").string());
 }
 
 void MetricsOutput::record_progress(int64_t steps_done) {
@@ -34,8 +35,9 @@ bool MetricsOutput::due(int64_t steps_done, bool last) const {
     return last || steps_done % s_.cfg.run.log_every == 0 || steps_done == 1;
 }
 
-std::string MetricsOutput::moe_stats_json() const {
-    if (s_.moe_layers.empty()) return "";
+MoeSnapshot MetricsOutput::moe_snapshot() const {
+    MoeSnapshot snap;
+    if (s_.moe_layers.empty()) return snap;
     const model::ModelConfig& m = s_.cfg.model;
     std::ostringstream os;
     os << "[";
@@ -49,10 +51,12 @@ std::string MetricsOutput::moe_stats_json() const {
         os << "], \"dropped\": " << st.dropped << ", \"imbalance\": " << json_number(st.imbalance())
            << ", \"aux_loss\": " << json_number(st.aux_loss / micro)
            << ", \"z_loss\": " << json_number(st.z_loss / micro) << "}";
+        snap.layers.push_back({l, st.imbalance(), st.dropped});
         ++i;
     }
     os << "]";
-    return os.str();
+    snap.json = os.str();
+    return snap;
 }
 
 double MetricsOutput::take_tokens_per_s() {
@@ -63,7 +67,8 @@ double MetricsOutput::take_tokens_per_s() {
     return rate;
 }
 
-void MetricsOutput::log_line(const StepMetrics& sm, const std::string& moe_json, const accounting::CostReport& cost) {
+void MetricsOutput::log_line(const StepMetrics& sm, const MoeSnapshot& moe, const accounting::CostReport& cost,
+                             int64_t skipped_steps) {
     std::ostringstream line;
     line << std::fixed << "step " << std::setw(5) << sm.step << "/" << s_.cfg.train.steps << "  loss "
          << std::setprecision(4) << sm.loss;
@@ -83,13 +88,31 @@ void MetricsOutput::log_line(const StepMetrics& sm, const std::string& moe_json,
         << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
     if (sm.val_loss >= 0) rec << ", \"val_loss\": " << json_number(sm.val_loss);
     if (sm.skipped) rec << ", \"skipped\": true";
-    if (!moe_json.empty()) rec << ", \"moe\": " << moe_json;
+    if (!moe.json.empty()) rec << ", \"moe\": " << moe.json;
     rec << "}\n";
     metrics_.append(rec.str());
+
+    const int64_t step = sm.step;
+    tb_->add_scalar("train/loss", step, sm.loss);
+    tb_->add_scalar("train/aux_loss", step, sm.aux_loss);
+    if (sm.val_loss >= 0) tb_->add_scalar("val/loss", step, sm.val_loss);
+    tb_->add_scalar("train/lr", step, sm.lr);
+    tb_->add_scalar("train/grad_norm", step, sm.grad_norm);
+    tb_->add_scalar("perf/tokens_per_s", step, sm.tokens_per_s);
+    tb_->add_scalar("cost/usd_so_far", step, cost.cost_usd());
+    tb_->add_scalar("train/skipped_steps", step, double(skipped_steps));
+    for (const MoeSnapshot::Layer& l : moe.layers) {
+        const std::string prefix = "moe/layer_" + std::to_string(l.layer) + "/";
+        tb_->add_scalar(prefix + "imbalance", step, l.imbalance);
+        tb_->add_scalar(prefix + "dropped_tokens", step, double(l.dropped));
+    }
+    tb_->flush();
 }
 
 void MetricsOutput::close() {
-    if (s_.is_root()) metrics_.close();
+    if (!s_.is_root()) return;
+    metrics_.close();
+    tb_->close();
 }
 
 }  // namespace frugal::trainer

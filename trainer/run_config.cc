@@ -28,7 +28,8 @@ constexpr int64_t kMaxActivation = int64_t(1) << 48;
 
 ConfigFields TrainConfig::fields() {
     ConfigFields f;
-    f.add("run.out_dir", &run.out_dir, "directory for config.yaml, metrics.jsonl and checkpoints");
+    f.add("run.out_dir", &run.out_dir,
+          "directory for config.yaml, metrics.jsonl, tb/ (TensorBoard), cost.json and checkpoints");
     f.add("run.seed", &run.seed, "seed of initialization and data order");
     f.add("run.log_every", &run.log_every, "steps between progress lines and metrics records", 1, kMaxSteps);
     model.register_fields(f, "model.");

@@ -113,7 +113,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         if (checkpoints.due(done, last))
             checkpoints.save(done, first_sample + cfg.train.global_batch, cost.totals(), meter);
         const bool log_step = out.due(done, last);
-        const std::string moe_json = log_step ? out.moe_stats_json() : "";
+        const MoeSnapshot moe = log_step ? out.moe_snapshot() : MoeSnapshot{};
         if (evaluation_due(cfg, done, finished)) {
             accounting::Meter::Scope eval(meter, accounting::Phase::kEvaluation);
             sm.val_loss = evaluate(s);
@@ -122,7 +122,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
         if (log_step) {
             sm.tokens_per_s = out.take_tokens_per_s();
             const double tokens = double((done - start.step) * s.tokens_per_step());
-            out.log_line(sm, moe_json, cost.update(tokens, seconds_since(t_start), false));
+            out.log_line(sm, moe, cost.update(tokens, seconds_since(t_start), false), train_step.skipped_steps());
         }
         if (on_step) on_step(sm);
         result.history.push_back(sm);

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <map>
 
 #include "data/shard.h"
 #include "tests/util.h"
@@ -168,6 +169,7 @@ TEST(Training, NonFiniteLossStopsWhenConfigured) {
 
 #include "checkpoint/checkpoint.h"
 #include "model/transformer.h"
+#include "trainer/tensorboard.h"
 
 namespace frugal {
 namespace {
@@ -191,6 +193,43 @@ TEST(Training, FrozenKindsStayAtTheirInitialValues) {
         const bool frozen = p->kind == model::ParamKind::kRouter || p->kind == model::ParamKind::kEmbedding;
         EXPECT_EQ(same, frozen) << p->name;
     }
+    fs::remove_all(cfg.run.out_dir);
+}
+
+// Every progress line is also a set of TensorBoard scalars in run.out_dir/tb, with the step's own figures.
+TEST(Training, EveryLogLineWritesItsFiguresAsTensorBoardScalars) {
+    ASSERT_FALSE(corpus_dir().empty());
+    trainer::TrainConfig cfg = small_config("tb");
+    cfg.train.steps = 6;
+    cfg.run.log_every = 2;
+    cfg.train.eval_every = 4;
+    std::vector<trainer::StepMetrics> steps;
+    trainer::train(cfg, [&](const trainer::StepMetrics& m) { steps.push_back(m); });
+    const std::vector<trainer::ScalarEvent> events =
+        trainer::read_tensorboard_scalars((fs::path(cfg.run.out_dir) / "tb").string());
+    std::map<std::string, std::map<int64_t, float>> by_tag;
+    for (const auto& e : events) by_tag[e.tag][e.step] = e.value;
+    for (const char* tag : {"train/loss", "train/aux_loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
+                            "cost/usd_so_far", "train/skipped_steps", "moe/layer_1/imbalance",
+                            "moe/layer_1/dropped_tokens"}) {
+        ASSERT_TRUE(by_tag.count(tag)) << tag << " was not written";
+        std::vector<int64_t> logged;
+        for (const auto& [step, value] : by_tag[tag]) logged.push_back(step);
+        EXPECT_EQ(logged, (std::vector<int64_t>{1, 2, 4, 6})) << tag;
+    }
+    for (int64_t step : {1, 2, 4, 6}) {
+        const trainer::StepMetrics& m = steps[size_t(step - 1)];
+        EXPECT_EQ(by_tag["train/loss"][step], float(m.loss)) << "step " << step;
+        EXPECT_EQ(by_tag["train/lr"][step], float(m.lr)) << "step " << step;
+        EXPECT_EQ(by_tag["train/grad_norm"][step], float(m.grad_norm)) << "step " << step;
+        EXPECT_EQ(by_tag["moe/layer_1/imbalance"][step] >= 1.0f, true) << "step " << step;
+        EXPECT_EQ(by_tag["train/skipped_steps"][step], 0.0f);
+    }
+    // Validation ran at steps 4 and 6 (the last): only those carry val/loss.
+    ASSERT_EQ(by_tag["val/loss"].size(), 2u);
+    EXPECT_EQ(by_tag["val/loss"][4], float(steps[3].val_loss));
+    EXPECT_EQ(by_tag["val/loss"][6], float(steps[5].val_loss));
+    EXPECT_GT(by_tag["cost/usd_so_far"][6], by_tag["cost/usd_so_far"][1]);
     fs::remove_all(cfg.run.out_dir);
 }
 
