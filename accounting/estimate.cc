@@ -7,6 +7,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "accounting/cpu_peak.h"
 #include "core/error.h"
 
 namespace frugal::accounting {
@@ -94,7 +95,9 @@ Estimate estimate(const EstimateInput& in) {
     e.mtp_params = mtp_params(m);
     e.flops_per_token = training_flops_per_token(m, seq);
     e.total_flops = e.flops_per_token * in.tokens;
-    e.peak_tflops = in.device.peak_tflops(in.fp8);
+    const PeakFigure peak_figure = device_peak(in.device, in.fp8);
+    e.peak_tflops = peak_figure.tflops;
+    e.peak_source = peak_figure.source;
     const double peak = e.peak_tflops * 1e12;
     if (in.mfu > 0) {
         FRUGAL_CONFIG_CHECK(peak > 0, "--mfu needs a device peak; ", in.device.key, " has none for this precision");
@@ -275,8 +278,11 @@ std::string format_estimate(const EstimateInput& in, const Estimate& e) {
        << in.device.name << "\n";
     os << "cost                  $" << std::setprecision(0) << e.cost_usd << " at $" << std::setprecision(2)
        << (in.price_per_hour > 0 ? in.price_per_hour : in.device.price_per_hour) << " per GPU-hour\n";
-    os << "MFU                   " << std::setprecision(1) << 100 * e.mfu << "% of " << std::setprecision(0)
-       << e.peak_tflops << " TFLOP/s (" << (in.fp8 ? "FP8" : "BF16") << " dense peak)";
+    os << "MFU                   " << std::setprecision(1) << 100 * e.mfu << "% of ";
+    if (in.device.key == "cpu")
+        os << std::setprecision(3) << e.peak_tflops << " TFLOP/s (" << e.peak_source << ")";
+    else
+        os << std::setprecision(0) << e.peak_tflops << " TFLOP/s (" << (in.fp8 ? "FP8" : "BF16") << " dense peak)";
     if (in.mfu <= 0) os << ", implied";
     os << "\n";
     os << "memory per GPU        " << std::setprecision(1) << e.mem_total / 1e9 << " GB = weights "
@@ -300,10 +306,11 @@ std::string estimate_json(const EstimateInput& in, const Estimate& e) {
        << ", \"tokens\": " << in.tokens << ", \"gpu\": \"" << in.device.key << "\", \"gpus\": " << in.gpus
        << ", \"tokens_per_gpu_second\": " << e.tokens_per_gpu_second << ", \"gpu_hours\": " << e.gpu_hours
        << ", \"wall_days\": " << e.wall_days << ", \"cost_usd\": " << e.cost_usd << ", \"mfu\": " << e.mfu
-       << ", \"peak_tflops\": " << e.peak_tflops << ", \"memory_per_gpu_bytes\": {\"weights\": " << e.mem_weights
-       << ", \"gradients\": " << e.mem_grads << ", \"optimizer\": " << e.mem_optimizer
-       << ", \"activations\": " << e.mem_activations << ", \"total\": " << e.mem_total
-       << ", \"capacity\": " << e.mem_capacity << "}, \"fits\": " << (e.fits ? "true" : "false") << "}\n";
+       << ", \"peak_tflops\": " << e.peak_tflops << ", \"peak_source\": \"" << e.peak_source
+       << "\", \"memory_per_gpu_bytes\": {\"weights\": " << e.mem_weights << ", \"gradients\": " << e.mem_grads
+       << ", \"optimizer\": " << e.mem_optimizer << ", \"activations\": " << e.mem_activations
+       << ", \"total\": " << e.mem_total << ", \"capacity\": " << e.mem_capacity
+       << "}, \"fits\": " << (e.fits ? "true" : "false") << "}\n";
     return os.str();
 }
 

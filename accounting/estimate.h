@@ -32,6 +32,7 @@ struct Estimate {
     double mtp_params = 0;
     double flops_per_token = 0, total_flops = 0;
     double tokens_per_gpu_second = 0, gpu_hours = 0, wall_days = 0, cost_usd = 0, mfu = 0, peak_tflops = 0;
+    std::string peak_source;  // device_peak(): the catalogue's figure, or for `cpu` one measured on this machine
     // Memory per GPU in bytes.
     double mem_weights = 0, mem_grads = 0, mem_optimizer = 0, mem_activations = 0, mem_total = 0, mem_capacity = 0;
     bool fits = true;

@@ -10,7 +10,9 @@ namespace frugal::accounting {
 struct Device {
     std::string key, name;
     double bf16_tflops = 0, fp8_tflops = 0, memory_gb = 0, bandwidth_tbs = 0, price_per_hour = 0;
-    // Peak for MFU: FP8 when the run's matmuls are FP8 and the device has FP8 units, BF16 otherwise.
+    // The catalogue's peak: FP8 when the run's matmuls are FP8 and the device has FP8 units, BF16 otherwise. MFU
+    // takes device_peak() (accounting/cpu_peak.h), which is this figure for every device but `cpu`, whose peak is
+    // measured on the machine.
     double peak_tflops(bool fp8) const { return fp8 && fp8_tflops > 0 ? fp8_tflops : bf16_tflops; }
 };
 

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstdio>
 #include <iomanip>
 #include <sstream>
 
@@ -26,6 +27,26 @@ double CostReport::projection_device_hours() const {
     return tps > 0 ? projection_tokens / tps * double(ranks) / 3600.0 : 0;
 }
 
+namespace {
+// s as the inside of a JSON string.
+std::string json_escaped(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof(buf), "\\u%04x", unsigned(static_cast<unsigned char>(c)));
+            out += buf;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+}  // namespace
+
 std::string to_json(const CostReport& r) {
     std::ostringstream os;
     os << std::setprecision(10);
@@ -41,7 +62,8 @@ std::string to_json(const CostReport& r) {
     }
     os << "\n  },\n  \"tokens\": " << r.tokens << ",\n  \"train_seconds\": " << r.train_seconds
        << ",\n  \"tokens_per_s\": " << r.tokens_per_s() << ",\n  \"flops_per_token\": " << r.flops_per_token
-       << ",\n  \"peak_tflops_per_device\": " << r.peak_tflops_per_device << ",\n  \"mfu\": " << r.mfu()
+       << ",\n  \"peak_tflops_per_device\": " << r.peak_tflops_per_device << ",\n  \"peak_source\": \""
+       << json_escaped(r.peak_source) << "\",\n  \"mfu\": " << r.mfu()
        << ",\n  \"projection\": {\"tokens\": " << r.projection_tokens
        << ", \"device_hours\": " << r.projection_device_hours()
        << ", \"cost_usd\": " << r.projection_device_hours() * r.price_per_hour
@@ -68,6 +90,7 @@ CostReport read_cost_json(const std::string& path) {
         r.train_seconds = n["train_seconds"].as<double>();
         r.flops_per_token = n["flops_per_token"].as<double>();
         r.peak_tflops_per_device = n["peak_tflops_per_device"].as<double>();
+        if (n["peak_source"]) r.peak_source = n["peak_source"].as<std::string>();
         r.projection_tokens = n["projection"]["tokens"].as<double>();
     } catch (const YAML::Exception& e) {
         FRUGAL_CONFIG_ERROR(path, " lacks a field of the cost report: ", e.what());
@@ -101,7 +124,9 @@ std::string format_report(const CostReport& r) {
     os << std::setprecision(1) << "  throughput " << r.tokens_per_s() << " tokens/s, " << std::setprecision(2)
        << r.flops_per_token / 1e6 << " MFLOP/token (6 per matmul parameter + causal attention); MFU "
        << std::setprecision(2) << 100 * r.mfu() << "% of " << r.ranks << " x " << std::setprecision(3)
-       << r.peak_tflops_per_device << " TFLOP/s peak\n";
+       << r.peak_tflops_per_device << " TFLOP/s peak";
+    if (!r.peak_source.empty()) os << " (" << r.peak_source << ")";
+    os << "\n";
     if (r.projection_tokens > 0 && r.tokens_per_s() > 0)
         os << std::setprecision(0) << "  projection: " << r.projection_tokens
            << " tokens at this throughput = " << std::setprecision(2) << r.projection_device_hours()

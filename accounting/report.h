@@ -1,10 +1,12 @@
-// The cost report of a run: device-hours and dollars per phase, MFU against the device's peak, and a projection
-// of the same model trained on a configured number of tokens at the measured throughput. Written to
+// The cost report of a run: device-hours and dollars per phase, MFU against the device's peak (and where that peak
+// came from: the catalogue, or a measurement on the machine for the `cpu` device; accounting/cpu_peak.h), and a
+// projection of the same model trained on a configured number of tokens at the measured throughput. Written to
 // run.out_dir/cost.json; `frugal report RUN_DIR` prints it again.
 #pragma once
 
 #include <string>
 
+#include "accounting/cpu_peak.h"
 #include "accounting/hardware.h"
 #include "accounting/meter.h"
 
@@ -19,7 +21,13 @@ struct CostReport {
     double train_seconds = 0;       // wall time of those tokens
     double flops_per_token = 0;
     double peak_tflops_per_device = 0;
+    std::string peak_source;  // how peak_tflops_per_device was obtained; "" in cost.json files older than the field
     double projection_tokens = 0;
+
+    void set_peak(const PeakFigure& peak) {
+        peak_tflops_per_device = peak.tflops;
+        peak_source = peak.source;
+    }
 
     double device_hours() const;
     double cost_usd() const { return device_hours() * price_per_hour; }

@@ -46,7 +46,8 @@ RunCost::RunCost(const TrainConfig& cfg, parallel::Communicator& world, int64_t 
     report_.price_per_hour = cfg.accounting.price_per_hour > 0 ? cfg.accounting.price_per_hour : device.price_per_hour;
     report_.ranks = ranks;
     report_.flops_per_token = accounting::training_flops_per_token(cfg.model, cfg.train.seq_len);
-    report_.peak_tflops_per_device = device.peak_tflops(cfg.precision.recipe.rfind("fp8", 0) == 0);
+    // The cpu device's peak is measured here, on this rank's threads (the session has set them).
+    report_.set_peak(accounting::device_peak(device, cfg.precision.recipe.rfind("fp8", 0) == 0, ranks));
     report_.projection_tokens = cfg.accounting.projection_tokens;
     if (world.rank() == 0 && cfg.checkpoint.resume == "auto")
         carried_[size_t(accounting::Phase::kLost)] += lost_device_seconds(cfg, carried_);
