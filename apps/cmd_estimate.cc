@@ -6,8 +6,10 @@
 #include "accounting/estimate.h"
 #include "accounting/model_source.h"
 #include "accounting/report.h"
+#include "apps/cli_output.h"
 #include "apps/commands.h"
 #include "core/error.h"
+#include "core/flags.h"
 
 namespace frugal::apps {
 
@@ -27,7 +29,29 @@ const char* kHelp =
     "Numbers accept the suffixes K, M, B, T (14.8T tokens, 180K GPU-hours per trillion tokens).\n"
     "--from-run takes the tokens per device-second a frugal run measured (RUN_DIR/cost.json).\n"
     "--fp8 measures MFU against the FP8 peak. Activation memory assumes a fused (flash) attention kernel unless\n"
-    "--no-flash-attention. --json prints one JSON object. See docs/accounting.md.\n";
+    "--no-flash-attention. See docs/accounting.md.\n";
+
+const std::vector<Flag> kFlags = {
+    {"--tokens", "N", "tokens to train on (required), e.g. 14.8T"},
+    {"--gpu", "DEVICE", "device of the hardware catalogue (required), e.g. h800"},
+    {"--gpus", "N", "devices the run uses (required)"},
+    {"--mfu", "X", "assumed model FLOPs utilization, a fraction (one throughput source is required)"},
+    {"--gpu-hours-per-trillion-tokens", "X", "throughput source: a published GPU-hours per trillion tokens"},
+    {"--tokens-per-gpu-second", "X", "throughput source: tokens per device-second"},
+    {"--from-run", "RUN_DIR", "throughput source: the tokens per device-second RUN_DIR/cost.json measured"},
+    {"--seq-len", "N", "sequence length of the activation-memory estimate"},
+    {"--ep", "N", "expert-parallel ranks of the memory layout"},
+    {"--pp", "N", "pipeline-parallel stages of the memory layout"},
+    {"--tp", "N", "tensor-parallel ranks of the memory layout"},
+    {"--zero", "N", "ZeRO stage (0, 1, 2 or 3) of the memory layout"},
+    {"--fp8", "", "measure MFU against the device's FP8 peak"},
+    {"--no-flash-attention", "", "activation memory without a fused attention kernel"},
+    {"--price", "DOLLARS", "dollars per device-hour (default: the catalogue's)"},
+    {"--hardware", "FILE", "hardware catalogue YAML (default: configs/hardware.yaml)"},
+    {"--json", "",
+     "print one JSON object: model, total_params, active_params, active_params_without_embeddings, mtp_params, "
+     "flops_per_token, total_flops, tokens, gpu, gpus, tokens_per_gpu_second, gpu_hours, wall_days, cost_usd, mfu, "
+     "peak_tflops, memory_per_gpu_bytes {weights, gradients, optimizer, activations, total, capacity}, fits"}};
 
 // More GPUs than any cluster; keeps tp x pp x ep and the per-GPU divisions far from overflow.
 constexpr int64_t kMaxRanks = int64_t(1) << 24;
@@ -52,63 +76,33 @@ std::string presets_dir() {
 }  // namespace
 
 int cmd_estimate(const Args& args) {
-    if (args.empty() || wants_help(args)) {
-        std::fputs(kHelp, args.empty() ? stderr : stdout);
+    const ParsedFlags f = parse_flags("frugal estimate", kFlags, args);
+    if (args.empty() || f.has("--help")) {
+        std::fputs((std::string(kHelp) + "\n" + flags_help(kFlags)).c_str(), args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
     accounting::EstimateInput in;
-    std::string model_source, gpu, hardware, from_run;
-    bool json = false;
-    double tokens = -1, gpus = -1;
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        auto value = [&]() -> const std::string& {
-            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), a, " needs a value (see frugal estimate --help)");
-            return args[++i];
-        };
-        auto count = [&]() { return accounting::parse_count(value(), a); };
-        if (a == "--tokens")
-            tokens = count();
-        else if (a == "--gpu")
-            gpu = value();
-        else if (a == "--gpus")
-            gpus = count();
-        else if (a == "--mfu")
-            in.mfu = count();
-        else if (a == "--gpu-hours-per-trillion-tokens")
-            in.gpu_hours_per_trillion = count();
-        else if (a == "--tokens-per-gpu-second")
-            in.tokens_per_gpu_second = count();
-        else if (a == "--from-run")
-            from_run = value();
-        else if (a == "--seq-len")
-            in.seq_len = accounting::whole_count(count(), a, int64_t(1) << 24);
-        else if (a == "--ep")
-            in.ep = accounting::whole_count(count(), a, kMaxRanks);
-        else if (a == "--pp")
-            in.pp = accounting::whole_count(count(), a, kMaxRanks);
-        else if (a == "--tp")
-            in.tp = accounting::whole_count(count(), a, kMaxRanks);
-        else if (a == "--zero")
-            in.zero = zero_stage(value());
-        else if (a == "--fp8")
-            in.fp8 = true;
-        else if (a == "--no-flash-attention")
-            in.flash_attention = false;
-        else if (a == "--price")
-            in.price_per_hour = count();
-        else if (a == "--hardware")
-            hardware = value();
-        else if (a == "--json")
-            json = true;
-        else if (a.rfind("-", 0) == 0)
-            FRUGAL_CONFIG_ERROR("frugal estimate: unknown option '", a, "' (see --help)");
-        else {
-            FRUGAL_CONFIG_CHECK(model_source.empty(), "frugal estimate: two models given ('", model_source, "' and '",
-                                a, "')");
-            model_source = a;
-        }
-    }
+    const std::string gpu = f.get("--gpu"), hardware = f.get("--hardware"), from_run = f.get("--from-run");
+    const bool json = f.has("--json");
+    JsonStdout out(json);
+    auto count = [&](const char* flag, double fallback) {
+        return f.has(flag) ? accounting::parse_count(f.get(flag), flag) : fallback;
+    };
+    const double tokens = count("--tokens", -1), gpus = count("--gpus", -1);
+    in.mfu = count("--mfu", in.mfu);
+    in.gpu_hours_per_trillion = count("--gpu-hours-per-trillion-tokens", in.gpu_hours_per_trillion);
+    in.tokens_per_gpu_second = count("--tokens-per-gpu-second", in.tokens_per_gpu_second);
+    in.price_per_hour = count("--price", in.price_per_hour);
+    if (f.has("--seq-len")) in.seq_len = accounting::whole_count(count("--seq-len", 0), "--seq-len", int64_t(1) << 24);
+    if (f.has("--ep")) in.ep = accounting::whole_count(count("--ep", 0), "--ep", kMaxRanks);
+    if (f.has("--pp")) in.pp = accounting::whole_count(count("--pp", 0), "--pp", kMaxRanks);
+    if (f.has("--tp")) in.tp = accounting::whole_count(count("--tp", 0), "--tp", kMaxRanks);
+    if (f.has("--zero")) in.zero = zero_stage(f.get("--zero"));
+    if (f.has("--fp8")) in.fp8 = true;
+    if (f.has("--no-flash-attention")) in.flash_attention = false;
+    FRUGAL_CONFIG_CHECK(f.positional.size() <= 1, "frugal estimate: two models given ('", f.positional[0], "' and '",
+                        f.positional.size() > 1 ? f.positional[1] : "", "')");
+    const std::string model_source = f.positional.empty() ? "" : f.positional[0];
     FRUGAL_CONFIG_CHECK(!model_source.empty(), "frugal estimate: no MODEL given (see --help)");
     FRUGAL_CONFIG_CHECK(tokens > 0, "frugal estimate: --tokens N is required, e.g. --tokens 14.8T");
     FRUGAL_CONFIG_CHECK(!gpu.empty(), "frugal estimate: --gpu DEVICE is required, e.g. --gpu h800");
@@ -130,7 +124,7 @@ int cmd_estimate(const Args& args) {
     in.model = accounting::load_model(model_source, presets_dir(), &in.model_label);
     in.device = accounting::find_device(accounting::load_catalogue(hardware), gpu, "--gpu");
     const accounting::Estimate e = accounting::estimate(in);
-    std::fputs((json ? accounting::estimate_json(in, e) : accounting::format_estimate(in, e)).c_str(), stdout);
+    out.print(json ? accounting::estimate_json(in, e) : accounting::format_estimate(in, e));
     return 0;
 }
 

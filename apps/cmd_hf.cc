@@ -1,11 +1,14 @@
 // frugal import-hf / export-hf: Hugging Face checkpoints to Frugal checkpoints and back.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "accounting/estimate.h"
+#include "apps/cli_output.h"
 #include "apps/commands.h"
 #include "apps/model_loading.h"
 #include "apps/mpi_job.h"
@@ -13,7 +16,9 @@
 #include "checkpoint/hf.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/flags.h"
 #include "core/input_file.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/memory.h"
 #include "core/version.h"
@@ -29,11 +34,6 @@ namespace frugal::apps {
 namespace fs = std::filesystem;
 
 namespace {
-std::string take(const Args& args, size_t& i, const std::string& flag) {
-    FRUGAL_CONFIG_CHECK(i + 1 < args.size(), flag, " needs a value");
-    return args[++i];
-}
-
 // Slots for every parameter, zero optimizer moments and zero expert biases: a step-0 Frugal checkpoint. Every zero
 // slot reads the same buffer (as large as the largest parameter): the import holds the model once, not three times.
 // Under expert parallelism each rank holds its experts; rank 0 writes the replicated rows, the first replica's
@@ -67,31 +67,56 @@ struct FullSlots {
     }
 };
 
-const char* kImportHelp =
-    "usage: frugal import-hf HF_DIR --out CKPT.h5 [--force]\n"
-    "       frugal launch -n N import-hf HF_DIR --out CKPT.h5\n\n"
-    "Reads a Hugging Face model directory (config.json, model.safetensors or sharded with "
-    "model.safetensors.index.json; F32, BF16 or F16) of a supported family (qwen3_moe, qwen2_moe, mixtral, olmoe) "
-    "and writes a step-0 Frugal checkpoint. On one process the model is held once in FP32; under frugal launch the "
-    "experts are spread over the N ranks (each reads only its own) and the checkpoint is written collectively. To "
-    "fine-tune without converting, set model.init_from: hf:HF_DIR in the training config. An existing CKPT.h5 is "
-    "replaced only with --force.\n";
+const std::vector<Flag> kImportFlags = {
+    {"--out", "CKPT.h5", "the checkpoint file to write (required)"},
+    {"--force", "", "replace an existing CKPT.h5"},
+    {"--json", "",
+     "print one JSON object when done: source, out, model_type, ranks, parameters, datasets, bytes (of the "
+     "checkpoint file)"}};
 
-const char* kExportHelp =
-    "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32] [--model-type "
-    "qwen3_moe|qwen2_moe|mixtral|olmoe] [--config HF_DIR/config.json] [--force]\n"
-    "       frugal launch -n N export-hf CKPT.h5 --out DIR [...]\n\n"
-    "The family defaults to the one that holds the model's architecture. Writes config.json (copied from --config "
-    "with the tokenizer files beside it; by default from the Hugging Face model the checkpoint was imported or "
-    "fine-tuned from, when it is still there; else generated), sharded safetensors and "
-    "model.safetensors.index.json, loadable by transformers. Importing and exporting reproduces the original "
-    "tensors bit for bit in the same dtype. Under frugal launch each rank reads and writes only its experts. DIR "
-    "is replaced whole when the export is complete; a DIR that holds anything but a previous export is refused "
-    "unless --force is given.\n";
+const std::vector<Flag> kExportFlags = {
+    {"--out", "DIR", "the Hugging Face model directory to write (required)"},
+    {"--dtype", "bf16|f16|f32", "dtype of the written weights (default bf16)"},
+    {"--model-type", "TYPE",
+     "qwen3_moe, qwen2_moe, mixtral or olmoe (default: the family that holds the model's architecture)"},
+    {"--config", "HF_DIR/config.json", "the config.json to copy, with the tokenizer files beside it"},
+    {"--force", "", "replace a DIR that holds anything but a previous export"},
+    {"--json", "",
+     "print one JSON object when done: checkpoint, out, model_type, dtype, ranks, files [{name, bytes}], bytes"}};
+
+std::string import_help() {
+    return "usage: frugal import-hf HF_DIR --out CKPT.h5 [--force] [--json]\n"
+           "       frugal launch -n N import-hf HF_DIR --out CKPT.h5\n\n"
+           "Reads a Hugging Face model directory (config.json, model.safetensors or sharded with "
+           "model.safetensors.index.json; F32, BF16 or F16) of a supported family (qwen3_moe, qwen2_moe, mixtral, "
+           "olmoe) and writes a step-0 Frugal checkpoint. On one process the model is held once in FP32; under frugal "
+           "launch the experts are spread over the N ranks (each reads only its own) and the checkpoint is written "
+           "collectively. To fine-tune without converting, set model.init_from: hf:HF_DIR in the training config.\n\n" +
+           flags_help(kImportFlags);
+}
+
+std::string export_help() {
+    return "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32] [--model-type "
+           "qwen3_moe|qwen2_moe|mixtral|olmoe] [--config HF_DIR/config.json] [--force] [--json]\n"
+           "       frugal launch -n N export-hf CKPT.h5 --out DIR [...]\n\n"
+           "Writes config.json (copied from --config with the tokenizer files beside it; by default from the Hugging "
+           "Face model the checkpoint was imported or fine-tuned from, when it is still there; else generated), "
+           "sharded safetensors and model.safetensors.index.json, loadable by transformers. Importing and exporting "
+           "reproduces the original tensors bit for bit in the same dtype. Under frugal launch each rank reads and "
+           "writes only its experts. DIR is replaced whole when the export is complete.\n\n" +
+           flags_help(kExportFlags);
+}
+
+// The one positional argument of import-hf / export-hf.
+std::string single_input(const ParsedFlags& f, const std::string& command, const std::string& what) {
+    FRUGAL_CONFIG_CHECK(f.positional.size() == 1, command, ": give exactly one ", what, " (got ", f.positional.size(),
+                        "; see --help)");
+    return f.positional[0];
+}
 
 struct ImportJob {
     std::string dir, out;
-    bool force = false;
+    bool force = false, json = false;
     trainer::TrainConfig cfg;
     parallel::ParallelDims dims;
 };
@@ -99,17 +124,12 @@ struct ImportJob {
 // Every check before anything is allocated or any rank communicates.
 ImportJob plan_import(const Args& args, int world_size, int rank) {
     ImportJob j;
-    for (size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--out")
-            j.out = take(args, i, "--out");
-        else if (args[i] == "--force")
-            j.force = true;
-        else if (args[i].rfind("-", 0) == 0)
-            FRUGAL_CONFIG_ERROR("frugal import-hf: unknown option '", args[i], "'");
-        else
-            j.dir = args[i];
-    }
-    FRUGAL_CONFIG_CHECK(!j.dir.empty() && !j.out.empty(), "frugal import-hf HF_DIR --out CKPT.h5 (see --help)");
+    const ParsedFlags f = parse_flags("frugal import-hf", kImportFlags, args);
+    j.dir = single_input(f, "frugal import-hf", "HF_DIR");
+    j.out = f.get("--out");
+    j.force = f.has("--force");
+    j.json = f.has("--json");
+    FRUGAL_CONFIG_CHECK(!j.out.empty(), "frugal import-hf HF_DIR --out CKPT.h5: --out is required (see --help)");
     FRUGAL_CONFIG_CHECK(!fs::is_directory(j.out), "--out ", j.out,
                         " is a directory: give the checkpoint file to write");
     FRUGAL_CONFIG_CHECK(j.force || !fs::exists(j.out), "--out ", j.out,
@@ -139,7 +159,26 @@ ImportJob plan_import(const Args& args, int world_size, int rank) {
     return j;
 }
 
-void run_import(ImportJob& j, parallel::Communicator& world) {
+// What an import wrote, read back from the file.
+std::string import_summary(const ImportJob& j, const std::string& path, int ranks) {
+    int64_t params = 0;
+    const auto manifest = checkpoint::read_manifest(path);
+    for (const auto& e : manifest)
+        if (e.name.rfind("params/", 0) == 0) params += shape_numel(e.shape);
+    return JsonWriter()
+        .begin_object()
+        .field("source", j.dir)
+        .field("out", path)
+        .field("model_type", checkpoint::hf_model_type(j.cfg.model))
+        .field("ranks", ranks)
+        .field("parameters", params)
+        .field("datasets", int64_t(manifest.size()))
+        .field("bytes", int64_t(fs::file_size(path)))
+        .end_object()
+        .str();
+}
+
+void run_import(ImportJob& j, parallel::Communicator& world, JsonStdout& out) {
     model::Transformer<float> net(j.cfg.model, j.dims.expert_shard(j.cfg.model.moe.n_experts), false);
     checkpoint::load_hf_weights(j.dir, net.params());  // this rank's experts only
     FullSlots s(net, j.cfg.model, j.dims);
@@ -156,13 +195,14 @@ void run_import(ImportJob& j, parallel::Communicator& world) {
         fs::rename(written, target);
         fs::remove_all(staging);
         log::info("import-hf: ", j.dir, " -> ", target.string(), " (", world.size(), " rank(s))");
+        if (j.json) out.print(import_summary(j, target.string(), world.size()));
     }
     world.barrier();
 }
 
 struct ExportJob {
     std::string ckpt, out, dtype = "bf16", type, source;
-    bool force = false;
+    bool force = false, json = false;
     model::ModelConfig cfg;
     parallel::ParallelDims dims;
 };
@@ -193,23 +233,15 @@ void check_source_config(const std::string& path, const model::ModelConfig& m, c
 
 ExportJob plan_export(const Args& args, int world_size, int rank) {
     ExportJob j;
-    for (size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--out")
-            j.out = take(args, i, "--out");
-        else if (args[i] == "--dtype")
-            j.dtype = take(args, i, "--dtype");
-        else if (args[i] == "--model-type")
-            j.type = take(args, i, "--model-type");
-        else if (args[i] == "--config")
-            j.source = take(args, i, "--config");
-        else if (args[i] == "--force")
-            j.force = true;
-        else if (args[i].rfind("-", 0) == 0)
-            FRUGAL_CONFIG_ERROR("frugal export-hf: unknown option '", args[i], "'");
-        else
-            j.ckpt = args[i];
-    }
-    FRUGAL_CONFIG_CHECK(!j.ckpt.empty() && !j.out.empty(), "frugal export-hf CKPT.h5 --out DIR (see --help)");
+    const ParsedFlags f = parse_flags("frugal export-hf", kExportFlags, args);
+    j.ckpt = single_input(f, "frugal export-hf", "CKPT.h5");
+    j.out = f.get("--out");
+    j.dtype = f.get("--dtype", j.dtype);
+    j.type = f.get("--model-type");
+    j.source = f.get("--config");
+    j.force = f.has("--force");
+    j.json = f.has("--json");
+    FRUGAL_CONFIG_CHECK(!j.out.empty(), "frugal export-hf CKPT.h5 --out DIR: --out is required (see --help)");
     checkpoint::check_export_target(j.out, "--out", j.force);
     check_writable_dir(fs::absolute(j.out).parent_path().string(), "--out");
     std::string init_from;
@@ -229,39 +261,69 @@ ExportJob plan_export(const Args& args, int world_size, int rank) {
     return j;
 }
 
-void run_export(ExportJob& j, parallel::Communicator& world) {
+// What an export wrote: every file of the directory with its size.
+std::string export_summary(const ExportJob& j, int ranks) {
+    std::vector<std::pair<std::string, int64_t>> files;
+    for (const auto& e : fs::directory_iterator(j.out))
+        if (e.is_regular_file()) files.push_back({e.path().filename().string(), int64_t(e.file_size())});
+    std::sort(files.begin(), files.end());
+    JsonWriter w;
+    w.begin_object()
+        .field("checkpoint", j.ckpt)
+        .field("out", j.out)
+        .field("model_type", j.type)
+        .field("dtype", j.dtype)
+        .field("ranks", ranks)
+        .key("files")
+        .begin_array();
+    int64_t bytes = 0;
+    for (const auto& [name, size] : files) {
+        w.begin_object().field("name", name).field("bytes", size).end_object();
+        bytes += size;
+    }
+    return w.end_array().field("bytes", bytes).end_object().str();
+}
+
+void run_export(ExportJob& j, parallel::Communicator& world, JsonStdout& out) {
     LoadedModel loaded = load_checkpoint_model(j.ckpt, j.dims.expert_shard(j.cfg.moe.n_experts));
     checkpoint::export_hf(j.out, loaded.net->params(), loaded.cfg, j.type, j.dtype, j.source, world,
                           checkpoint::ExportLayout{j.dims.ep, j.dims.ep_rank, j.dims.edp_rank == 0});
-    if (world.rank() == 0)
+    if (world.rank() == 0) {
         log::info("export-hf: ", j.ckpt, " -> ", j.out, " (", j.type, ", ", j.dtype, ", ", world.size(), " rank(s))");
+        if (j.json) out.print(export_summary(j, world.size()));
+    }
 }
 
-// One process, or every rank under mpirun (frugal launch).
+// One process, or every rank under mpirun (frugal launch). Under --json every rank sends its stray stdout to
+// stderr and rank 0 alone prints the summary.
 template <typename Job>
-int run_command(const Args& args, Job (*plan)(const Args&, int, int), void (*run)(Job&, parallel::Communicator&)) {
+int run_command(const Args& args, Job (*plan)(const Args&, int, int),
+                void (*run)(Job&, parallel::Communicator&, JsonStdout&)) {
     if (!parallel::launched_by_mpi()) {
+        JsonStdout out(wants_json(args));
         Job j = plan(args, 1, 0);
         parallel::SingleProcessComm world;
-        run(j, world);
+        run(j, world, out);
         return 0;
     }
     Job j;
+    std::optional<JsonStdout> out;
     return run_mpi_job(
         [&] {
             int rank = 0, size = 1;
             MPI_Comm_rank(MPI_COMM_WORLD, &rank);
             MPI_Comm_size(MPI_COMM_WORLD, &size);
+            out.emplace(wants_json(args));
             j = plan(args, size, rank);
             return 600.0;
         },
-        [&](parallel::Communicator& world) { run(j, world); });
+        [&](parallel::Communicator& world) { run(j, world, *out); });
 }
 }  // namespace
 
 int cmd_import_hf(const Args& args) {
     if (args.empty() || wants_help(args)) {
-        std::fputs(kImportHelp, args.empty() ? stderr : stdout);
+        std::fputs(import_help().c_str(), args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
     return run_command<ImportJob>(args, plan_import, run_import);
@@ -269,7 +331,7 @@ int cmd_import_hf(const Args& args) {
 
 int cmd_export_hf(const Args& args) {
     if (args.empty() || wants_help(args)) {
-        std::fputs(kExportHelp, args.empty() ? stderr : stdout);
+        std::fputs(export_help().c_str(), args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
     return run_command<ExportJob>(args, plan_export, run_export);

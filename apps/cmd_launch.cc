@@ -1,12 +1,15 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "apps/cli_output.h"
 #include "apps/commands.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/flags.h"
 #include "core/log.h"
 #include "launch/launcher.h"
 
@@ -25,13 +28,11 @@ const char* kHelp =
     "More ranks than cores are oversubscribed; otherwise each rank is bound to its own\n"
     "cores with OMP_NUM_THREADS set to match. The exit code is the job's; when one rank fails every rank stops.\n"
     "\n"
-    "  -n N                 ranks to start\n"
-    "  --set key=value      configuration override for every rank (repeatable)\n"
-    "  --hostfile FILE      mpirun host file for multi-node runs\n"
-    "  --max-restarts K     relaunch after a failure, up to K times (not after a configuration error, exit 2)\n"
-    "  --dry-run            print the command instead of running it\n"
-    "  -- ARGS              passed to mpirun (or srun) unchanged\n"
-    "  --slurm-script OUT   write an sbatch script for --nodes K x --gpus-per-node G ranks instead of running\n"
+    "%FLAGS%"
+    "  -- ARGS                 passed to mpirun (or srun) unchanged\n"
+    "\n"
+    "With score|import-hf|export-hf ... --json the job's rank 0 prints the one JSON document on stdout and the\n"
+    "launcher writes nothing there (its own lines go to stderr).\n"
     "\n"
     "Ctrl-C, SIGTERM or SIGHUP asks every rank to stop at the end of its step (with a checkpoint when\n"
     "checkpoint.every is set) and exits 128 + the signal; a second one stops the job at once. A stopped job is not\n"
@@ -45,15 +46,25 @@ std::string self_path() {
     FRUGAL_CHECK(!ec, "cannot locate the frugal executable (/proc/self/exe): ", ec.message());
     return p.string();
 }
+
+// True when the launched command prints a JSON document.
+bool job_prints_json(const launch::LaunchOptions& opt) {
+    return opt.command != "train" &&
+           std::find(opt.command_args.begin(), opt.command_args.end(), "--json") != opt.command_args.end();
+}
 }  // namespace
 
 int cmd_launch(const Args& args) {
     if (wants_help(args)) {
-        std::fputs(kHelp, stdout);
+        std::string h = kHelp;
+        h.replace(h.find("%FLAGS%"), 7, flags_help(launch::launch_flags()));
+        std::fputs(h.c_str(), stdout);
         return 0;
     }
     launch::LaunchOptions opt = launch::parse_launch_args(args);
     opt.frugal_binary = self_path();
+    JsonStdout out(job_prints_json(opt));
+    opt.job_stdout_fd = job_prints_json(opt) ? out.document_fd() : -1;
     if (!opt.slurm_script.empty()) {
         write_file_atomic(opt.slurm_script, launch::slurm_script(opt));
         std::filesystem::permissions(opt.slurm_script, std::filesystem::perms::owner_exec,

@@ -6,13 +6,17 @@
 #include <fstream>
 #include <iomanip>
 #include <limits>
+#include <optional>
 #include <sstream>
 
+#include "apps/cli_output.h"
 #include "apps/commands.h"
 #include "apps/model_loading.h"
 #include "apps/mpi_job.h"
 #include "core/error.h"
+#include "core/flags.h"
 #include "core/input_file.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/memory.h"
 #include "data/hf_tokenizer.h"
@@ -27,23 +31,36 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kHelp =
-    "usage: frugal score MODEL --text-file FILE [--tokenizer tokenizer.json] [--seq-len N] [--stride S] [--json]\n"
-    "       frugal launch -n N score MODEL --text-file FILE [--ep E] [...]\n\n"
-    "MODEL is a Frugal checkpoint (.h5) or hf:DIR. Tokenizes FILE with the model's tokenizer (hf:DIR: "
-    "DIR/tokenizer.json; a checkpoint: --tokenizer, else the tokenizer.json of the Hugging Face model it was "
-    "fine-tuned from, else the byte-level tokenizer for a 257-token vocabulary), runs the model over consecutive "
-    "windows of --seq-len tokens (default 1024, at most model.max_seq_len; each window restarts the context) and "
-    "prints the "
-    "tokens scored, the mean cross-entropy in nats per token and the perplexity.\n\n"
-    "  --json          one object: num_tokens, mean_nll, perplexity, token_ids and logprobs (of every token after "
-    "the first, given the ones before it in its window)\n"
-    "  --stride S      start a window every S tokens (default: --seq-len, windows side by side); with S smaller "
-    "than the window, each window scores only the tokens the previous one did not, so every token after the first "
-    "window sees at least window - S tokens of context (the sliding-window perplexity of Hugging Face's guide)\n"
-    "  --ep E          under frugal launch: experts are sharded over groups of E ranks (default: every rank), each "
-    "rank reads only its experts' weights and the windows are spread over the ranks\n"
-    "  --timeout S     under frugal launch: seconds a collective may wait before the job stops (default 600)\n";
+const std::vector<Flag> kFlags = {
+    {"--text-file", "FILE", "the text to score (required)"},
+    {"--tokenizer", "FILE",
+     "a tokenizer.json (default: hf:DIR/tokenizer.json; for a checkpoint the tokenizer.json of the Hugging Face "
+     "model it was fine-tuned from, else the byte-level tokenizer for a 257-token vocabulary)"},
+    {"--seq-len", "N",
+     "window length in tokens (default 1024, at most model.max_seq_len; each window restarts the "
+     "context)"},
+    {"--stride", "S",
+     "start a window every S tokens (default: --seq-len, windows side by side); with S smaller than the window, "
+     "each window scores only the tokens the previous one did not, so every token after the first window sees at "
+     "least window - S tokens of context (the sliding-window perplexity of Hugging Face's guide)"},
+    {"--ep", "E",
+     "under frugal launch: experts are sharded over groups of E ranks (default: every rank), each rank reads only "
+     "its experts' weights and the windows are spread over the ranks"},
+    {"--timeout", "S", "under frugal launch: seconds a collective may wait before the job stops (default 600)"},
+    {"--json", "",
+     "print one JSON object: num_tokens, mean_nll, perplexity, token_ids and logprobs (of every token after the "
+     "first, given the ones before it in its window; a non-finite value is null); under frugal launch only rank 0 "
+     "prints it"}};
+
+std::string help() {
+    return "usage: frugal score MODEL --text-file FILE [--tokenizer tokenizer.json] [--seq-len N] [--stride S] "
+           "[--json]\n"
+           "       frugal launch -n N score MODEL --text-file FILE [--ep E] [...]\n\n"
+           "MODEL is a Frugal checkpoint (.h5) or hf:DIR. Tokenizes FILE with the model's tokenizer, runs the model "
+           "over consecutive windows of --seq-len tokens and prints the tokens scored, the mean cross-entropy in nats "
+           "per token and the perplexity.\n\n" +
+           flags_help(kFlags);
+}
 
 // Default window: long enough for a meaningful context, short enough that the attention scores of a large model
 // (heads x window^2 per layer) fit in memory.
@@ -56,40 +73,28 @@ struct ScoreArgs {
     bool json = false;
 };
 
+double number(const ParsedFlags& f, const std::string& flag, double min, double fallback) {
+    if (!f.has(flag)) return fallback;
+    const std::string v = f.get(flag);
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    FRUGAL_CONFIG_CHECK(!v.empty() && *end == '\0' && x >= min, flag, " '", v, "': expected a number >= ", min);
+    return x;
+}
+
 ScoreArgs parse(const Args& args) {
+    const ParsedFlags f = parse_flags("frugal score", kFlags, args);
     ScoreArgs a;
-    for (size_t i = 0; i < args.size(); ++i) {
-        auto value = [&]() -> const std::string& {
-            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), args[i], " needs a value (see frugal score --help)");
-            return args[++i];
-        };
-        auto number = [&](double min) {
-            const std::string& flag = args[i];
-            const std::string& v = value();
-            char* end = nullptr;
-            const double x = std::strtod(v.c_str(), &end);
-            FRUGAL_CONFIG_CHECK(!v.empty() && *end == '\0' && x >= min, flag, " '", v, "': expected a number >= ", min);
-            return x;
-        };
-        if (args[i] == "--text-file")
-            a.text_file = value();
-        else if (args[i] == "--tokenizer")
-            a.tokenizer = value();
-        else if (args[i] == "--seq-len")
-            a.seq_len = int64_t(number(2));
-        else if (args[i] == "--stride")
-            a.stride = int64_t(number(1));
-        else if (args[i] == "--ep")
-            a.ep = int64_t(number(1));
-        else if (args[i] == "--timeout")
-            a.timeout_s = number(1);
-        else if (args[i] == "--json")
-            a.json = true;
-        else if (args[i].rfind("-", 0) == 0)
-            FRUGAL_CONFIG_ERROR("frugal score: unknown option '", args[i], "' (see frugal score --help)");
-        else
-            a.model = args[i];
-    }
+    a.text_file = f.get("--text-file");
+    a.tokenizer = f.get("--tokenizer");
+    a.seq_len = int64_t(number(f, "--seq-len", 2, 0));
+    a.stride = int64_t(number(f, "--stride", 1, 0));
+    a.ep = int64_t(number(f, "--ep", 1, 0));
+    a.timeout_s = number(f, "--timeout", 1, a.timeout_s);
+    a.json = f.has("--json");
+    FRUGAL_CONFIG_CHECK(f.positional.size() <= 1, "frugal score: two models given ('", f.positional[0], "' and '",
+                        f.positional.size() > 1 ? f.positional[1] : "", "')");
+    if (!f.positional.empty()) a.model = f.positional[0];
     FRUGAL_CONFIG_CHECK(!a.model.empty() && !a.text_file.empty(), "frugal score MODEL --text-file FILE (see --help)");
     return a;
 }
@@ -194,55 +199,60 @@ std::vector<double> score_windows(const ScoreArgs& a, const Plan& p, parallel::C
     return logprobs;
 }
 
-void print(const ScoreArgs& a, const Plan& p, const std::vector<double>& logprobs) {
+void print(const ScoreArgs& a, const Plan& p, const std::vector<double>& logprobs, JsonStdout& out) {
     double sum = 0;
     for (double lp : logprobs) sum -= lp;
     const double mean = sum / double(logprobs.size());
-    std::ostringstream os;
-    os << std::setprecision(10);
     if (a.json) {
-        os << "{\"num_tokens\": " << logprobs.size() << ", \"mean_nll\": " << mean
-           << ", \"perplexity\": " << std::exp(mean) << ", \"token_ids\": [";
-        for (size_t i = 0; i < p.ids.size(); ++i) os << (i ? ", " : "") << p.ids[i];
-        os << "], \"logprobs\": [";
-        for (size_t i = 0; i < logprobs.size(); ++i) os << (i ? ", " : "") << logprobs[i];
-        os << "]}\n";
-    } else {
-        os << "tokens scored    " << logprobs.size() << "\nmean NLL         " << mean
-           << " nats/token\nperplexity       " << std::exp(mean) << "\n";
+        out.print(JsonWriter()
+                      .begin_object()
+                      .field("num_tokens", int64_t(logprobs.size()))
+                      .field("mean_nll", mean)
+                      .field("perplexity", std::exp(mean))
+                      .array("token_ids", p.ids)
+                      .array("logprobs", logprobs)
+                      .end_object()
+                      .str());
+        return;
     }
-    std::fputs(os.str().c_str(), stdout);
-    std::fflush(stdout);
+    std::ostringstream os;
+    os << std::setprecision(10) << "tokens scored    " << logprobs.size() << "\nmean NLL         " << mean
+       << " nats/token\nperplexity       " << std::exp(mean) << "\n";
+    out.print(os.str());
 }
 
 }  // namespace
 
 int cmd_score(const Args& args) {
     if (args.empty() || wants_help(args)) {
-        std::fputs(kHelp, args.empty() ? stderr : stdout);
+        std::fputs(help().c_str(), args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
     if (!parallel::launched_by_mpi()) {
+        JsonStdout out(wants_json(args));
         const ScoreArgs a = parse(args);
         const Plan p = plan(a, 1, 0);
         parallel::SingleProcessComm world;
-        print(a, p, score_windows(a, p, world));
+        print(a, p, score_windows(a, p, world), out);
         return 0;
     }
+    // Every rank sends its stray stdout to stderr under --json; rank 0 alone prints the document.
     ScoreArgs a;
     Plan p;
+    std::optional<JsonStdout> out;
     return run_mpi_job(
         [&] {
             int rank = 0, size = 1;
             MPI_Comm_rank(MPI_COMM_WORLD, &rank);
             MPI_Comm_size(MPI_COMM_WORLD, &size);
+            out.emplace(wants_json(args));
             a = parse(args);
             p = plan(a, size, rank);
             return a.timeout_s;
         },
         [&](parallel::Communicator& world) {
             const std::vector<double> logprobs = score_windows(a, p, world);
-            if (world.rank() == 0) print(a, p, logprobs);
+            if (world.rank() == 0) print(a, p, logprobs, *out);
         });
 }
 

@@ -3,6 +3,7 @@
 #include "apps/commands.h"
 #include "apps/mpi_job.h"
 #include "core/error.h"
+#include "core/flags.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "parallel/mpi_comm.h"
@@ -11,6 +12,9 @@
 namespace frugal::apps {
 
 namespace {
+const std::vector<Flag> kFlags = {
+    {"--set", "key=value", "override one configuration key (repeatable), e.g. --set train.steps=100", true}};
+
 const char* kHelp =
     "usage: frugal train CONFIG.yaml [--set key=value]...\n"
     "\n"
@@ -21,8 +25,7 @@ const char* kHelp =
     "Started by mpirun or srun (or `frugal launch`), every rank runs this command; the ranks share the experts\n"
     "(parallel.ep) and the global batch.\n"
     "\n"
-    "  --set key=value   override one configuration key (repeatable), e.g. --set train.steps=100\n"
-    "\n"
+    "%FLAGS%\n"
     "SIGTERM, SIGINT, SIGHUP or SIGUSR1 (what `frugal launch` forwards, and Slurm sends before a time limit) stop\n"
     "every rank at the end of the current step, after a checkpoint when checkpoint.every is set; a second signal\n"
     "stops at once.\n"
@@ -35,30 +38,27 @@ struct Args2 {
     std::vector<std::string> overrides;
 };
 
+std::string help() {
+    std::string h = kHelp;
+    h.replace(h.find("%FLAGS%"), 7, flags_help(kFlags));
+    return h;
+}
+
 Args2 parse(const Args& args) {
+    const ParsedFlags f = parse_flags("frugal train", kFlags, args);
     Args2 a;
-    for (size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--set") {
-            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), "--set needs key=value, e.g. --set train.steps=100");
-            a.overrides.push_back(args[++i]);
-        } else if (args[i].rfind("--set=", 0) == 0) {
-            a.overrides.push_back(args[i].substr(6));
-        } else if (args[i].rfind("-", 0) == 0) {
-            FRUGAL_CONFIG_ERROR("frugal train: unknown option '", args[i], "' (see frugal train --help)");
-        } else {
-            FRUGAL_CONFIG_CHECK(a.config_path.empty(), "frugal train: two config files given ('", a.config_path,
-                                "' and '", args[i], "'): pass one");
-            a.config_path = args[i];
-        }
-    }
-    FRUGAL_CONFIG_CHECK(!a.config_path.empty(), "frugal train: no config file given (see frugal train --help)");
+    a.overrides = f.all("--set");
+    FRUGAL_CONFIG_CHECK(f.positional.size() <= 1, "frugal train: two config files given ('", f.positional[0], "' and '",
+                        f.positional.size() > 1 ? f.positional[1] : "", "'): pass one");
+    FRUGAL_CONFIG_CHECK(!f.positional.empty(), "frugal train: no config file given (see frugal train --help)");
+    a.config_path = f.positional[0];
     return a;
 }
 }  // namespace
 
 int cmd_train(const Args& args) {
     if (wants_help(args)) {
-        std::fputs(kHelp, stdout);
+        std::fputs(help().c_str(), stdout);
         return 0;
     }
     install_stop_handlers();

@@ -22,5 +22,8 @@ int cmd_score(const Args& args);
 
 // True when args hold -h or --help.
 bool wants_help(const Args& args);
+// True when args hold --json: known before the arguments are checked, so that a command's stdout is redirected
+// (JsonStdout) before anything can log.
+bool wants_json(const Args& args);
 
 }  // namespace frugal::apps

@@ -3,8 +3,10 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <string>
 
 #include "apps/commands.h"
+#include "core/config_fields.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/version.h"
@@ -23,18 +25,37 @@ const char* kUsage =
     "  prepare-data INPUT... --out DIR          turn text files into token shards\n"
     "  config [--docs | --print CONFIG.yaml]    list configuration keys, or print a resolved config\n"
     "  ckpt inspect|verify PATH                 describe or fully check a checkpoint\n"
-    "  report RUN_DIR                           print a run's cost report (device-hours, dollars, MFU)\n"
+    "  report RUN_DIR [--json]                  print a run's cost report (device-hours, dollars, MFU)\n"
     "  estimate MODEL --tokens N --gpu G ...    price a planned training run (GPU-hours, days, dollars, memory)\n"
     "  import-hf HF_DIR --out CKPT.h5           Hugging Face MoE model (qwen3_moe, qwen2_moe, mixtral, olmoe) to a\n"
     "                                           Frugal checkpoint\n"
     "  export-hf CKPT.h5 --out DIR              Frugal checkpoint to a Hugging Face model directory\n"
     "  score MODEL --text-file FILE [--json]    mean cross-entropy and perplexity of a model on a text\n"
     "\n"
+    "Every command that prints results takes --json (one JSON document on stdout, everything else on stderr).\n"
+    "\n"
     "options:\n"
     "  -h, --help      this text; `frugal <command> --help` describes a command\n"
     "  --version       print the version\n"
     "\n"
     "Every configuration key is documented in docs/config.md.\n";
+
+const char* kCommands[] = {"launch", "train",    "prepare-data", "config",    "ckpt",
+                           "report", "estimate", "import-hf",    "export-hf", "score"};
+
+// "; did you mean 'score'?" when cmd is a near miss of a command, else "".
+std::string nearest_command(const std::string& cmd) {
+    std::string best;
+    size_t best_d = std::string::npos;
+    for (const char* c : kCommands) {
+        const size_t d = frugal::edit_distance(cmd, c);
+        if (d < best_d) {
+            best_d = d;
+            best = c;
+        }
+    }
+    return best_d <= 2 ? "; did you mean '" + best + "'?" : "";
+}
 
 }  // namespace
 
@@ -67,7 +88,7 @@ int main(int argc, char** argv) {
         if (cmd == "import-hf") return apps::cmd_import_hf(args);
         if (cmd == "export-hf") return apps::cmd_export_hf(args);
         if (cmd == "score") return apps::cmd_score(args);
-        std::fprintf(stderr, "frugal: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+        std::fprintf(stderr, "frugal: unknown command '%s'%s\n\n%s", cmd.c_str(), nearest_command(cmd).c_str(), kUsage);
         return 2;
     } catch (const ConfigError& e) {
         log::error(e.what());

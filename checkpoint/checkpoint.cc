@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/log.h"
+#include "core/progress.h"
 
 namespace frugal::checkpoint {
 
@@ -540,6 +541,9 @@ VerifyReport verify(const std::string& path) {
         auto manifest = read_manifest(path);
         H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
         std::vector<float> buf;
+        double total_bytes = 0;
+        for (const ManifestEntry& e : manifest) total_bytes += double(shape_numel(e.shape)) * sizeof(float);
+        Progress progress("verifying", total_bytes, "B");
         for (const ManifestEntry& e : manifest) {
             H5Id d(H5Dopen2(file, e.name.c_str(), H5P_DEFAULT), H5Dclose);
             if (d.id < 0) throw ConfigError("verify", "dataset '" + e.name + "' listed in the manifest is missing");
@@ -560,7 +564,9 @@ VerifyReport verify(const std::string& path) {
                 throw ConfigError("verify", "dataset '" + e.name + "' fails its checksum (corrupt data)");
             r.datasets++;
             r.bytes += int64_t(buf.size() * sizeof(float));
+            progress.advance(double(buf.size() * sizeof(float)));
         }
+        progress.finish();
         r.ok = true;
     } catch (const std::exception& e) {
         r.error = e.what();

@@ -12,6 +12,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/progress.h"
 #include "model/hf_config.h"
 #include "parallel/communicator.h"
 
@@ -195,10 +196,15 @@ void load_hf_weights(const std::string& dir, model::ParamStore& store) {
     check_hf_tensors_expected(
         dir, model::hf_tensor_names(model::model_from_hf_config((fs::path(dir) / "config.json").string()), type));
     HfReader reader(dir);
+    // Counted in the FP32 bytes the model holds once read.
+    Progress progress("importing", double(store.numel()) * 4, "B");
     // Expert parameters hold this rank's experts only: the other experts' tensors are never opened.
     for (model::Param* p : store.params())
-        for (const HfPart& part : hf_parts(*p, type))
+        for (const HfPart& part : hf_parts(*p, type)) {
             reader.read(part.name, p->value.data<float>() + part.offset, part.shape);
+            progress.advance(double(shape_numel(part.shape)) * 4);
+        }
+    progress.finish();
 }
 
 namespace {
@@ -398,14 +404,27 @@ void export_hf(const std::string& out_dir, const model::ParamStore& store, const
     const auto own_files = split_files(experts, elem, max_shard_bytes, &ignored);
     const int64_t n0 = int64_t(rep_files.size()), n1 = int64_t(own_files.size()), n = n0 + layout.ep * n1;
     if (layout.writer) {
+        // This rank's bytes, one advance per file written.
+        auto file_bytes = [&](const std::vector<Planned>& file) {
+            double b = 0;
+            for (const Planned& t : file) b += double(shape_numel(t.part.shape) * elem);
+            return b;
+        };
+        double mine = 0;
+        if (layout.ep_rank == 0)
+            for (const auto& file : rep_files) mine += file_bytes(file);
+        for (const auto& file : own_files) mine += file_bytes(file);
+        Progress progress("exporting", mine, "B");
         auto write = [&](const std::vector<Planned>& file, int64_t i) {
             std::vector<StTensorOut> tensors;
             for (const Planned& t : file) tensors.push_back(make_out(t.part.name, t.part.shape, t.src, dtype));
             write_safetensors((staging / shard_name(i, n)).string(), tensors, {{"format", "pt"}});
+            progress.advance(file_bytes(file));
         };
         if (layout.ep_rank == 0)
             for (int64_t i = 0; i < n0; ++i) write(rep_files[size_t(i)], i);
         for (int64_t i = 0; i < n1; ++i) write(own_files[size_t(i)], n0 + layout.ep_rank * n1 + i);
+        progress.finish();
     }
     world.barrier();
     if (root) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/progress.h"
 #include "core/rng.h"
 #include "data/hf_tokenizer.h"
 #include "data/shard.h"
@@ -136,6 +137,13 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
     PrepareReport report;
     int64_t doc_index = 0;
     std::vector<std::string> docs;
+    double input_bytes = 0;
+    for (const auto& f : files) {
+        std::error_code size_ec;
+        const auto size = fs::file_size(f, size_ec);
+        if (!size_ec) input_bytes += double(size);
+    }
+    Progress progress("tokenizing", input_bytes, "B");
     for (const auto& f : files) {
         std::ifstream in(f, std::ios::binary);
         FRUGAL_CHECK(in.good(), "cannot read ", f.string());
@@ -170,7 +178,9 @@ PrepareReport prepare_data(const PrepareOptions& opt) {
             (to_val ? report.val_docs : report.train_docs)++;
         }
         report.files++;
+        progress.advance(double(text.size()));
     }
+    progress.finish();
     if (!any_prompt) {
         train_mask.clear();
         val_mask.clear();

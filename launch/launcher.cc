@@ -14,12 +14,27 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/flags.h"
 #include "core/log.h"
 #include "core/signals.h"
 
 namespace frugal::launch {
 
 namespace fs = std::filesystem;
+
+const std::vector<Flag>& launch_flags() {
+    static const std::vector<Flag> kFlags = {
+        {"-n,--ranks", "N", "ranks to start"},
+        {"--set", "key=value", "configuration override for every rank (repeatable)", true},
+        {"--hostfile", "FILE", "mpirun host file for multi-node runs"},
+        {"--max-restarts", "K", "relaunch after a failure, up to K times (not after a configuration error, exit 2)"},
+        {"--dry-run", "", "print the command instead of running it"},
+        {"--slurm-script", "OUT", "write an sbatch script for --nodes K x --gpus-per-node G ranks instead of running"},
+        {"--nodes", "K", "with --slurm-script: nodes of the allocation (default 1)"},
+        {"--gpus-per-node", "G", "with --slurm-script: ranks per node, one per device"},
+        {"--time", "HH:MM:SS", "with --slurm-script: the job's time limit (default 24:00:00)"}};
+    return kFlags;
+}
 
 namespace {
 int parse_int(const std::string& flag, const std::string& v, int min) {
@@ -36,7 +51,12 @@ LaunchOptions parse_launch_args(const std::vector<std::string>& args) {
     for (size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
         auto value = [&]() -> const std::string& {
-            FRUGAL_CONFIG_CHECK(i + 1 < args.size(), a, " needs a value (see frugal launch --help)");
+            if (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0) {
+                for (const Flag& f : launch_flags())
+                    if (("," + f.name + ",").find("," + a + ",") != std::string::npos)
+                        FRUGAL_CONFIG_ERROR(missing_value_message("frugal launch", f, launch_flags()));
+                FRUGAL_CONFIG_ERROR("frugal launch: ", a, " needs a value (see frugal launch --help)");
+            }
             return args[++i];
         };
         if (a == "--") {
@@ -68,7 +88,7 @@ LaunchOptions parse_launch_args(const std::vector<std::string>& args) {
         } else if (a == "--time") {
             o.time_limit = value();
         } else if (a.rfind("-", 0) == 0) {
-            FRUGAL_CONFIG_ERROR("frugal launch: unknown option '", a, "' (see frugal launch --help)");
+            FRUGAL_CONFIG_ERROR(unknown_flag_message("frugal launch", a, launch_flags()));
         } else {
             FRUGAL_CONFIG_CHECK(o.config.empty(), "frugal launch: two config files given ('", o.config, "' and '", a,
                                 "'): pass one");
@@ -188,7 +208,7 @@ void forward_signal(pid_t child, int count, int sig) {
 // so a Ctrl-C in the terminal reaches the launcher, which forwards it (forward_signal), and not mpirun directly;
 // its standard input is /dev/null, so a background mpirun never stops on reading the terminal; and it gets SIGTERM
 // if the launcher dies.
-int run_once(const std::vector<std::string>& cmd) {
+int run_once(const std::vector<std::string>& cmd, int stdout_fd) {
     const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     FRUGAL_CHECK(pid >= 0, "fork failed while starting ", cmd[0]);
@@ -198,6 +218,7 @@ int run_once(const std::vector<std::string>& cmd) {
         if (::getppid() != parent) std::_Exit(1);
         const int null_fd = ::open("/dev/null", O_RDONLY);
         if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+        if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
         for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, SIG_DFL);
         std::vector<char*> argv;
         for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
@@ -241,7 +262,7 @@ int run_job(const LaunchOptions& opt) {
             // Relaunches continue from the newest checkpoint that verifies (none yet: from the start).
             cmd.insert(cmd.end(), {"--set", "checkpoint.resume=auto"});
         }
-        const int rc = run_once(cmd);
+        const int rc = run_once(cmd, opt.job_stdout_fd);
         if (rc == 0) return 0;
         if (g_signals_received > 0) {
             // Stopped on request: never restarted.

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/flags.h"
+
 namespace frugal::launch {
 
 struct LaunchOptions {
@@ -25,7 +27,13 @@ struct LaunchOptions {
     int gpus_per_node = 0;
     std::string time_limit = "24:00:00";
     std::string frugal_binary;  // absolute path of the frugal executable
+    // The job's stdout when >= 0 (the launcher's own stdout otherwise): with `score ... --json` the launcher sends
+    // its own lines to stderr and the job alone writes the document.
+    int job_stdout_fd = -1;
 };
+
+// The flags of `frugal launch` (its --help lists them); the command after them and "-- MPIRUN-ARGS" are not flags.
+const std::vector<Flag>& launch_flags();
 
 // Parses the arguments after `launch`; throws ConfigError (exit code 2) on bad usage.
 LaunchOptions parse_launch_args(const std::vector<std::string>& args);
