@@ -9,6 +9,7 @@
 
 #include "accounting/cpu_peak.h"
 #include "core/error.h"
+#include "core/json.h"
 
 namespace frugal::accounting {
 
@@ -297,21 +298,35 @@ std::string format_estimate(const EstimateInput& in, const Estimate& e) {
 }
 
 std::string estimate_json(const EstimateInput& in, const Estimate& e) {
-    std::ostringstream os;
-    os << std::setprecision(12);
-    os << "{\"model\": \"" << in.model_label << "\", \"total_params\": " << e.params.total
-       << ", \"active_params\": " << e.params.active
-       << ", \"active_params_without_embeddings\": " << e.params.active_no_embed << ", \"mtp_params\": " << e.mtp_params
-       << ", \"flops_per_token\": " << e.flops_per_token << ", \"total_flops\": " << e.total_flops
-       << ", \"tokens\": " << in.tokens << ", \"gpu\": \"" << in.device.key << "\", \"gpus\": " << in.gpus
-       << ", \"tokens_per_gpu_second\": " << e.tokens_per_gpu_second << ", \"gpu_hours\": " << e.gpu_hours
-       << ", \"wall_days\": " << e.wall_days << ", \"cost_usd\": " << e.cost_usd << ", \"mfu\": " << e.mfu
-       << ", \"peak_tflops\": " << e.peak_tflops << ", \"peak_source\": \"" << e.peak_source
-       << "\", \"memory_per_gpu_bytes\": {\"weights\": " << e.mem_weights << ", \"gradients\": " << e.mem_grads
-       << ", \"optimizer\": " << e.mem_optimizer << ", \"activations\": " << e.mem_activations
-       << ", \"total\": " << e.mem_total << ", \"capacity\": " << e.mem_capacity
-       << "}, \"fits\": " << (e.fits ? "true" : "false") << "}\n";
-    return os.str();
+    JsonWriter w;
+    w.begin_object()
+        .field("model", in.model_label)
+        .field("total_params", e.params.total)
+        .field("active_params", e.params.active)
+        .field("active_params_without_embeddings", e.params.active_no_embed)
+        .field("mtp_params", e.mtp_params)
+        .field("flops_per_token", e.flops_per_token)
+        .field("total_flops", e.total_flops)
+        .field("tokens", in.tokens)
+        .field("gpu", in.device.key)
+        .field("gpus", in.gpus)
+        .field("tokens_per_gpu_second", e.tokens_per_gpu_second)
+        .field("gpu_hours", e.gpu_hours)
+        .field("wall_days", e.wall_days)
+        .field("cost_usd", e.cost_usd)
+        .field("mfu", e.mfu)
+        .field("peak_tflops", e.peak_tflops)
+        .field("peak_source", e.peak_source);
+    w.key("memory_per_gpu_bytes")
+        .begin_object()
+        .field("weights", e.mem_weights)
+        .field("gradients", e.mem_grads)
+        .field("optimizer", e.mem_optimizer)
+        .field("activations", e.mem_activations)
+        .field("total", e.mem_total)
+        .field("capacity", e.mem_capacity)
+        .end_object();
+    return w.field("fits", e.fits).end_object().str();
 }
 
 }  // namespace frugal::accounting

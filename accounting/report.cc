@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace frugal::accounting {
 
@@ -27,48 +28,42 @@ double CostReport::projection_device_hours() const {
     return tps > 0 ? projection_tokens / tps * double(ranks) / 3600.0 : 0;
 }
 
-namespace {
-// s as the inside of a JSON string.
-std::string json_escaped(const std::string& s) {
-    std::string out;
-    for (char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (static_cast<unsigned char>(c) < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof(buf), "\\u%04x", unsigned(static_cast<unsigned char>(c)));
-            out += buf;
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
-}  // namespace
 
 std::string to_json(const CostReport& r) {
-    std::ostringstream os;
-    os << std::setprecision(10);
-    os << "{\n  \"device\": \"" << r.device << "\",\n  \"device_name\": \"" << r.device_name
-       << "\",\n  \"price_per_hour\": " << r.price_per_hour << ",\n  \"ranks\": " << r.ranks
-       << ",\n  \"device_hours\": " << r.device_hours() << ",\n  \"cost_usd\": " << r.cost_usd()
-       << ",\n  \"phases\": {";
+    JsonWriter w;
+    w.begin_object()
+        .field("device", r.device)
+        .field("device_name", r.device_name)
+        .field("price_per_hour", r.price_per_hour)
+        .field("ranks", r.ranks)
+        .field("device_hours", r.device_hours())
+        .field("cost_usd", r.cost_usd());
+    w.key("phases").begin_object();
     for (int i = 0; i < kNumPhases; ++i) {
         const double h = r.device_seconds[size_t(i)] / 3600.0;
-        os << (i ? ",\n" : "\n") << "    \"" << phase_name(Phase(i)) << "\": {\"device_hours\": " << h
-           << ", \"share\": " << (r.device_hours() > 0 ? h / r.device_hours() : 0)
-           << ", \"cost_usd\": " << h * r.price_per_hour << "}";
+        w.key(phase_name(Phase(i)))
+            .begin_object()
+            .field("device_hours", h)
+            .field("share", r.device_hours() > 0 ? h / r.device_hours() : 0.0)
+            .field("cost_usd", h * r.price_per_hour)
+            .end_object();
     }
-    os << "\n  },\n  \"tokens\": " << r.tokens << ",\n  \"train_seconds\": " << r.train_seconds
-       << ",\n  \"tokens_per_s\": " << r.tokens_per_s() << ",\n  \"flops_per_token\": " << r.flops_per_token
-       << ",\n  \"peak_tflops_per_device\": " << r.peak_tflops_per_device << ",\n  \"peak_source\": \""
-       << json_escaped(r.peak_source) << "\",\n  \"mfu\": " << r.mfu()
-       << ",\n  \"projection\": {\"tokens\": " << r.projection_tokens
-       << ", \"device_hours\": " << r.projection_device_hours()
-       << ", \"cost_usd\": " << r.projection_device_hours() * r.price_per_hour
-       << ", \"wall_days\": " << r.projection_device_hours() / double(r.ranks) / 24.0 << "}\n}\n";
-    return os.str();
+    w.end_object()
+        .field("tokens", r.tokens)
+        .field("train_seconds", r.train_seconds)
+        .field("tokens_per_s", r.tokens_per_s())
+        .field("flops_per_token", r.flops_per_token)
+        .field("peak_tflops_per_device", r.peak_tflops_per_device)
+        .field("peak_source", r.peak_source)
+        .field("mfu", r.mfu());
+    w.key("projection")
+        .begin_object()
+        .field("tokens", r.projection_tokens)
+        .field("device_hours", r.projection_device_hours())
+        .field("cost_usd", r.projection_device_hours() * r.price_per_hour)
+        .field("wall_days", r.projection_device_hours() / double(r.ranks) / 24.0)
+        .end_object();
+    return w.end_object().str();
 }
 
 CostReport read_cost_json(const std::string& path) {

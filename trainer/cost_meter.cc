@@ -3,12 +3,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
-#include <iomanip>
-#include <sstream>
 
 #include "accounting/flops.h"
 #include "accounting/hardware.h"
 #include "core/file_io.h"
+#include "core/json.h"
 #include "core/log.h"
 
 namespace frugal::trainer {
@@ -72,12 +71,12 @@ const accounting::CostReport& RunCost::update(double tokens, double train_second
 }
 
 std::string phases_json(const accounting::PhaseSeconds& p) {
-    std::ostringstream os;
-    os << std::setprecision(12) << "{";
-    for (int i = 0; i < accounting::kNumPhases; ++i)
-        os << (i ? ", " : "") << "\"" << accounting::phase_name(accounting::Phase(i)) << "\": " << p[size_t(i)];
-    os << "}";
-    return os.str();
+    JsonWriter w;
+    w.begin_object();
+    for (int i = 0; i < accounting::kNumPhases; ++i) w.field(accounting::phase_name(accounting::Phase(i)), p[size_t(i)]);
+    std::string out = w.end_object().str();
+    out.pop_back();  // the document's final newline
+    return out;
 }
 
 accounting::PhaseSeconds parse_phases(const std::string& json) {

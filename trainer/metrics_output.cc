@@ -5,18 +5,12 @@
 #include <iomanip>
 #include <sstream>
 
+#include "core/json.h"
 #include "core/log.h"
 
 namespace frugal::trainer {
 
 namespace fs = std::filesystem;
-
-std::string json_number(double v) {
-    if (!std::isfinite(v)) return "null";
-    std::ostringstream os;
-    os << std::setprecision(9) << v;
-    return os.str();
-}
 
 MetricsOutput::MetricsOutput(Session& s, int64_t start_step) : s_(s), window_start_(Clock::now()) {
     if (!s.is_root()) return;
@@ -37,25 +31,15 @@ bool MetricsOutput::due(int64_t steps_done, bool last) const {
 
 MoeSnapshot MetricsOutput::moe_snapshot() const {
     MoeSnapshot snap;
-    if (s_.moe_layers.empty()) return snap;
     const model::ModelConfig& m = s_.cfg.model;
-    std::ostringstream os;
-    os << "[";
     size_t i = 0;
     for (int64_t l = 0; l < m.n_layers; ++l) {
         if (!m.is_moe_layer(l)) continue;
-        const model::MoEStats& st = s_.moe_layers[i]->router().stats();
+        const model::MoEStats& st = s_.moe_layers[i++]->router().stats();
         const double micro = double(std::max<int64_t>(st.micro_batches, 1));
-        os << (i ? ", " : "") << "{\"layer\": " << l << ", \"tokens_per_expert\": [";
-        for (size_t e = 0; e < st.tokens_per_expert.size(); ++e) os << (e ? ", " : "") << st.tokens_per_expert[e];
-        os << "], \"dropped\": " << st.dropped << ", \"imbalance\": " << json_number(st.imbalance())
-           << ", \"aux_loss\": " << json_number(st.aux_loss / micro)
-           << ", \"z_loss\": " << json_number(st.z_loss / micro) << "}";
-        snap.layers.push_back({l, st.imbalance(), st.dropped});
-        ++i;
+        snap.layers.push_back(
+            {l, st.tokens_per_expert, st.dropped, st.imbalance(), st.aux_loss / micro, st.z_loss / micro});
     }
-    os << "]";
-    snap.json = os.str();
     return snap;
 }
 
@@ -80,17 +64,33 @@ void MetricsOutput::log_line(const StepMetrics& sm, const MoeSnapshot& moe, cons
     line << "  elapsed " << std::setprecision(1) << sm.elapsed_s << "s";
     log::info(line.str());
     if (!s_.is_root()) return;
-    std::ostringstream rec;
-    rec << "{\"step\": " << sm.step << ", \"loss\": " << json_number(sm.loss)
-        << ", \"aux_loss\": " << json_number(sm.aux_loss) << ", \"lr\": " << json_number(sm.lr)
-        << ", \"grad_norm\": " << json_number(sm.grad_norm) << ", \"tokens_per_s\": " << json_number(sm.tokens_per_s)
-        << ", \"max_imbalance\": " << json_number(sm.max_imbalance) << ", \"dropped\": " << sm.dropped
-        << ", \"elapsed_s\": " << json_number(sm.elapsed_s);
-    if (sm.val_loss >= 0) rec << ", \"val_loss\": " << json_number(sm.val_loss);
-    if (sm.skipped) rec << ", \"skipped\": true";
-    if (!moe.json.empty()) rec << ", \"moe\": " << moe.json;
-    rec << "}\n";
-    metrics_.append(rec.str());
+    JsonWriter rec;
+    rec.begin_object()
+        .field("step", sm.step)
+        .field("loss", sm.loss)
+        .field("aux_loss", sm.aux_loss)
+        .field("lr", sm.lr)
+        .field("grad_norm", sm.grad_norm)
+        .field("tokens_per_s", sm.tokens_per_s)
+        .field("max_imbalance", sm.max_imbalance)
+        .field("dropped", sm.dropped)
+        .field("elapsed_s", sm.elapsed_s);
+    if (sm.val_loss >= 0) rec.field("val_loss", sm.val_loss);
+    if (sm.skipped) rec.field("skipped", true);
+    if (!moe.layers.empty()) {
+        rec.key("moe").begin_array();
+        for (const MoeSnapshot::Layer& l : moe.layers)
+            rec.begin_object()
+                .field("layer", l.layer)
+                .array("tokens_per_expert", l.tokens_per_expert)
+                .field("dropped", l.dropped)
+                .field("imbalance", l.imbalance)
+                .field("aux_loss", l.aux_loss)
+                .field("z_loss", l.z_loss)
+                .end_object();
+        rec.end_array();
+    }
+    metrics_.append(rec.end_object().str());
 
     const int64_t step = sm.step;
     tb_->add_scalar("train/loss", step, sm.loss);

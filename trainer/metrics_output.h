@@ -23,12 +23,12 @@ namespace frugal::trainer {
 // routers).
 struct MoeSnapshot {
     struct Layer {
-        int64_t layer;  // index among all layers
-        double imbalance;
+        int64_t layer;                           // index among all layers
+        std::vector<int64_t> tokens_per_expert;  // assignments processed, per global expert
         int64_t dropped;
+        double imbalance, aux_loss, z_loss;  // aux and z loss: means over the step's micro-batches
     };
-    std::vector<Layer> layers;
-    std::string json;  // per-layer statistics for metrics.jsonl; "" without MoE layers
+    std::vector<Layer> layers;  // empty without MoE layers
 };
 
 class MetricsOutput {
@@ -56,8 +56,5 @@ class MetricsOutput {
     Clock::time_point window_start_;
     int64_t window_tokens_ = 0;
 };
-
-// v as JSON: null when not finite.
-std::string json_number(double v);
 
 }  // namespace frugal::trainer
