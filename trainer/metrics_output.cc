@@ -17,6 +17,9 @@ MetricsOutput::MetricsOutput(Session& s, int64_t start_step) : s_(s), window_sta
     write_file_atomic((fs::path(s.cfg.run.out_dir) / "config.yaml").string(), to_yaml(s.cfg));
     metrics_ = AppendFile((fs::path(s.cfg.run.out_dir) / "metrics.jsonl").string(), start_step == 0);
     tb_ = std::make_unique<TensorBoardWriter>((fs::path(s.cfg.run.out_dir) / "tb").string());
+    // A resumed run computes the steps after its checkpoint again: TensorBoard drops what an earlier attempt logged
+    // for them.
+    if (start_step > 0) tb_->add_session_start(start_step + 1);
 }
 
 void MetricsOutput::record_progress(int64_t steps_done) {

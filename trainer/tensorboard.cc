@@ -103,6 +103,8 @@ TensorBoardEvent to_event(const tbproto::Event& proto) {
             if (value.value_case() == tbproto::Summary::Value::kSimpleValue)
                 event.scalars.emplace_back(value.tag(), value.simple_value());
     }
+    event.session_start = proto.what_case() == tbproto::Event::kSessionLog &&
+                          proto.session_log().status() == tbproto::SessionLog::START;
     return event;
 }
 
@@ -193,6 +195,15 @@ void TensorBoardWriter::add_scalar(const std::string& tag, int64_t step, double 
     buffer_ += tfrecord_frame(serialize(event));
 }
 
+void TensorBoardWriter::add_session_start(int64_t step, double wall_time) {
+    FRUGAL_CHECK(!is_closed_, "add_session_start on the closed TensorBoard event file ", path_);
+    tbproto::Event event;
+    event.set_wall_time(wall_time);
+    event.set_step(step);
+    event.mutable_session_log()->set_status(tbproto::SessionLog::START);
+    buffer_ += tfrecord_frame(serialize(event));
+}
+
 void TensorBoardWriter::flush() {
     FRUGAL_CHECK(!is_closed_, "flush of the closed TensorBoard event file ", path_);
     if (buffer_.empty()) return;
@@ -240,8 +251,11 @@ std::vector<ScalarEvent> read_tensorboard_scalars(const std::string& path_or_dir
     }
     std::vector<ScalarEvent> scalars;
     for (const auto& file : files)
-        for (const auto& event : read_tensorboard_events(file))
+        for (const auto& event : read_tensorboard_events(file)) {
+            if (event.session_start)
+                std::erase_if(scalars, [&](const ScalarEvent& e) { return e.step >= event.step; });
             for (const auto& [tag, value] : event.scalars) scalars.push_back({tag, event.step, value, event.wall_time});
+        }
     return scalars;
 }
 

@@ -51,6 +51,9 @@ class TensorBoardWriter {
 
     // Buffers one scalar (value stored as float); nothing is written until flush().
     void add_scalar(const std::string& tag, int64_t step, double value, double wall_time = unix_seconds_now());
+    // Buffers a SessionLog START at step: a restart (a resumed run) whose earlier events at steps >= step are out of
+    // date. TensorBoard discards them; so does read_tensorboard_scalars.
+    void add_session_start(int64_t step, double wall_time = unix_seconds_now());
     // Writes the buffered records to the file (no fsync: cheap enough for every log line); throws IoError.
     void flush();
     // Flushes, fsyncs and closes the file; throws IoError. Later add_scalar or flush calls are refused.
@@ -73,6 +76,7 @@ struct TensorBoardEvent {
     int64_t step = 0;
     std::string file_version;                            // "" unless this is a file_version record
     std::vector<std::pair<std::string, float>> scalars;  // (tag, simple_value) of the Summary, if any
+    bool session_start = false;                          // a SessionLog START (a restart at this step)
 };
 
 struct ScalarEvent {
@@ -87,7 +91,8 @@ struct ScalarEvent {
 std::vector<TensorBoardEvent> read_tensorboard_events(const std::string& path);
 
 // The scalars of an event file, or of every events.out.tfevents.* file in a directory (files in name order, records
-// in file order); verifies every record as read_tensorboard_events does.
+// in file order), as TensorBoard shows them: a session start at step N drops the scalars read before it at steps
+// >= N. Verifies every record as read_tensorboard_events does.
 std::vector<ScalarEvent> read_tensorboard_scalars(const std::string& path_or_dir);
 
 }  // namespace frugal::trainer

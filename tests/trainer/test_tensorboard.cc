@@ -277,6 +277,25 @@ TEST_F(TensorBoard, TwoWritersInOneDirectoryWriteTwoFilesThatTheDirectoryReaderJ
     EXPECT_EQ(tags, (std::vector<std::string>{"train/loss", "val/loss"}));
 }
 
+// A resumed run's file starts with a session start at its first step: what the earlier attempt logged from that step
+// on is dropped (the steps after the checkpoint are computed again), what it logged before stays.
+TEST_F(TensorBoard, ASessionStartDropsTheEarlierAttemptsStepsFromThatStepOn) {
+    {
+        TensorBoardWriter first(dir_.string());
+        for (int64_t step = 1; step <= 6; ++step) first.add_scalar("train/loss", step, 10.0 + double(step));
+        first.close();
+    }
+    TensorBoardWriter resumed(dir_.string());
+    resumed.add_session_start(5);
+    for (int64_t step = 5; step <= 7; ++step) resumed.add_scalar("train/loss", step, 20.0 + double(step));
+    resumed.close();
+    ASSERT_TRUE(read_tensorboard_events(resumed.path()).at(1).session_start);
+    std::vector<std::pair<int64_t, float>> got;
+    for (const ScalarEvent& e : read_tensorboard_scalars(dir_.string())) got.push_back({e.step, e.value});
+    EXPECT_EQ(got, (std::vector<std::pair<int64_t, float>>{{1, 11}, {2, 12}, {3, 13}, {4, 14}, {5, 25}, {6, 26},
+                                                           {7, 27}}));
+}
+
 TEST_F(TensorBoard, AddingAfterCloseIsRefused) {
     const fs::path& dir = dir_;
     TensorBoardWriter writer(dir.string());
