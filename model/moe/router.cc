@@ -2,8 +2,23 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace frugal::model {
+
+ScoreFunc parse_score_func(const std::string& name) {
+    if (name == "softmax") return ScoreFunc::kSoftmax;
+    FRUGAL_CONFIG_CHECK(name == "sigmoid", "moe.score_func (", name, ") is not a router score: use softmax or sigmoid");
+    return ScoreFunc::kSigmoid;
+}
+
+AuxLoss parse_aux_loss(const std::string& name) {
+    if (name == "none") return AuxLoss::kNone;
+    if (name == "seq") return AuxLoss::kSeq;
+    FRUGAL_CONFIG_CHECK(name == "batch", "moe.aux_loss (", name,
+                        ") is not a load-balancing loss: use none, batch or seq");
+    return AuxLoss::kBatch;
+}
 
 void MoEStats::reset(int64_t n_experts) {
     tokens_per_expert.assign(size_t(n_experts), 0);
@@ -23,6 +38,26 @@ double MoEStats::imbalance() const {
     return double(mx) * double(tokens_per_expert.size()) / double(total);
 }
 
+template <typename T>
+void router_scores_forward(T* scores_TE, T* lse_T, const T* logits_TE, ScoreFunc func, int64_t t, int64_t e) {
+    const bool softmax = func == ScoreFunc::kSoftmax;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        const T* l = logits_TE + i * e;
+        T* sc = scores_TE + i * e;
+        T mx = *std::max_element(l, l + e);
+        T sum = 0;
+        for (int64_t j = 0; j < e; ++j) sum += std::exp(l[j] - mx);
+        const T lse = mx + std::log(sum);
+        lse_T[i] = lse;
+        if (softmax) {
+            for (int64_t j = 0; j < e; ++j) sc[j] = std::exp(l[j] - lse);
+        } else {
+            for (int64_t j = 0; j < e; ++j) sc[j] = T(1) / (T(1) + std::exp(-l[j]));
+        }
+    }
+}
+
 template <typename K>
 void topk_indices(int32_t* out_K, const K* keys_E, int64_t e, int64_t k) {
     // k passes of an argmax that skips chosen entries; strict '>' keeps the lowest index among equal keys.
@@ -40,13 +75,209 @@ void topk_indices(int32_t* out_K, const K* keys_E, int64_t e, int64_t k) {
 }
 
 template <typename T>
+void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* scores_TE, const float* bias_E, int64_t t,
+                           int64_t e, int64_t k) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        const T* sc = scores_TE + i * e;
+        double* keys = keys_TE + i * e;
+        for (int64_t j = 0; j < e; ++j) keys[j] = double(sc[j]) + double(bias_E[j]);
+        topk_indices(selected_TK + i * k, keys, e, k);
+    }
+}
+
+template <typename T>
+void router_weights_forward(T* weight_TK, const T* scores_TE, const int32_t* selected_TK, bool renormalize,
+                            double scale, int64_t t, int64_t e, int64_t k) {
+    const T c = T(scale);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        const T* sc = scores_TE + i * e;
+        const int32_t* sel = selected_TK + i * k;
+        T* w = weight_TK + i * k;
+        if (renormalize) {
+            T z = 0;
+            for (int64_t j = 0; j < k; ++j) z += sc[sel[j]];
+            for (int64_t j = 0; j < k; ++j) w[j] = c * sc[sel[j]] / z;
+        } else {
+            for (int64_t j = 0; j < k; ++j) w[j] = c * sc[sel[j]];
+        }
+    }
+}
+
+int64_t router_capacity(double capacity_factor, int64_t t, int64_t k, int64_t e) {
+    if (capacity_factor <= 0) return std::numeric_limits<int64_t>::max();
+    return int64_t(std::ceil(capacity_factor * double(t * k) / double(e)));
+}
+
+void router_capacity_forward(int32_t* expert_TK, int64_t* num_kept_E, int64_t* num_selected_E, int64_t* num_dropped,
+                             const int32_t* selected_TK, int64_t capacity, int64_t t, int64_t k, int64_t e) {
+    std::fill_n(num_kept_E, e, int64_t(0));
+    std::fill_n(num_selected_E, e, int64_t(0));
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < t * k; ++i) {
+        const int32_t ex = selected_TK[i];
+        num_selected_E[ex]++;
+        if (num_kept_E[ex] < capacity) {
+            num_kept_E[ex]++;
+            expert_TK[i] = ex;
+        } else {
+            expert_TK[i] = -1;
+            ++dropped;
+        }
+    }
+    *num_dropped = dropped;
+}
+
+template <typename T>
+void router_aux_loss_forward(double* aux_loss, double* score_sum_T, const T* scores_TE, const int32_t* selected_TK,
+                             ScoreFunc func, double coef, int64_t groups, int64_t t, int64_t e, int64_t k) {
+    const bool softmax = func == ScoreFunc::kSoftmax;
+    if (!softmax) {
+        // One row sum per token (eq. 19's denominator), in double and expert order.
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < t; ++i) {
+            const T* sc = scores_TE + i * e;
+            double sum = 0;
+            for (int64_t j = 0; j < e; ++j) sum += double(sc[j]);
+            score_sum_T[i] = sum;
+        }
+    }
+    const int64_t per = t / groups;
+    std::vector<double> f(static_cast<size_t>(e)), p(static_cast<size_t>(e));
+    double total = 0;
+    for (int64_t g = 0; g < groups; ++g) {
+        std::fill(f.begin(), f.end(), 0.0);
+        std::fill(p.begin(), p.end(), 0.0);
+        for (int64_t i = g * per; i < (g + 1) * per; ++i) {
+            const T* sc = scores_TE + i * e;
+            for (int64_t j = 0; j < k; ++j) f[size_t(selected_TK[i * k + j])] += 1;
+            if (softmax) {
+                for (int64_t j = 0; j < e; ++j) p[size_t(j)] += double(sc[j]);
+            } else {
+                for (int64_t j = 0; j < e; ++j) p[size_t(j)] += double(sc[j]) / score_sum_T[i];
+            }
+        }
+        double l = 0;
+        // Switch: E * sum f_e P_e with f = count/(T K), P = mean score. DeepSeek-V3 seq-wise: f_i = E/(K S) *
+        // count, P_i = mean score: the same expression per sequence.
+        for (int64_t j = 0; j < e; ++j) l += double(e) * f[size_t(j)] / double(per * k) * p[size_t(j)] / double(per);
+        total += coef * l / double(groups);
+    }
+    *aux_loss = total;
+}
+
+template <typename T>
+void router_z_loss_forward(double* z_loss, const T* lse_T, double coef, int64_t t) {
+    double zs = 0;
+    for (int64_t i = 0; i < t; ++i) zs += double(lse_T[i]) * double(lse_T[i]);
+    *z_loss = coef * zs / double(t);
+}
+
+template <typename T>
+void router_weights_backward(T* d_scores_TE, const T* d_weight_TK, const T* scores_TE, const int32_t* selected_TK,
+                             bool renormalize, double scale, int64_t t, int64_t e, int64_t k) {
+    const T c = T(scale);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        const T* sc = scores_TE + i * e;
+        T* ds = d_scores_TE + i * e;
+        const int32_t* sel = selected_TK + i * k;
+        const T* dw = d_weight_TK + i * k;
+        if (renormalize) {
+            // w_j = c s_j / Z, Z = sum of chosen s  =>  ds_j = c (dw_j / Z - sum_q dw_q s_q / Z^2)
+            T z = 0, dot = 0;
+            for (int64_t j = 0; j < k; ++j) {
+                z += sc[sel[j]];
+                dot += dw[j] * sc[sel[j]];
+            }
+            for (int64_t j = 0; j < k; ++j) ds[sel[j]] += c * (dw[j] / z - dot / (z * z));
+        } else {
+            for (int64_t j = 0; j < k; ++j) ds[sel[j]] += c * dw[j];
+        }
+    }
+}
+
+template <typename T>
+void router_aux_loss_backward(T* d_scores_TE, T* d_aux_GE, const T* scores_TE, const int32_t* selected_TK,
+                              ScoreFunc func, double coef, T aux_scale, int64_t groups, int64_t t, int64_t e,
+                              int64_t k) {
+    // Gradient with respect to the normalized scores s' (see forward): dL/ds'_{t,e} = coef f_e / (S_g G) with
+    // f_e = E count_e / (S_g K), S_g the tokens per group and G the number of groups.
+    const int64_t per = t / groups;
+    std::fill_n(d_aux_GE, groups * e, T(0));
+    for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t i = g * per; i < (g + 1) * per; ++i)
+            for (int64_t j = 0; j < k; ++j) d_aux_GE[g * e + selected_TK[i * k + j]] += T(1);
+        for (int64_t j = 0; j < e; ++j)
+            d_aux_GE[g * e + j] *= aux_scale * T(coef * double(e) / (double(per * k) * double(per) * double(groups)));
+    }
+    const bool softmax = func == ScoreFunc::kSoftmax;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        const T* sc = scores_TE + i * e;
+        T* ds = d_scores_TE + i * e;
+        const T* ga = d_aux_GE + (i / per) * e;
+        if (softmax) {
+            for (int64_t j = 0; j < e; ++j) ds[j] += ga[j];
+        } else {
+            // s' = s / sum(s): ds_j = (g_j - sum_q g_q s'_q) / sum(s)
+            T sum = 0, dot = 0;
+            for (int64_t j = 0; j < e; ++j) sum += sc[j];
+            for (int64_t j = 0; j < e; ++j) dot += ga[j] * sc[j] / sum;
+            for (int64_t j = 0; j < e; ++j) ds[j] += (ga[j] - dot) / sum;
+        }
+    }
+}
+
+template <typename T>
+void router_scores_backward(T* d_logits_TE, const T* d_scores_TE, const T* scores_TE, ScoreFunc func, int64_t t,
+                            int64_t e) {
+    const bool softmax = func == ScoreFunc::kSoftmax;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        const T* sc = scores_TE + i * e;
+        const T* ds = d_scores_TE + i * e;
+        T* dl = d_logits_TE + i * e;
+        if (softmax) {
+            T dot = 0;
+            for (int64_t j = 0; j < e; ++j) dot += sc[j] * ds[j];
+            for (int64_t j = 0; j < e; ++j) dl[j] = sc[j] * (ds[j] - dot);
+        } else {
+            for (int64_t j = 0; j < e; ++j) dl[j] = ds[j] * sc[j] * (T(1) - sc[j]);
+        }
+    }
+}
+
+template <typename T>
+void router_z_loss_backward(T* d_logits_TE, const T* logits_TE, const T* lse_T, double coef, T aux_scale, int64_t t,
+                            int64_t e) {
+    const T c0 = aux_scale * T(2.0 * coef / double(t));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        // d/dl (coef/T * lse^2) = coef/T * 2 lse softmax(l)
+        const T* l = logits_TE + i * e;
+        T* dl = d_logits_TE + i * e;
+        const T lse = lse_T[i];
+        const T c = c0 * lse;
+        for (int64_t j = 0; j < e; ++j) dl[j] += c * std::exp(l[j] - lse);
+    }
+}
+
+template <typename T>
 Router<T>::Router(ParamStore& store, const ModelConfig& cfg, const std::string& prefix)
-    : n_experts_(cfg.moe.n_experts), top_k_(cfg.moe.top_k), d_(cfg.d_model), cfg_(cfg.moe) {
+    : n_experts_(cfg.moe.n_experts),
+      top_k_(cfg.moe.top_k),
+      d_(cfg.d_model),
+      cfg_(cfg.moe),
+      score_func_(parse_score_func(cfg.moe.score_func)),
+      aux_kind_(parse_aux_loss(cfg.moe.aux_loss)) {
     gate_.w = store.add(prefix + "weight", {n_experts_, d_}, ParamKind::kRouter, cfg.init_std);
     gate_.in = d_;
     gate_.out = n_experts_;
     bias_E_.assign(size_t(n_experts_), 0.0f);
-    count_E_.assign(size_t(n_experts_), 0);
+    num_kept_E_.assign(size_t(n_experts_), 0);
+    num_selected_E_.assign(size_t(n_experts_), 0);
     stats_.reset(n_experts_);
 }
 
@@ -55,92 +286,39 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
     const int64_t t = b * s, e = n_experts_, k = top_k_;
     b_ = b;
     s_ = s;
-    logits_.resize(size_t(t * e));
-    scores_.resize(size_t(t * e));
-    lse_.resize(size_t(t));
-    weight_.resize(size_t(t * k));
-    keys_.resize(size_t(t * e));
-    selected_.resize(size_t(t * k));
-    expert_.resize(size_t(t * k));
-    gate_.forward(logits_.data(), x_TD, t);
+    logits_TE_.resize(size_t(t * e));
+    scores_TE_.resize(size_t(t * e));
+    lse_T_.resize(size_t(t));
+    keys_TE_.resize(size_t(t * e));
+    selected_TK_.resize(size_t(t * k));
+    weight_TK_.resize(size_t(t * k));
+    expert_TK_.resize(size_t(t * k));
 
-    const bool softmax = cfg_.score_func == "softmax";
-    const T scale = T(cfg_.routed_scaling_factor);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* l = logits_.data() + i * e;
-        T* sc = scores_.data() + i * e;
-        T mx = *std::max_element(l, l + e);
-        T sum = 0;
-        for (int64_t j = 0; j < e; ++j) sum += std::exp(l[j] - mx);
-        lse_[size_t(i)] = mx + std::log(sum);
-        for (int64_t j = 0; j < e; ++j)
-            sc[j] = softmax ? std::exp(l[j] - lse_[size_t(i)]) : T(1) / (T(1) + std::exp(-l[j]));
-        // Selection key = score + bias, in double: the bias never enters the weights.
-        double* keys = keys_.data() + i * e;
-        for (int64_t j = 0; j < e; ++j) keys[j] = double(sc[j]) + double(bias_E_[size_t(j)]);
-        int32_t* sel = selected_.data() + i * k;
-        topk_indices(sel, keys, e, k);
-        T z = 0;
-        for (int64_t j = 0; j < k; ++j) z += sc[sel[j]];
-        for (int64_t j = 0; j < k; ++j)
-            weight_[size_t(i * k + j)] = cfg_.norm_topk_prob ? scale * sc[sel[j]] / z : scale * sc[sel[j]];
-    }
+    gate_.forward(logits_TE_.data(), x_TD, t);
+    router_scores_forward(scores_TE_.data(), lse_T_.data(), logits_TE_.data(), score_func_, t, e);
+    router_select_forward(selected_TK_.data(), keys_TE_.data(), scores_TE_.data(), bias_E_.data(), t, e, k);
+    router_weights_forward(weight_TK_.data(), scores_TE_.data(), selected_TK_.data(), cfg_.norm_topk_prob,
+                           cfg_.routed_scaling_factor, t, e, k);
 
-    // Capacity dropping in token order: the first `capacity` assignments to an expert are kept.
-    std::fill(count_E_.begin(), count_E_.end(), 0);
-    int64_t capacity = cfg_.capacity_factor > 0 ? int64_t(std::ceil(cfg_.capacity_factor * double(t * k) / double(e)))
-                                                : std::numeric_limits<int64_t>::max();
     int64_t dropped = 0;
-    for (int64_t i = 0; i < t * k; ++i) {
-        int32_t ex = selected_[size_t(i)];
-        stats_.selected_per_expert[size_t(ex)]++;
-        if (count_E_[size_t(ex)] < capacity) {
-            count_E_[size_t(ex)]++;
-            expert_[size_t(i)] = ex;
-        } else {
-            expert_[size_t(i)] = -1;
-            ++dropped;
-        }
+    router_capacity_forward(expert_TK_.data(), num_kept_E_.data(), num_selected_E_.data(), &dropped,
+                            selected_TK_.data(), router_capacity(cfg_.capacity_factor, t, k, e), t, k, e);
+    for (int64_t j = 0; j < e; ++j) {
+        stats_.selected_per_expert[size_t(j)] += num_selected_E_[size_t(j)];
+        stats_.tokens_per_expert[size_t(j)] += num_kept_E_[size_t(j)];
     }
-    for (int64_t j = 0; j < e; ++j) stats_.tokens_per_expert[size_t(j)] += count_E_[size_t(j)];
     stats_.dropped += dropped;
     stats_.assignments += t * k;
     stats_.micro_batches += 1;
 
-    // Load-balancing loss on the router's choice (before dropping). P uses scores normalized over experts
-    // (softmax scores already are; sigmoid scores are divided by their row sum, as DeepSeek-V3 eq. 19).
     aux_loss_ = 0;
-    if (cfg_.aux_loss != "none" && cfg_.aux_loss_coef > 0) {
-        auto norm_score = [&](int64_t i, int64_t j) -> double {
-            const T* sc = scores_.data() + i * e;
-            if (softmax) return double(sc[j]);
-            double sum = 0;
-            for (int64_t q = 0; q < e; ++q) sum += double(sc[q]);
-            return double(sc[j]) / sum;
-        };
-        const int64_t groups = cfg_.aux_loss == "seq" ? b : 1;  // seq: one term per sequence, averaged
-        const int64_t per = t / groups;
-        for (int64_t g = 0; g < groups; ++g) {
-            std::vector<double> f(size_t(e), 0.0), p(size_t(e), 0.0);
-            for (int64_t i = g * per; i < (g + 1) * per; ++i) {
-                for (int64_t j = 0; j < k; ++j) f[size_t(selected_[size_t(i * k + j)])] += 1;
-                for (int64_t j = 0; j < e; ++j) p[size_t(j)] += norm_score(i, j);
-            }
-            double l = 0;
-            // Switch: E * sum f_e P_e with f = count/(T K), P = mean score. DeepSeek-V3 seq-wise: f_i = E/(K S) *
-            // count, P_i = mean score: the same expression per sequence.
-            for (int64_t j = 0; j < e; ++j)
-                l += double(e) * f[size_t(j)] / double(per * k) * p[size_t(j)] / double(per);
-            aux_loss_ += cfg_.aux_loss_coef * l / double(groups);
-        }
+    if (has_aux_loss()) {
+        if (score_func_ == ScoreFunc::kSigmoid) score_sum_T_.resize(size_t(t));
+        router_aux_loss_forward(&aux_loss_, score_sum_T_.data(), scores_TE_.data(), selected_TK_.data(), score_func_,
+                                cfg_.aux_loss_coef, aux_groups(), t, e, k);
     }
     z_loss_ = 0;
-    if (cfg_.z_loss_coef > 0) {
-        double zs = 0;
-        for (int64_t i = 0; i < t; ++i) zs += double(lse_[size_t(i)]) * double(lse_[size_t(i)]);
-        z_loss_ = cfg_.z_loss_coef * zs / double(t);
-    }
+    if (cfg_.z_loss_coef > 0) router_z_loss_forward(&z_loss_, lse_T_.data(), cfg_.z_loss_coef, t);
     stats_.aux_loss += aux_loss_;
     stats_.z_loss += z_loss_;
 }
@@ -148,74 +326,21 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
 template <typename T>
 void Router<T>::backward(T* dx_TD, const T* d_weight_TK, const T* x_TD, T aux_scale) {
     const int64_t t = b_ * s_, e = n_experts_, k = top_k_;
-    const bool softmax = cfg_.score_func == "softmax";
-    const T scale = T(cfg_.routed_scaling_factor);
-    dscores_.assign(size_t(t * e), T(0));
-    dlogits_.assign(size_t(t * e), T(0));
+    d_scores_TE_.assign(size_t(t * e), T(0));
+    d_logits_TE_.resize(size_t(t * e));
 
-    // Aux loss gradient with respect to the normalized scores s' (see forward): dL/ds'_{t,e} = coef f_e / (S_g G)
-    // with f_e = E count_e / (S_g K), S_g the tokens per group and G the number of groups.
-    std::vector<T>& g_aux = g_aux_;
-    const bool has_aux = cfg_.aux_loss != "none" && cfg_.aux_loss_coef > 0;
-    const int64_t groups = cfg_.aux_loss == "seq" ? b_ : 1;
-    const int64_t per = t / groups;
-    if (has_aux) {
-        g_aux.assign(size_t(groups * e), T(0));
-        for (int64_t g = 0; g < groups; ++g) {
-            for (int64_t i = g * per; i < (g + 1) * per; ++i)
-                for (int64_t j = 0; j < k; ++j) g_aux[size_t(g * e + selected_[size_t(i * k + j)])] += T(1);
-            for (int64_t j = 0; j < e; ++j)
-                g_aux[size_t(g * e + j)] *=
-                    aux_scale * T(cfg_.aux_loss_coef * double(e) / (double(per * k) * double(per) * double(groups)));
-        }
+    router_weights_backward(d_scores_TE_.data(), d_weight_TK, scores_TE_.data(), selected_TK_.data(),
+                            cfg_.norm_topk_prob, cfg_.routed_scaling_factor, t, e, k);
+    if (has_aux_loss()) {
+        d_aux_GE_.resize(size_t(aux_groups() * e));
+        router_aux_loss_backward(d_scores_TE_.data(), d_aux_GE_.data(), scores_TE_.data(), selected_TK_.data(),
+                                 score_func_, cfg_.aux_loss_coef, aux_scale, aux_groups(), t, e, k);
     }
-
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* sc = scores_.data() + i * e;
-        T* ds = dscores_.data() + i * e;
-        const int32_t* sel = selected_.data() + i * k;
-        const T* dw = d_weight_TK + i * k;
-        if (cfg_.norm_topk_prob) {
-            // w_j = c s_j / Z, Z = sum of chosen s  =>  ds_j = c (dw_j / Z - sum_q dw_q s_q / Z^2)
-            T z = 0, dot = 0;
-            for (int64_t j = 0; j < k; ++j) {
-                z += sc[sel[j]];
-                dot += dw[j] * sc[sel[j]];
-            }
-            for (int64_t j = 0; j < k; ++j) ds[sel[j]] += scale * (dw[j] / z - dot / (z * z));
-        } else {
-            for (int64_t j = 0; j < k; ++j) ds[sel[j]] += scale * dw[j];
-        }
-        if (has_aux) {
-            const T* ga = g_aux.data() + (i / per) * e;
-            if (softmax) {
-                for (int64_t j = 0; j < e; ++j) ds[j] += ga[j];
-            } else {
-                // s' = s / sum(s): ds_j = (g_j - sum_q g_q s'_q) / sum(s)
-                T sum = 0, dot = 0;
-                for (int64_t j = 0; j < e; ++j) sum += sc[j];
-                for (int64_t j = 0; j < e; ++j) dot += ga[j] * sc[j] / sum;
-                for (int64_t j = 0; j < e; ++j) ds[j] += (ga[j] - dot) / sum;
-            }
-        }
-        T* dl = dlogits_.data() + i * e;
-        if (softmax) {
-            T dot = 0;
-            for (int64_t j = 0; j < e; ++j) dot += sc[j] * ds[j];
-            for (int64_t j = 0; j < e; ++j) dl[j] = sc[j] * (ds[j] - dot);
-        } else {
-            for (int64_t j = 0; j < e; ++j) dl[j] = ds[j] * sc[j] * (T(1) - sc[j]);
-        }
-        if (cfg_.z_loss_coef > 0) {
-            // d/dl (coef/T * lse^2) = coef/T * 2 lse softmax(l)
-            const T* l = logits_.data() + i * e;
-            T lse = lse_[size_t(i)];
-            T c = aux_scale * T(2.0 * cfg_.z_loss_coef / double(t)) * lse;
-            for (int64_t j = 0; j < e; ++j) dl[j] += c * std::exp(l[j] - lse);
-        }
-    }
-    gate_.backward(dx_TD, dlogits_.data(), x_TD, t);
+    router_scores_backward(d_logits_TE_.data(), d_scores_TE_.data(), scores_TE_.data(), score_func_, t, e);
+    if (cfg_.z_loss_coef > 0)
+        router_z_loss_backward(d_logits_TE_.data(), logits_TE_.data(), lse_T_.data(), cfg_.z_loss_coef, aux_scale, t,
+                               e);
+    gate_.backward(dx_TD, d_logits_TE_.data(), x_TD, t);
 }
 
 template <typename T>
@@ -236,7 +361,23 @@ void Router<T>::update_bias(const std::vector<int64_t>& selected_per_expert) {
 
 template void topk_indices<float>(int32_t*, const float*, int64_t, int64_t);
 template void topk_indices<double>(int32_t*, const double*, int64_t, int64_t);
-template class Router<float>;
-template class Router<double>;
+
+#define FRUGAL_ROUTER_STEPS(T)                                                                                       \
+    template void router_scores_forward<T>(T*, T*, const T*, ScoreFunc, int64_t, int64_t);                           \
+    template void router_select_forward<T>(int32_t*, double*, const T*, const float*, int64_t, int64_t, int64_t);    \
+    template void router_weights_forward<T>(T*, const T*, const int32_t*, bool, double, int64_t, int64_t, int64_t);  \
+    template void router_aux_loss_forward<T>(double*, double*, const T*, const int32_t*, ScoreFunc, double, int64_t, \
+                                             int64_t, int64_t, int64_t);                                             \
+    template void router_z_loss_forward<T>(double*, const T*, double, int64_t);                                      \
+    template void router_weights_backward<T>(T*, const T*, const T*, const int32_t*, bool, double, int64_t, int64_t, \
+                                             int64_t);                                                               \
+    template void router_aux_loss_backward<T>(T*, T*, const T*, const int32_t*, ScoreFunc, double, T, int64_t,       \
+                                              int64_t, int64_t, int64_t);                                            \
+    template void router_scores_backward<T>(T*, const T*, const T*, ScoreFunc, int64_t, int64_t);                    \
+    template void router_z_loss_backward<T>(T*, const T*, const T*, double, T, int64_t, int64_t);                    \
+    template class Router<T>;
+FRUGAL_ROUTER_STEPS(float)
+FRUGAL_ROUTER_STEPS(double)
+#undef FRUGAL_ROUTER_STEPS
 
 }  // namespace frugal::model

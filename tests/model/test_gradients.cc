@@ -2,6 +2,8 @@
 // Each loss is L = sum(out * R) for a fixed random R (so dL/dout = R), plus the layer's own auxiliary losses.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "model/layers/attention.h"
 #include "model/layers/mlp.h"
 #include "model/moe/moe_layer.h"
@@ -201,11 +203,28 @@ TEST_P(RouterGradients, WeightsAuxAndZLoss) {
     test::check_all_params(store, loss, 48);
 }
 
+// What gtest prints for a case in listings and failure messages (instead of a byte dump).
+void PrintTo(const RouterCase& rc, std::ostream* os) {
+    *os << rc.score_func << " scores, " << (rc.norm ? "renormalized" : "unnormalized") << ", scale " << rc.scale << ", "
+        << rc.aux << " aux loss";
+}
+
+// Names such as SigmoidScoresRenormalizedAndScaledWithSequenceAuxLoss.
+std::string router_case_name(const ::testing::TestParamInfo<RouterCase>& info) {
+    const RouterCase& rc = info.param;
+    std::string name = std::string(rc.score_func) == "softmax" ? "SoftmaxScores" : "SigmoidScores";
+    name += rc.norm ? "Renormalized" : "Unnormalized";
+    if (rc.scale != 1.0) name += "AndScaled";
+    name += std::string(rc.aux) == "seq" ? "WithSequenceAuxLoss" : "WithBatchAuxLoss";
+    return name;
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, RouterGradients,
                          ::testing::Values(RouterCase{"softmax", "batch", true, 1.0},
                                            RouterCase{"softmax", "seq", false, 1.0},
                                            RouterCase{"sigmoid", "seq", true, 2.5},
-                                           RouterCase{"sigmoid", "batch", false, 1.5}));
+                                           RouterCase{"sigmoid", "batch", false, 1.5}),
+                         router_case_name);
 
 void moe_case(double capacity_factor, int64_t shared, bool gate = false) {
     ModelConfig cfg = tiny_config();

@@ -166,8 +166,23 @@ TEST_P(TaggedDispatch, RowsArriveWhereTheyShouldAndCombineInverts) {
     }
 }
 
+// What gtest prints for a case in listings and failure messages (instead of a byte dump).
+void PrintTo(const DispatchCase& dc, std::ostream* os) {
+    *os << "avoid_rank " << dc.avoid_rank << (dc.drop ? ", some assignments dropped" : ", nothing dropped");
+}
+
+// Names such as Rank0ReceivesNothingAndSomeAssignmentsAreDropped.
+std::string dispatch_case_name(const ::testing::TestParamInfo<DispatchCase>& info) {
+    const DispatchCase& dc = info.param;
+    std::string name =
+        dc.avoid_rank < 0 ? "EveryRankReceivesTokens" : "Rank" + std::to_string(dc.avoid_rank) + "ReceivesNothing";
+    if (dc.drop) name += "AndSomeAssignmentsAreDropped";
+    return name;
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, TaggedDispatch,
-                         ::testing::Values(DispatchCase{-1, false}, DispatchCase{1, false}, DispatchCase{0, true}));
+                         ::testing::Values(DispatchCase{-1, false}, DispatchCase{1, false}, DispatchCase{0, true}),
+                         dispatch_case_name);
 
 TEST(GradSync, SumsReplicatedOverAllAndExpertsOverTheirReplicas) {
     auto& w = *world();
