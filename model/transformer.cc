@@ -74,6 +74,11 @@ std::vector<precision::MatmulRecipe<T>*> Transformer<T>::recipes() {
 }
 
 template <typename T>
+void Transformer<T>::weights_updated() {
+    for (precision::MatmulRecipe<T>* r : recipes()) r->weights_updated();
+}
+
+template <typename T>
 std::vector<MoELayer<T>*> Transformer<T>::moe_layers() {
     std::vector<MoELayer<T>*> out;
     for (auto& b : blocks_)

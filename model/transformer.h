@@ -46,6 +46,10 @@ class Transformer {
     void set_precision(const precision::PrecisionConfig& cfg);
     // Every linear layer's recipe in a fixed order (blocks in order, then the head): their state is checkpointed.
     std::vector<precision::MatmulRecipe<T>*> recipes();
+    // The parameter values changed (an optimizer step, a load of weights after a forward): every recipe drops its
+    // quantized weights and quantizes them again on the next use (precision/recipe.h). The training loop calls it
+    // after each optimizer step; a recipe that sees changed weights without it stops with an error.
+    void weights_updated();
 
     // doc_start_BS (optional, document masking of packed windows; data::document_starts): token i attends only to
     // tokens [doc_start_BS[i], i] of its window, and its rotary position is i - doc_start_BS[i].

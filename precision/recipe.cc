@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "backend/cpu/ops.h"
 #include "core/error.h"
@@ -77,29 +78,88 @@ float* grow(std::vector<float>& v, int64_t n) {
     return v.data();
 }
 
+// Operand scratch of one GEMM call, shared by every recipe on this thread: nothing in it outlives the call that
+// fills it (bf16 and fp8-blockwise quantize their activation and gradient operands again where backward needs them).
+struct Scratch {
+    std::vector<float> a, b;
+};
+Scratch& scratch() {
+    static thread_local Scratch s;
+    return s;
+}
+
+// A quantized copy of one weight, valid from its first use until invalidate() (see the header).
+class WeightCache {
+  public:
+    // The quantized form of w_OI (numel elements): quantize(out, w) fills it when the cache is empty or holds
+    // another tensor; otherwise checks that the weight still matches what was quantized.
+    template <typename Quantize>
+    const float* get(const float* w, int64_t numel, Quantize&& quantize) {
+        if (!valid_ || w != source_ || numel != numel_) {
+            quantize(grow(q_, numel), w);
+            source_ = w;
+            numel_ = numel;
+            fingerprint_ = fingerprint(w, numel);
+            valid_ = true;
+            return q_.data();
+        }
+        FRUGAL_CHECK(fingerprint(w, numel) == fingerprint_, "a weight of ", numel,
+                     " elements changed since it was quantized and its recipe still holds the old quantized copy: "
+                     "call model::Transformer::weights_updated() after every optimizer step and every load of "
+                     "weights into a model that has run");
+        return q_.data();
+    }
+    void invalidate() { valid_ = false; }
+    // The buffer of the last get() (for delayed scaling, which quantizes on every use into it).
+    float* buffer(int64_t numel) { return grow(q_, numel); }
+
+  private:
+    // FNV-1a over the bits of every kStride-th element and the last one: a few thousand loads per call.
+    static uint64_t fingerprint(const float* w, int64_t numel) {
+        constexpr int64_t kStride = 997;
+        uint64_t h = 1469598103934665603ull;
+        auto mix = [&](int64_t i) {
+            uint32_t bits;
+            std::memcpy(&bits, w + i, 4);
+            h = (h ^ bits) * 1099511628211ull;
+        };
+        for (int64_t i = 0; i < numel; i += kStride) mix(i);
+        if (numel > 0) mix(numel - 1);
+        return h;
+    }
+
+    std::vector<float> q_;
+    const float* source_ = nullptr;
+    int64_t numel_ = 0;
+    uint64_t fingerprint_ = 0;
+    bool valid_ = false;
+};
+
 class Bf16Recipe final : public MatmulRecipe<float> {
   public:
     void forward(float* y, const float* x, const float* w, int64_t n, int64_t in, int64_t out) override {
-        float* xq = grow(x_, n * in);
-        float* wq = grow(w_, out * in);
+        float* xq = grow(scratch().a, n * in);
         round_bf16(xq, x, n * in);
-        round_bf16(wq, w, out * in);
-        ops::linear_forward(y, xq, wq, n, in, out);
+        ops::linear_forward(y, xq, weight(w, in, out), n, in, out);
     }
     void backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t n, int64_t in,
                   int64_t out) override {
-        float* gq = grow(g_, n * out);
+        Scratch& s = scratch();
+        float* gq = grow(s.b, n * out);
         round_bf16(gq, dy, n * out);
-        float* xq = grow(x_, n * in);
-        float* wq = grow(w_, out * in);
+        float* xq = grow(s.a, n * in);
         round_bf16(xq, x, n * in);
-        round_bf16(wq, w, out * in);
-        ops::linear_backward(dx, dw, gq, xq, wq, n, in, out);
+        ops::linear_backward(dx, dw, gq, xq, weight(w, in, out), n, in, out);
     }
     std::string name() const override { return "bf16"; }
+    void weights_updated() override { w_.invalidate(); }
 
   private:
-    std::vector<float> x_, w_, g_;
+    const float* weight(const float* w, int64_t in, int64_t out) {
+        return w_.get(w, out * in, [&](float* wq, const float* src) { round_bf16(wq, src, out * in); });
+    }
+
+    WeightCache w_;
 };
 
 enum class Fp8Mode { kTensorwise, kDelayed, kBlockwise };
@@ -110,40 +170,36 @@ class Fp8Recipe final : public MatmulRecipe<float> {
         : mode_(mode), cfg_(cfg), hx_(cfg.amax_history_len), hw_(cfg.amax_history_len), hg_(cfg.amax_history_len) {}
 
     void forward(float* y, const float* x, const float* w, int64_t n, int64_t in, int64_t out) override {
-        float* xq = grow(xq_, n * in);
-        float* wq = grow(wq_, out * in);
         if (mode_ == Fp8Mode::kBlockwise) {
+            float* xq = grow(scratch().a, n * in);
             fake_quant_row_tiles(xq, x, n, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-            fake_quant_blocks(wq, w, out, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-        } else {
-            fake_quant(xq, x, n * in, Fp8Format::kE4M3, tensor_scale(hx_, x, n * in, Fp8Format::kE4M3));
-            fake_quant(wq, w, out * in, Fp8Format::kE4M3, tensor_scale(hw_, w, out * in, Fp8Format::kE4M3));
+            ops::linear_forward(y, xq, weight(w, in, out), n, in, out);
+            return;
+        }
+        // Per-tensor: backward reuses this forward's E4M3 activation, so it is kept per recipe.
+        float* xq = grow(xq_, n * in);
+        fake_quant(xq, x, n * in, Fp8Format::kE4M3, tensor_scale(hx_, x, n * in, Fp8Format::kE4M3));
+        const float* wq = weight(w, in, out);
+        if (mode_ == Fp8Mode::kDelayed) {
+            float* fresh = w_.buffer(out * in);
+            fake_quant(fresh, w, out * in, Fp8Format::kE4M3, tensor_scale(hw_, w, out * in, Fp8Format::kE4M3));
+            wq = fresh;
         }
         ops::linear_forward(y, xq, wq, n, in, out);
     }
 
     void backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t n, int64_t in,
                   int64_t out) override {
-        (void)w;  // the weight quantized by forward() is the one this backward must use
-        float* gq = grow(gq_, n * out);
         if (mode_ == Fp8Mode::kBlockwise) {
-            // dgrad reduces over `out`: gradient tiles 1 x 128 along it; the weight keeps its 128 x 128 blocks.
-            if (dx) {
-                fake_quant_row_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-                ops::linear_backward(dx, static_cast<float*>(nullptr), gq, xq_.data(), wq_.data(), n, in, out);
-            }
-            // wgrad reduces over the tokens: gradient and activation tiles 128 x 1.
-            if (dw) {
-                float* xw = grow(xw_, n * in);
-                fake_quant_col_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-                fake_quant_col_tiles(xw, x, n, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-                ops::linear_backward(static_cast<float*>(nullptr), dw, gq, xw, wq_.data(), n, in, out);
-            }
+            blockwise_backward(dx, dw, dy, x, w, n, in, out);
             return;
         }
-        // Per-tensor: E5M2 gradients against the E4M3 operands of the forward pass.
+        // Per-tensor: E5M2 gradients against the E4M3 operands of the forward pass (delayed scaling: the weight
+        // quantized by that forward, still in the buffer).
+        float* gq = grow(gq_, n * out);
         fake_quant(gq, dy, n * out, Fp8Format::kE5M2, tensor_scale(hg_, dy, n * out, Fp8Format::kE5M2));
-        ops::linear_backward(dx, dw, gq, xq_.data(), wq_.data(), n, in, out);
+        const float* wq = mode_ == Fp8Mode::kDelayed ? w_.buffer(out * in) : weight(w, in, out);
+        ops::linear_backward(dx, dw, gq, xq_.data(), wq, n, in, out);
     }
 
     std::string name() const override {
@@ -151,6 +207,7 @@ class Fp8Recipe final : public MatmulRecipe<float> {
                : mode_ == Fp8Mode::kDelayed  ? "fp8-delayed"
                                              : "fp8-blockwise";
     }
+    void weights_updated() override { w_.invalidate(); }
 
     int64_t state_size() const override { return mode_ == Fp8Mode::kDelayed ? 3 * hx_.state_size() : 0; }
     void save_state(float* out) const override {
@@ -169,6 +226,37 @@ class Fp8Recipe final : public MatmulRecipe<float> {
     }
 
   private:
+    // The cached E4M3 weight: 128 x 128 blocks (blockwise) or one scale from the weight's amax (tensorwise), both
+    // functions of the weight alone. Delayed scaling does not use it (its scale depends on the history).
+    const float* weight(const float* w, int64_t in, int64_t out) {
+        if (mode_ == Fp8Mode::kDelayed) return nullptr;
+        return w_.get(w, out * in, [&](float* wq, const float* src) {
+            if (mode_ == Fp8Mode::kBlockwise)
+                fake_quant_blocks(wq, src, out, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            else
+                fake_quant(wq, src, out * in, Fp8Format::kE4M3,
+                           scale_for(amax(src, out * in), Fp8Format::kE4M3, false));
+        });
+    }
+
+    void blockwise_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t n,
+                            int64_t in, int64_t out) {
+        Scratch& s = scratch();
+        float* gq = grow(s.b, n * out);
+        // dgrad reduces over `out`: gradient tiles 1 x 128 along it; the weight keeps its 128 x 128 blocks.
+        if (dx) {
+            fake_quant_row_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            ops::linear_backward(dx, static_cast<float*>(nullptr), gq, x, weight(w, in, out), n, in, out);
+        }
+        // wgrad reduces over the tokens: gradient and activation tiles 128 x 1.
+        if (dw) {
+            float* xw = grow(s.a, n * in);
+            fake_quant_col_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            fake_quant_col_tiles(xw, x, n, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            ops::linear_backward(static_cast<float*>(nullptr), dw, gq, xw, w, n, in, out);
+        }
+    }
+
     float tensor_scale(AmaxHistory& h, const float* t, int64_t n, Fp8Format fmt) {
         const float a = amax(t, n);
         if (mode_ == Fp8Mode::kDelayed) return h.scale_and_record(a, fp8_max(fmt), cfg_.margin);
@@ -178,7 +266,8 @@ class Fp8Recipe final : public MatmulRecipe<float> {
     Fp8Mode mode_;
     PrecisionConfig cfg_;
     AmaxHistory hx_, hw_, hg_;
-    std::vector<float> xq_, wq_, gq_, xw_;
+    WeightCache w_;
+    std::vector<float> xq_, gq_;
 };
 
 }  // namespace

@@ -13,6 +13,17 @@
 //
 // All three GEMMs of a linear layer (forward, input gradient, weight gradient) take quantized operands; see
 // precision/quantize.h for how the CPU emulation relates to FP8 hardware.
+//
+// Weight cache (bf16, fp8-tensorwise, fp8-blockwise): a recipe quantizes its weight on first use and keeps the
+// quantized copy for every later forward and backward until weights_updated(), so the weights are quantized once
+// per optimizer step, not once per micro-batch. The caller's contract: call weights_updated() on every recipe
+// whose weights changed (model::Transformer::weights_updated() after each optimizer step and each load into a model
+// that has already run). A fresh recipe has an empty cache. A missed call does not go unnoticed: each use of the
+// cache compares a fingerprint of a strided sample of the weight (every 997th element and the last) with the one
+// taken when it was quantized, and a difference is an error naming weights_updated(). fp8-delayed quantizes its
+// weight on every use (its scale moves with the amax history) and keeps no cache.
+// Activation and gradient operands of bf16 and fp8-blockwise are quantized into one scratch per thread shared by
+// all recipes (grown once), not into per-layer or per-expert copies.
 #pragma once
 
 #include <deque>
@@ -52,6 +63,8 @@ class MatmulRecipe {
     virtual void backward(T* dx_NI, T* dw_OI, const T* dy_NO, const T* x_NI, const T* w_OI, int64_t n, int64_t in,
                           int64_t out) = 0;
     virtual std::string name() const = 0;
+    // The weights changed (optimizer step, load): the next use quantizes them again.
+    virtual void weights_updated() {}
     // State carried from step to step (delayed scaling's amax histories), for checkpoints: its size in floats
     // (0: stateless), and saving it to / restoring it from that many floats.
     virtual int64_t state_size() const { return 0; }

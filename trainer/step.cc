@@ -64,6 +64,7 @@ void TrainStep::update(StepMetrics& sm) {
     if (cfg.optim.grad_clip > 0 && sm.grad_norm > cfg.optim.grad_clip)
         optim::scale_grads(s_.oparams, float(cfg.optim.grad_clip / sm.grad_norm));
     s_.opt.step(sm.lr);
+    s_.net.weights_updated();
 }
 
 void TrainStep::reduce_expert_load(StepMetrics& sm) {
