@@ -90,7 +90,7 @@ TEST(Accounting, MeterPhasesSumToTheWallTime) {
     EXPECT_GT(snap[size_t(accounting::Phase::kIdle)], 0.0);
 }
 
-TEST(Accounting, ReportArithmeticAndJsonRoundTrip) {
+TEST(Accounting, ReportHoursCostAndMfuAreRightAndSurviveAJsonRoundTrip) {
     accounting::CostReport r;
     r.device = "h800";
     r.device_name = "NVIDIA H800";

@@ -103,7 +103,7 @@ TEST(Estimate, DeepSeekV3BudgetIsReproducedExactly) {
     EXPECT_NEAR(accounting::estimate(in).gpu_hours, 2.664e6, 1e-3);
 }
 
-TEST(Estimate, NumberSuffixes) {
+TEST(Estimate, CountsAcceptKMBAndTSuffixesAndRefuseNegativeOrUnknownOnes) {
     EXPECT_EQ(accounting::parse_count("14.8T", "t"), 14.8e12);
     EXPECT_EQ(accounting::parse_count("180K", "t"), 180e3);
     EXPECT_EQ(accounting::parse_count("2.5M", "t"), 2.5e6);
@@ -114,7 +114,7 @@ TEST(Estimate, NumberSuffixes) {
     EXPECT_THROW(accounting::parse_count("5X", "t"), ConfigError);
 }
 
-TEST(Estimate, CliJsonAndBadInput) {
+TEST(Estimate, JsonHasEveryFigureAndBadArgumentsOrHfConfigsExitTwoNamingTheProblem) {
     const std::string ds = kPresets + "/deepseek-v3.yaml";
     test::CliResult ok = test::run_frugal(
         "estimate " + ds + " --tokens 14.8T --gpu h800 --gpus 2048 --gpu-hours-per-trillion-tokens 180K --json");

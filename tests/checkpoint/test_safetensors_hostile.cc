@@ -35,7 +35,7 @@ std::string entry(const std::string& name, const std::string& dtype, const std::
            std::to_string(b) + ", " + std::to_string(e) + "]}";
 }
 
-TEST(HostileSafetensors, HeaderChecks) {
+TEST(HostileSafetensors, EveryMalformedHeaderIsRefusedNamingTheTensorAndField) {
     const std::string a = entry("a", "F32", "[2]", 0, 8);
     {
         const std::string ok = file_bytes("{" + a + ", " + entry("b", "BF16", "[2, 2]", 8, 16) + "}", 16);
@@ -76,7 +76,7 @@ TEST(HostileSafetensors, HeaderChecks) {
                {"tiny is 4 bytes"});
 }
 
-TEST(HostileSafetensors, FilesAndUnaccountedTensors) {
+TEST(HostileSafetensors, ADirectoryUnaccountedTensorsAndEscapingOrDuplicateIndexEntriesAreRefused) {
     const fs::path dir = test::temp_dir("hostile_st");
     expect_has(config_error([&] { checkpoint::SafetensorsFile f(dir.string()); }), {"is a directory, not a file"});
     std::vector<float> v(4, 1.0f);

@@ -8,7 +8,7 @@
 namespace frugal {
 namespace {
 
-TEST(Tensor, AlignedContiguousAndViews) {
+TEST(Tensor, StorageIs64ByteAlignedViewsShareItAndMisuseThrows) {
     Tensor t = Tensor::zeros({4, 6}, DType::kF32);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % 64, 0u);
     EXPECT_TRUE(t.is_contiguous());
@@ -68,7 +68,7 @@ TEST(Error, CheckThrowsWithLocationAndValues) {
     }
 }
 
-TEST(ConfigFields, TypesRangesAndNearestKey) {
+TEST(ConfigFields, SetParsesEveryTypeRefusesBadValuesAndSuggestsTheNearestKey) {
     int64_t layers = 4;
     double lr = 1e-3;
     bool flag = false;

@@ -46,7 +46,7 @@ void expect_same(const char* kind) {
 TEST(HfTokenizer, ByteLevelBpeMatchesTheTokenizersLibrary) { expect_same("bytelevel"); }
 TEST(HfTokenizer, MetaspaceByteFallbackBpeMatchesTheTokenizersLibrary) { expect_same("metaspace"); }
 
-TEST(HfTokenizer, SpecialTokensAndErrors) {
+TEST(HfTokenizer, SpecialTokensEncodeAsOneIdEachAndAMissingFileIsAConfigError) {
     data::HfTokenizer tok(kDir + "bytelevel.json");
     EXPECT_EQ(tok.end_of_document(), tok.token_id("<|endoftext|>"));
     std::vector<int32_t> out;

@@ -96,7 +96,7 @@ class HostileHfConfig : public ::testing::Test {
     std::string good_;
 };
 
-TEST_F(HostileHfConfig, RangesOfTheYamlKeys) {
+TEST_F(HostileHfConfig, AnOutOfRangeOrMistypedFieldIsRefusedNamingItAndItsYamlKey) {
     EXPECT_NO_THROW(model::model_from_hf_config_text(good_, "config.json"));
     const std::string path = (dir_ / "config.json").string();
     expect_has(rejected(with("num_attention_heads", "0")),
@@ -118,7 +118,7 @@ TEST_F(HostileHfConfig, RangesOfTheYamlKeys) {
     expect_has(rejected(with("model_type", "[1]")), {"\"model_type\"", "expected a string"});
 }
 
-TEST_F(HostileHfConfig, MalformedFilesAndPositions) {
+TEST_F(HostileHfConfig, AMalformedOrMissingFileIsRefusedAndABadFieldIsNamedByLineAndColumn) {
     const std::string path = (dir_ / "config.json").string();
     expect_has(rejected("[1, 2]"), {path, "not a JSON object"});
     expect_has(rejected("{\"model_type\": \"qwen3_moe\",\n \"vocab_size\": [3}"), {path + ":2:", "not valid JSON"});

@@ -40,7 +40,7 @@ ModelConfig tiny_config() {
     return c;
 }
 
-TEST(Gradients, Embedding) {
+TEST(Gradients, EmbeddingWeightMatchesCentralDifferences) {
     const int64_t n = 7, d = 5, v = 4;
     std::vector<int32_t> tokens = {0, 3, 3, 1, 0, 2, 3};
     auto wte = test::random_vec<double>(v * d, 1);
@@ -55,7 +55,7 @@ TEST(Gradients, Embedding) {
     test::check_gradient(loss, wte.data(), dwte.data(), v * d, "embedding.weight", 100);
 }
 
-TEST(Gradients, RmsNorm) {
+TEST(Gradients, RmsNormMatchesCentralDifferences) {
     const int64_t n = 6, d = 10;
     auto x = test::random_vec<double>(n * d, 3);
     auto w = test::random_vec<double>(d, 4);
@@ -72,7 +72,7 @@ TEST(Gradients, RmsNorm) {
     test::check_gradient(loss, w.data(), dw.data(), d, "rmsnorm w", 100);
 }
 
-TEST(Gradients, Rope) {
+TEST(Gradients, RopeInverseRotationMatchesCentralDifferences) {
     const int64_t n = 5, h = 3, hd = 6;
     model::RopeTable<double> rope(16, hd, 500.0);
     std::vector<int32_t> pos = {0, 1, 7, 3, 15};
@@ -131,14 +131,15 @@ void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope =
     test::check_all_params(store, loss);
 }
 
-TEST(Gradients, AttentionGQAWithQKNorm) { attention_case(true, 2); }
-TEST(Gradients, AttentionMultiHead) { attention_case(false, 0); }
-TEST(Gradients, AttentionMultiQuery) { attention_case(true, 1); }
-TEST(Gradients, AttentionProjectionQKNorm) { attention_case(true, 2, "projection"); }  // OLMoE
-TEST(Gradients, AttentionQKVBias) { attention_case(false, 2, "head", true); }          // Qwen2
-TEST(Gradients, AttentionDocumentMasked) { attention_case(true, 2, "head", false, true); }
+TEST(Gradients, GroupedQueryAttentionWithQkNormMatchesCentralDifferences) { attention_case(true, 2); }
+TEST(Gradients, MultiHeadAttentionMatchesCentralDifferences) { attention_case(false, 0); }
+TEST(Gradients, MultiQueryAttentionWithQkNormMatchesCentralDifferences) { attention_case(true, 1); }
+// OLMoE
+TEST(Gradients, AttentionWithProjectionQkNormMatchesCentralDifferences) { attention_case(true, 2, "projection"); }
+TEST(Gradients, AttentionWithQkvBiasesMatchesCentralDifferences) { attention_case(false, 2, "head", true); }  // Qwen2
+TEST(Gradients, DocumentMaskedAttentionMatchesCentralDifferences) { attention_case(true, 2, "head", false, true); }
 
-TEST(Gradients, SwiGLU) {
+TEST(Gradients, SwiGluMlpMatchesCentralDifferences) {
     const int64_t n = 7, d = 6, f = 9;
     ParamStore store;
     model::MLP<double> mlp(store, "mlp.", d, f, 0.5, 0.5);
@@ -166,7 +167,7 @@ struct RouterCase {
 
 class RouterGradients : public ::testing::TestWithParam<RouterCase> {};
 
-TEST_P(RouterGradients, WeightsAuxAndZLoss) {
+TEST_P(RouterGradients, WeightsAuxLossAndZLossMatchCentralDifferences) {
     const RouterCase rc = GetParam();
     ModelConfig cfg = tiny_config();
     cfg.moe.n_experts = 6;
@@ -258,12 +259,12 @@ void moe_case(double capacity_factor, int64_t shared, bool gate = false) {
     test::check_all_params(store, loss, 24);
 }
 
-TEST(Gradients, MoELayerDropless) { moe_case(0.0, 0); }
-TEST(Gradients, MoELayerWithSharedExpert) { moe_case(0.0, 1); }
-TEST(Gradients, MoELayerWithCapacityDropping) { moe_case(0.5, 1); }
-TEST(Gradients, MoELayerWithGatedSharedExpert) { moe_case(0.0, 2, true); }  // Qwen2-MoE
+TEST(Gradients, DroplessMoELayerMatchesCentralDifferences) { moe_case(0.0, 0); }
+TEST(Gradients, MoELayerWithASharedExpertMatchesCentralDifferences) { moe_case(0.0, 1); }
+TEST(Gradients, MoELayerThatDropsOverCapacityMatchesCentralDifferences) { moe_case(0.5, 1); }
+TEST(Gradients, MoELayerWithAGatedSharedExpertMatchesCentralDifferences) { moe_case(0.0, 2, true); }  // Qwen2-MoE
 
-TEST(Gradients, CrossEntropy) {
+TEST(Gradients, CrossEntropyWithAnIgnoredTargetMatchesCentralDifferences) {
     const int64_t n = 4, v = 9;
     auto logits = test::random_vec<double>(n * v, 16, 2.0);
     std::vector<int32_t> targets = {3, -100, 8, 0};
@@ -313,9 +314,9 @@ void whole_model_case(bool tied, bool qwen2_features = false) {
     test::check_all_params(net.params(), loss, 10);
 }
 
-TEST(Gradients, WholeModelUntied) { whole_model_case(false); }
-TEST(Gradients, WholeModelTied) { whole_model_case(true); }
-TEST(Gradients, WholeModelWithBiasesGateAndProjectionNorm) { whole_model_case(false, true); }
+TEST(Gradients, WholeModelWithUntiedEmbeddingsMatchesCentralDifferences) { whole_model_case(false); }
+TEST(Gradients, WholeModelWithTiedEmbeddingsMatchesCentralDifferences) { whole_model_case(true); }
+TEST(Gradients, WholeModelWithBiasesGateAndProjectionNormMatchesCentralDifferences) { whole_model_case(false, true); }
 
 }  // namespace
 }  // namespace frugal

@@ -171,7 +171,7 @@ TEST(Dispatcher, CombineOfDispatchWithIdentityExpertsScalesByWeights) {
     }
 }
 
-TEST(MoE, CapacityDroppingCountsAndInvariant) {
+TEST(MoE, AnOverloadedExpertKeepsOnlyItsFirstCapacityTokensAndTheCountsAddUp) {
     ModelConfig cfg = moe_config(4, 2);
     cfg.moe.capacity_factor = 1.0;
     const int64_t t = 40, d = cfg.d_model, k = 2, e = 4;

@@ -22,7 +22,7 @@ std::unique_ptr<MpiComm>& world() {
     return w;
 }
 
-TEST(Communicator, CollectivesAndSplit) {
+TEST(Communicator, EveryCollectiveGivesTheExpectedValuesAndSplitGroupsEvenAndOddRanks) {
     auto& w = *world();
     const int r = w.rank(), n = w.size();
     ASSERT_GE(n, 2) << "run under mpirun with 2 or more ranks";

@@ -47,7 +47,7 @@ TEST(AdamW, MatchesDoublePrecisionReference) {
     EXPECT_GT(std::fabs(ref_d[0] - ref_n[0]), 1e-5);
 }
 
-TEST(Schedule, WarmupThenCosineOrLinearToMin) {
+TEST(Schedule, LrWarmsUpThenDecaysByCosineOrLinearlyToMinLrOrStaysConstant) {
     optim::OptimConfig cfg;
     cfg.lr = 1.0;
     cfg.min_lr = 0.1;
@@ -64,7 +64,7 @@ TEST(Schedule, WarmupThenCosineOrLinearToMin) {
     EXPECT_DOUBLE_EQ(optim::lr_at(cfg, 100, 110), 1.0);
 }
 
-TEST(Clipping, GlobalNormAndScaling) {
+TEST(Clipping, GlobalNormSpansEveryParameterAndScalingByItsInverseGivesUnitNorm) {
     std::vector<float> a = {3, 0}, b = {0, 4}, va(2), vb(2);
     std::vector<optim::OptimParam> ps = {{va.data(), a.data(), 2, true}, {vb.data(), b.data(), 2, true}};
     EXPECT_DOUBLE_EQ(std::sqrt(optim::grad_sq_sum(ps)), 5.0);

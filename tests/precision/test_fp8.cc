@@ -60,7 +60,7 @@ TEST(Fp8, EncodeInvertsDecodeOnEveryCode) {
     }
 }
 
-TEST(Fp8, SaturationNaNAndTies) {
+TEST(Fp8, EncodingSaturatesKeepsNaNAndRoundsTiesToEven) {
     EXPECT_EQ(encode_e4m3(448.0f), 0x7E);
     EXPECT_EQ(encode_e4m3(464.0f), 0x7E);  // midpoint 448 / (480): ties to even, and 480 does not exist
     EXPECT_EQ(encode_e4m3(1e30f), 0x7E);
@@ -82,7 +82,7 @@ TEST(Fp8, SaturationNaNAndTies) {
     EXPECT_EQ(encode_e4m3(std::ldexp(7.5f, -9)), 0x08);
 }
 
-TEST(Bf16, RoundToNearestEvenAndNaN) {
+TEST(Bf16, EncodingRoundsTiesToEvenKeepsNaNAndInvertsDecodeOnEveryPattern) {
     EXPECT_EQ(encode_bf16(1.0f), 0x3F80);
     EXPECT_EQ(decode_bf16(0x3F80), 1.0f);
     // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: even (1). 1 + 3 * 2^-8: up to 1 + 2^-6.

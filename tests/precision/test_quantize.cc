@@ -50,7 +50,7 @@ std::vector<float> wide_range(int64_t n, uint64_t seed) {
     return v;
 }
 
-TEST(Quantize, ErrorWithinBoundForEveryGranularity) {
+TEST(Quantize, ErrorOfEveryElementIsWithinItsRoundingBoundForEveryGranularity) {
     const int64_t rows = 300, cols = 260, tile = 128;  // ragged edges on purpose
     auto x = wide_range(rows * cols, 1);
     std::vector<float> out(x.size());
@@ -99,7 +99,7 @@ void check_matmul_bound(const std::vector<float>& got, const std::vector<double>
     }
 }
 
-TEST(Recipes, Fp8LinearForwardAndGradientsWithinBounds) {
+TEST(Recipes, Fp8LinearForwardAndGradientsAreWithinTheirBounds) {
     // Values well inside the normal range of every group, so the relative bounds apply.
     const int64_t n = 130, in = 200, out = 70;
     auto x = test::random_vec<float>(n * in, 3);
@@ -154,7 +154,7 @@ TEST(Recipes, Fp8LinearForwardAndGradientsWithinBounds) {
     EXPECT_EQ(make_matmul_recipe<float>(cfg, "attention")->name(), "fp32");
 }
 
-TEST(Recipes, DelayedScalingHistory) {
+TEST(Recipes, DelayedScalingUsesTheLargestAmaxInItsHistoryWindow) {
     AmaxHistory h(3);
     EXPECT_FLOAT_EQ(h.scale_and_record(2.0f, 448.0f, 0), 224.0f);  // empty history: this use's amax
     EXPECT_FLOAT_EQ(h.scale_and_record(8.0f, 448.0f, 0), 224.0f);  // max of history {2}

@@ -39,34 +39,42 @@ TEST_F(BadConfig, UnknownKeySuggestsNearestWithLine) {
     expect_rejected("model:\n  d_model: 64\n  n_layer: 3\n",
                     {"model.n_layer", "did you mean 'model.n_layers'", "c.yaml:3"});
 }
-TEST_F(BadConfig, UnknownSection) { expect_rejected("trian:\n  steps: 3\n", {"trian.steps", "train.steps"}); }
-TEST_F(BadConfig, WrongType) {
+TEST_F(BadConfig, AnUnknownSectionIsRefusedWithTheNearestName) {
+    expect_rejected("trian:\n  steps: 3\n", {"trian.steps", "train.steps"});
+}
+TEST_F(BadConfig, AValueOfTheWrongTypeIsRefusedNamingTheExpectedType) {
     expect_rejected("train:\n  steps: many\n", {"train.steps", "expected an integer", "many"});
 }
-TEST_F(BadConfig, OutOfRange) { expect_rejected("optim:\n  lr: -1\n", {"optim.lr", "out of range"}); }
-TEST_F(BadConfig, BadChoice) { expect_rejected("moe:\n  score_func: relu\n", {"moe.score_func", "softmax, sigmoid"}); }
-TEST_F(BadConfig, HeadsNotDivisibleByKvHeads) {
+TEST_F(BadConfig, AnOutOfRangeValueIsRefusedAsOutOfRange) {
+    expect_rejected("optim:\n  lr: -1\n", {"optim.lr", "out of range"});
+}
+TEST_F(BadConfig, AnUnknownChoiceIsRefusedListingTheLegalOnes) {
+    expect_rejected("moe:\n  score_func: relu\n", {"moe.score_func", "softmax, sigmoid"});
+}
+TEST_F(BadConfig, HeadsNotDivisibleByKvHeadsAreRefusedNamingBothValues) {
     expect_rejected("model:\n  n_heads: 4\n  n_kv_heads: 3\n", {"model.n_heads (4)", "model.n_kv_heads (3)"});
 }
-TEST_F(BadConfig, TopKAboveExperts) {
+TEST_F(BadConfig, ATopKAboveTheExpertCountIsRefusedNamingBothValues) {
     expect_rejected("moe:\n  n_experts: 4\n  top_k: 5\n", {"moe.top_k (5)", "moe.n_experts (4)"});
 }
-TEST_F(BadConfig, GlobalBatchNotMultipleOfMicroBatch) {
+TEST_F(BadConfig, AGlobalBatchThatIsNotAMultipleOfTheMicroBatchIsRefused) {
     expect_rejected("train:\n  global_batch: 10\n  micro_batch: 4\n",
                     {"train.global_batch (10)", "train.micro_batch (4)"});
 }
-TEST_F(BadConfig, SequenceLongerThanModel) {
+TEST_F(BadConfig, ASequenceLongerThanTheModelMaximumIsRefused) {
     expect_rejected("train:\n  seq_len: 512\nmodel:\n  max_seq_len: 256\n",
                     {"train.seq_len (512)", "model.max_seq_len"});
 }
-TEST_F(BadConfig, ExpertsNotDivisibleByEp) { expect_rejected("parallel:\n  ep: 3\n", {"parallel.ep (3)"}); }
-TEST_F(BadConfig, MistypedOverride) {
+TEST_F(BadConfig, ExpertsNotDivisibleByTheExpertParallelSizeAreRefused) {
+    expect_rejected("parallel:\n  ep: 3\n", {"parallel.ep (3)"});
+}
+TEST_F(BadConfig, AMistypedOverrideIsRefusedWithTheNearestName) {
     expect_rejected("{}\n", {"train.stepz", "did you mean 'train.steps'"}, "--set train.stepz=5");
 }
-TEST_F(BadConfig, InvalidYaml) { expect_rejected("model: [\n", {"not valid YAML"}); }
-TEST_F(BadConfig, KeyWithoutValue) { expect_rejected("model:\n  d_model:\n", {"model.d_model"}); }
+TEST_F(BadConfig, InvalidYamlIsRefusedAsNotValidYaml) { expect_rejected("model: [\n", {"not valid YAML"}); }
+TEST_F(BadConfig, AKeyWithoutAValueIsRefusedNamingIt) { expect_rejected("model:\n  d_model:\n", {"model.d_model"}); }
 
-TEST(Cli, HelpOnEveryCommand) {
+TEST(Cli, HelpExitsZeroForEveryCommandAndAnUnknownOrIncompleteCommandExitsTwo) {
     for (std::string c : {"", "train ", "prepare-data ", "config "}) {
         test::CliResult r = test::run_frugal(c + "--help");
         EXPECT_EQ(r.code, 0) << c;

@@ -50,7 +50,7 @@ TEST_F(HostileYaml, StructureErrorsNameFileLineAndColumn) {
     expect("run:\n  out_dir:\n", {"c.yaml:2:3", "run.out_dir has no value"});
 }
 
-TEST_F(HostileYaml, ValuesAndOverrides) {
+TEST_F(HostileYaml, BadValuesAndMalformedOverridesAreRefusedAndSpacesAroundAnOverrideKeyAreIgnored) {
     expect("model:\n  n_layers: 0x10\n", {"c.yaml:2:3", "model.n_layers", "expected an integer", "0x10"});
     expect("optim:\n  lr: .nan\n", {"c.yaml:2:3", "optim.lr", "expected a number"});
     expect("optim:\n  lr: 1e999\n", {"optim.lr", "expected a number"});
@@ -64,7 +64,7 @@ TEST_F(HostileYaml, ValuesAndOverrides) {
     EXPECT_EQ(trainer::load_config(path, {" model.d_model =128"}, 1).model.d_model, 128);
 }
 
-TEST_F(HostileYaml, DirectoriesAndMissingFilesThroughTheCli) {
+TEST_F(HostileYaml, ADirectoryAMissingFileOrADuplicateKeyGivenToTrainExitsTwoNamingIt) {
     auto r = test::run_frugal("train " + dir_.string());
     EXPECT_EQ(r.code, 2) << r.output;
     EXPECT_NE(r.output.find("is a directory, not a file"), std::string::npos) << r.output;

@@ -143,7 +143,7 @@ TEST_F(Launch, RestartsAfterAFailureOncePerRunDirectory) {
     EXPECT_NE(last.find("\"step\": 4,"), std::string::npos) << last;
 }
 
-TEST_F(Launch, DryRunAndSlurmScript) {
+TEST_F(Launch, ADryRunPrintsTheMpirunLineASlurmScriptAsksForEveryRankAndNoRankCountExitsTwo) {
     test::CliResult r = test::run_frugal("launch --dry-run " + demo("dry") + " -n 8 -- --mca btl self,vader");
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("mpirun -n 8"), std::string::npos) << r.output;
