@@ -157,11 +157,14 @@ namespace {
 //             rows R d (dispatch), R d (expert outputs), with expert parallelism 2 R d more (received, sent back);
 //             gradients 2 R d (+ 2 R d); shared experts as a dense FFN of width fs (+ 2 n d with the gate)
 //   model     embedding out, final norm, scratch 3 n d; logits n V; and gradients 2 n d + n V
-// A non-FP32 recipe (precision/recipe.cc) keeps, in each Linear of a low-precision role, FP32 copies of its rounded
-// input n in and weight in out, of its output gradient n out, and (fp8-blockwise) of a second input n in.
+// A non-FP32 recipe (precision/recipe.cc) keeps, in each Linear of a low-precision role, an FP32 copy of its rounded
+// weight in out (cached for the optimizer step), and one operand scratch per calling thread shared by all of them,
+// as large as the largest call needs: the rounded input n in, and when training the output gradient n out and
+// (fp8-blockwise) a second rounding of the input n in.
 struct ActivationCount {
     const RankMemoryInput& in;
     double total = 0;
+    double scratch = 0;  // the low-precision operand scratch: the largest of any call
 
     bool low(const std::string& role) const {
         for (const std::string& r : in.low_precision_roles)
@@ -171,8 +174,8 @@ struct ActivationCount {
     // A Linear of `role` with n rows, in -> out; weights: how many weight matrices share its scratch.
     void linear(const std::string& role, double n, double in_w, double out_w, double weights = 1) {
         if (!low(role)) return;
-        total += n * in_w + weights * in_w * out_w;
-        if (in.backward) total += n * out_w + (in.blockwise ? n * in_w : 0.0);
+        total += weights * in_w * out_w;
+        scratch = std::max(scratch, n * in_w + (in.backward ? n * out_w + (in.blockwise ? n * in_w : 0.0) : 0.0));
     }
     // Forward buffers fwd, and as many again for the gradient when training (grad = the gradient's share).
     void saved(double fwd, double grad) { total += fwd + (in.backward ? grad : 0.0); }
@@ -222,7 +225,7 @@ RankMemory rank_memory(const RankMemoryInput& in) {
             if (m.moe.shared_expert_gate) a.saved(n * d + n, n * d + n);
         }
     }
-    r.activations = 4.0 * a.total;
+    r.activations = 4.0 * (a.total + a.scratch);
     return r;
 }
 

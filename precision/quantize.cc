@@ -21,39 +21,63 @@ float scale_for(float a, Fp8Format fmt, bool power_of_2) {
 
 namespace {
 
-// Elements encoded per pass through a stack buffer of codes: the bulk encoders of fp8.h vectorize, and no call
-// allocates. The result is decode(encode(x * scale)) * inv_scale element by element, the same floats as the
-// scalar encoder gives (fp8.h: the bulk encoders equal it on every input).
+// Columns per work item of a 128 x 1 tiling (their amaxes, scales and inverses live on the stack; no call allocates)
+// and elements per work item of a tensorwise quantization.
 constexpr int64_t kChunk = 256;
 // Below this many elements a quantization runs on the calling thread: the many small GEMM operands of the experts
 // would otherwise pay a parallel region's fork and barrier (costly on a loaded machine) for microseconds of work.
 // Elements are independent, so the result does not depend on the split.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
 
-void encode(uint8_t* codes, const float* in, int64_t n, Fp8Format fmt, float scale) {
+// deq(q(y)) * inv, element by element, computed on the bits of y = x * scale without the 8-bit code in between:
+// the same rounding as fp8.h's bulk encoder (nearest even on the M mantissa bits in the normal range, units of the
+// smallest subnormal below it, saturation at the largest finite code, NaN to the canonical NaN), then the grid value
+// the decode table would give. No table lookup, so the loop vectorizes; the result equals table[encode(y)] * inv on
+// every input (FakeQuant tests, and exhaustively over all 2^32 floats when written).
+// PerElement: scale and inv hold n values (one per column of a 128 x 1 tile group), else one.
+template <int M, int kBias, uint32_t kMaxCode, bool PerElement>
+void fake_quant_grid(float* out, const float* in, int64_t n, const float* scale, const float* inv, float nan_value) {
+    constexpr int kShift = 23 - M;
+    constexpr uint32_t kMinNormalBits = (127u + 1u - uint32_t(kBias)) << 23;
+    constexpr uint32_t kRebias = (127u - uint32_t(kBias)) << M;
+    constexpr uint32_t kMaxBits = (kMaxCode + kRebias) << kShift;  // the largest finite value's float bits
+    constexpr uint32_t kLowMask = ~((1u << kShift) - 1u);
+    const float sub_scale = std::ldexp(1.0f, kBias - 1 + M), sub_unit = std::ldexp(1.0f, 1 - kBias - M);
+    const uint32_t nan_bits = detail::float_bits(nan_value);
+    // Selects on integers only (and no early exit), so that every lane takes the same path and the loop vectorizes.
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = PerElement ? scale[i] : scale[0], v_inv = PerElement ? inv[i] : inv[0];
+        const uint32_t u = detail::float_bits(in[i] * s);
+        const uint32_t sign = u & 0x80000000u;
+        const uint32_t a = u & 0x7FFFFFFFu;
+        const uint32_t ac = std::min(a, 0x7F000000u);
+        const uint32_t normal =
+            std::min((ac + ((1u << (kShift - 1)) - 1u) + ((ac >> kShift) & 1u)) & kLowMask, kMaxBits);
+        const uint32_t is_sub = 0u - uint32_t(a < kMinNormalBits), is_nan = 0u - uint32_t(a > 0x7F800000u);
+        const float units = (detail::bits_float(a & is_sub) * sub_scale + 8388608.0f) - 8388608.0f;
+        const uint32_t sub = detail::float_bits(units * sub_unit);
+        const uint32_t grid = sign | (sub & is_sub) | (normal & ~is_sub);
+        out[i] = detail::bits_float((nan_bits & is_nan) | (grid & ~is_nan)) * v_inv;
+    }
+}
+
+template <bool PerElement>
+void fake_quant_n(float* out, const float* in, int64_t n, Fp8Format fmt, const float* scale, const float* inv) {
     if (fmt == Fp8Format::kE4M3)
-        encode_e4m3(codes, in, n, scale);
+        fake_quant_grid<3, 7, 0x7E, PerElement>(out, in, n, scale, inv, e4m3_table()[0x7F]);
     else
-        encode_e5m2(codes, in, n, scale);
+        fake_quant_grid<2, 15, 0x7B, PerElement>(out, in, n, scale, inv, e5m2_table()[0x7F]);
 }
 
 // out = deq(q(in * scale)) * inv for n contiguous elements (out may equal in).
 void fake_quant_span(float* out, const float* in, int64_t n, Fp8Format fmt, float scale, float inv) {
-    const std::array<float, 256>& table = fmt == Fp8Format::kE4M3 ? e4m3_table() : e5m2_table();
-    uint8_t codes[kChunk];
-    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-        const int64_t m = std::min(kChunk, n - c0);
-        encode(codes, in + c0, m, fmt, scale);
-        for (int64_t i = 0; i < m; ++i) out[c0 + i] = table[codes[i]] * inv;
-    }
+    fake_quant_n<false>(out, in, n, fmt, &scale, &inv);
 }
 
 // Columns [c0, c0 + m) of rows [r0, r1), m <= kChunk, each column with its own scale (one tile x 1 group each).
 void fake_quant_col_group(float* out, const float* in, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t m,
                           Fp8Format fmt, bool power_of_2) {
-    const std::array<float, 256>& table = fmt == Fp8Format::kE4M3 ? e4m3_table() : e5m2_table();
-    float col_max[kChunk], col_scale[kChunk], col_inv[kChunk], scaled[kChunk];
-    uint8_t codes[kChunk];
+    float col_max[kChunk], col_scale[kChunk], col_inv[kChunk];
     std::fill_n(col_max, m, 0.0f);
     for (int64_t r = r0; r < r1; ++r) {
         const float* src = in + r * cols + c0;
@@ -63,14 +87,8 @@ void fake_quant_col_group(float* out, const float* in, int64_t cols, int64_t r0,
         col_scale[i] = scale_for(col_max[i], fmt, power_of_2);
         col_inv[i] = 1.0f / col_scale[i];
     }
-    for (int64_t r = r0; r < r1; ++r) {
-        const float* src = in + r * cols + c0;
-        float* dst = out + r * cols + c0;
-        // x * s then an encode with scale 1 (an exact multiplication): the same codes as encoding x with scale s.
-        for (int64_t i = 0; i < m; ++i) scaled[i] = src[i] * col_scale[i];
-        encode(codes, scaled, m, fmt, 1.0f);
-        for (int64_t i = 0; i < m; ++i) dst[i] = table[codes[i]] * col_inv[i];
-    }
+    for (int64_t r = r0; r < r1; ++r)
+        fake_quant_n<true>(out + r * cols + c0, in + r * cols + c0, m, fmt, col_scale, col_inv);
 }
 
 }  // namespace
