@@ -13,9 +13,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "precision/fp8.h"
 #include "precision/quantize.h"
 #include "precision/recipe.h"
 #include "tests/util.h"
@@ -49,6 +51,43 @@ void expect_bitwise(const std::vector<float>& got, const std::vector<float>& wan
     for (size_t i = 0; i < got.size(); ++i)
         ASSERT_EQ(std::memcmp(&got[i], &want[i], 4), 0)
             << what << " element " << i << ": " << got[i] << " vs " << want[i];
+}
+
+// The rounding straight to the FP8 grid equals encoding and decoding through the 8-bit code on every kind of float:
+// a stride through all 2^32 bit patterns (both signs, zeros, subnormals, normals, saturating magnitudes,
+// infinities, NaNs), at several scales. (Written against all 2^32 patterns once; this sample keeps the test fast.)
+TEST(FakeQuant, RoundingToTheGridEqualsEncodeThenDecodeOnEveryKindOfFloat) {
+    constexpr uint64_t kStride = 4099;  // prime: every exponent and low mantissa bit pattern is visited
+    std::vector<float> in, got;
+    for (uint64_t u = 0; u < (uint64_t(1) << 32); u += kStride) {
+        const uint32_t bits = uint32_t(u);
+        float f;
+        std::memcpy(&f, &bits, 4);
+        in.push_back(f);
+    }
+    for (float f : {0.0f, -0.0f, 448.0f, 464.0f, 57344.0f, 61440.0f, INFINITY, -INFINITY, NAN})
+        in.push_back(f);
+    got.resize(in.size());
+    std::vector<uint8_t> codes(in.size());
+    int64_t mismatches = 0;
+    for (precision::Fp8Format fmt : {precision::Fp8Format::kE4M3, precision::Fp8Format::kE5M2})
+        for (float scale : {1.0f, 0.375f, 1024.0f, std::ldexp(1.0f, -20)}) {
+            precision::fake_quant(got.data(), in.data(), int64_t(in.size()), fmt, scale);
+            const bool e4m3 = fmt == precision::Fp8Format::kE4M3;
+            if (e4m3)
+                precision::encode_e4m3(codes.data(), in.data(), int64_t(in.size()), scale);
+            else
+                precision::encode_e5m2(codes.data(), in.data(), int64_t(in.size()), scale);
+            const auto& table = e4m3 ? precision::e4m3_table() : precision::e5m2_table();
+            for (size_t i = 0; i < in.size(); ++i) {
+                const float want = table[codes[i]] * (1.0f / scale);
+                if (std::memcmp(&want, &got[i], 4) != 0 && mismatches++ < 5)
+                    ADD_FAILURE() << (e4m3 ? "E4M3" : "E5M2") << " scale " << scale << " input " << in[i] << " ("
+                                  << std::hexfloat << in[i] << "): got " << got[i] << ", want " << want
+                                  << std::defaultfloat;
+            }
+        }
+    EXPECT_EQ(mismatches, 0);
 }
 
 TEST(FakeQuant, EveryGranularityEqualsTheElementwiseDefinitionBitwise) {
