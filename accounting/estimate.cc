@@ -161,6 +161,7 @@ namespace {
 // weight in out (cached for the optimizer step), and one operand scratch per calling thread shared by all of them,
 // as large as the largest call needs: the rounded input n in, and when training the output gradient n out and
 // (fp8-blockwise) a second rounding of the input n in.
+// fp8-tensorwise and fp8-delayed keep the rounded input and output gradient in each Linear instead.
 struct ActivationCount {
     const RankMemoryInput& in;
     double total = 0;
@@ -175,7 +176,11 @@ struct ActivationCount {
     void linear(const std::string& role, double n, double in_w, double out_w, double weights = 1) {
         if (!low(role)) return;
         total += weights * in_w * out_w;
-        scratch = std::max(scratch, n * in_w + (in.backward ? n * out_w + (in.blockwise ? n * in_w : 0.0) : 0.0));
+        const double operands = n * in_w + (in.backward ? n * out_w + (in.blockwise ? n * in_w : 0.0) : 0.0);
+        if (in.per_layer_operands)
+            total += operands;
+        else
+            scratch = std::max(scratch, operands);
     }
     // Forward buffers fwd, and as many again for the gradient when training (grad = the gradient's share).
     void saved(double fwd, double grad) { total += fwd + (in.backward ? grad : 0.0); }

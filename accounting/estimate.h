@@ -60,10 +60,14 @@ struct RankMemoryInput {
     int64_t micro_batch = 0;     // sequences of one forward + backward; 0: no activations (a conversion)
     int64_t seq_len = 0;
     bool backward = true;  // false: forward only (scoring), no gradient buffers of the activations
-    // The roles (precision.low_precision_layers) whose matmuls a non-FP32 recipe runs: each such Linear keeps FP32
-    // copies of its rounded input, weight and output gradient. Empty: precision.recipe fp32.
+    // The roles (precision.low_precision_layers) whose matmuls a non-FP32 recipe runs: each such Linear keeps an
+    // FP32 copy of its rounded weight, and rounds its operands into a scratch shared by all. Empty: precision.recipe
+    // fp32.
     std::vector<std::string> low_precision_roles;
-    bool blockwise = false;  // fp8-blockwise also keeps a column-tiled copy of the input for the weight gradient
+    bool blockwise = false;  // fp8-blockwise also rounds the input a second time (column tiles) for the weight gradient
+    // fp8-tensorwise and fp8-delayed keep each Linear's rounded input and output gradient from forward to backward
+    // (the scales of the forward pass), not in the shared scratch.
+    bool per_layer_operands = false;
 };
 
 struct RankMemory {

@@ -28,7 +28,6 @@ double CostReport::projection_device_hours() const {
     return tps > 0 ? projection_tokens / tps * double(ranks) / 3600.0 : 0;
 }
 
-
 std::string to_json(const CostReport& r) {
     JsonWriter w;
     w.begin_object()

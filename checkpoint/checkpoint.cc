@@ -89,11 +89,15 @@ std::string h5_error_detail() {
     return text.empty() ? "" : " (" + text + ")";
 }
 
-std::string step_name(int64_t step) {
+}  // namespace
+
+std::string step_file_name(int64_t step) {
     std::ostringstream os;
     os << "step_" << std::setw(8) << std::setfill('0') << step << ".h5";
     return os.str();
 }
+
+namespace {
 
 int64_t step_of(const std::string& filename) {
     if (filename.rfind("step_", 0) != 0 || filename.size() < 9 || filename.substr(filename.size() - 3) != ".h5")
@@ -355,9 +359,10 @@ void apply_retention(const std::string& dir, const std::string& run_id, int64_t 
     for (size_t i = size_t(std::max<int64_t>(keep_last, 1)); i < ours.size(); ++i) {
         if (keep_every > 0 && ours[i] % keep_every == 0) continue;
         std::error_code ec;
-        fs::remove(fs::path(dir) / step_name(ours[i]), ec);
+        fs::remove(fs::path(dir) / step_file_name(ours[i]), ec);
         if (ec)
-            log::warn("retention: cannot remove ", (fs::path(dir) / step_name(ours[i])).string(), ": ", ec.message());
+            log::warn("retention: cannot remove ", (fs::path(dir) / step_file_name(ours[i])).string(), ": ",
+                      ec.message());
     }
     for (const auto& e : fs::directory_iterator(dir)) {
         const std::string n = e.path().filename().string();
@@ -381,7 +386,7 @@ void commit(const std::string& dir, const std::string& tmp_path, const std::stri
                       "cannot rename " + tmp_path + " to " + final_path + ": " + ec.message());
     }
     fsync_path(dir, true);
-    write_file_atomic((fs::path(dir) / "latest").string(), step_name(step) + "\n");
+    write_file_atomic((fs::path(dir) / "latest").string(), step_file_name(step) + "\n");
 }
 
 }  // namespace
@@ -413,7 +418,7 @@ std::string save(const std::string& dir, const std::vector<TensorSlot>& slots, c
                  const std::function<void()>& before_commit) {
     quiet_hdf5();
     const bool root = world.rank() == 0;
-    const std::string final_path = (fs::path(dir) / step_name(state.step)).string();
+    const std::string final_path = (fs::path(dir) / step_file_name(state.step)).string();
     const std::string tmp_path = final_path + ".tmp";
     const int64_t bytes = file_bytes(slots, state);
     // Space first: when the disk cannot hold the file, nothing is written and every rank says so.

@@ -95,6 +95,9 @@ VerifyReport verify(const std::string& path);
 // descending step. Problems with newer ones are logged.
 std::string find_resumable(const std::string& dir);
 
+// The file name of the checkpoint of `step` in its directory: step_NNNNNNNN.h5.
+std::string step_file_name(int64_t step);
+
 // Reads the state only (for `frugal ckpt inspect`); checks the metadata checksum.
 TrainingState read_state(const std::string& path);
 

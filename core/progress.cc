@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 
 #include "core/log.h"
 
@@ -38,6 +39,8 @@ Progress::Progress(std::string label, double total, std::string unit, Options op
 }
 
 Progress::~Progress() {
+    // Unwinding from a failure: the operation did not complete, so no final "done" line.
+    if (std::uncaught_exceptions() > 0) return;
     try {
         finish();
     } catch (...) {

@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
-#include <sstream>
 
 #include "checkpoint/hf.h"
 #include "core/bf16.h"
@@ -36,12 +35,6 @@ void record_lost_steps(const std::string& out_dir, int64_t resumed_step) {
         failures.close();
         log::warn("steps ", resumed_step + 1, "..", reached, " were lost to the failure and are computed again");
     }
-}
-
-std::string step_file_name(int64_t step) {
-    std::ostringstream name;
-    name << "step_" << std::setw(8) << std::setfill('0') << step << ".h5";
-    return name.str();
 }
 
 }  // namespace
@@ -153,8 +146,7 @@ StartPoint Checkpointer::load(const std::string& path) {
     after_load(with_recipe_state);
     s_.opt.set_steps_taken(st.optimizer_steps);
     run_id_ = st.run_id;
-    log::info("resumed from ", path, " (step ", st.step, ", written by ", st.world_size, " ranks with ep ", st.ep,
-              ")");
+    log::info("resumed from ", path, " (step ", st.step, ", written by ", st.world_size, " ranks with ep ", st.ep, ")");
     if (s_.is_root()) record_lost_steps(s_.cfg.run.out_dir, st.step);
     return StartPoint{st.step, st.data_position, parse_phases(st.accounting_json)};
 }
@@ -179,7 +171,7 @@ StartPoint Checkpointer::start() {
         s_.world.set_layer("checkpoint resume");
         s_.world.broadcast(&found, 1, DType::kI64, 0);
         if (found >= 0)
-            from = load((fs::path(dir_) / step_file_name(found)).string());
+            from = load((fs::path(dir_) / checkpoint::step_file_name(found)).string());
         else
             log::info("checkpoint.resume: auto found no checkpoint in ", dir_, "; starting fresh");
     }

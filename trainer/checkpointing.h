@@ -23,8 +23,8 @@ std::string checkpoint_dir(const TrainConfig& cfg);
 
 // Where this attempt of the run starts.
 struct StartPoint {
-    int64_t step = 0;           // steps already taken
-    int64_t data_position = 0;  // global index of the next sample of the data stream
+    int64_t step = 0;                       // steps already taken
+    int64_t data_position = 0;              // global index of the next sample of the data stream
     accounting::PhaseSeconds accounting{};  // device-seconds the checkpoint carried
 };
 

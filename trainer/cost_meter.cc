@@ -73,7 +73,8 @@ const accounting::CostReport& RunCost::update(double tokens, double train_second
 std::string phases_json(const accounting::PhaseSeconds& p) {
     JsonWriter w;
     w.begin_object();
-    for (int i = 0; i < accounting::kNumPhases; ++i) w.field(accounting::phase_name(accounting::Phase(i)), p[size_t(i)]);
+    for (int i = 0; i < accounting::kNumPhases; ++i)
+        w.field(accounting::phase_name(accounting::Phase(i)), p[size_t(i)]);
     std::string out = w.end_object().str();
     out.pop_back();  // the document's final newline
     return out;

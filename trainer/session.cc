@@ -55,6 +55,7 @@ void check_memory(const TrainConfig& cfg, const parallel::ParallelDims& dims) {
     in.seq_len = cfg.train.seq_len;
     if (cfg.precision.recipe != "fp32") in.low_precision_roles = cfg.precision.low_precision_layers;
     in.blockwise = cfg.precision.recipe == "fp8-blockwise";
+    in.per_layer_operands = cfg.precision.recipe == "fp8-tensorwise" || cfg.precision.recipe == "fp8-delayed";
     const accounting::RankMemory need = accounting::rank_memory(in);
     const int64_t local_ranks = ranks_on_this_machine(dims.world);
     const int64_t avail = available_memory_bytes();
@@ -127,9 +128,9 @@ Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parall
 
 void log_session(Session& s) {
     log::info("frugal: ", s.net.params().numel(), " parameters on this rank (", s.net.params().dense_numel(),
-              " replicated), ", s.moe_layers.size(), " MoE layers, ", s.dims.world, " ranks (ep ", s.dims.ep,
-              ", edp ", s.dims.edp, "), ", s.accum, " micro-batches of ", s.cfg.train.micro_batch, " x ",
-              s.cfg.train.seq_len, " tokens per rank per step, ", s.threads, " threads per rank");
+              " replicated), ", s.moe_layers.size(), " MoE layers, ", s.dims.world, " ranks (ep ", s.dims.ep, ", edp ",
+              s.dims.edp, "), ", s.accum, " micro-batches of ", s.cfg.train.micro_batch, " x ", s.cfg.train.seq_len,
+              " tokens per rank per step, ", s.threads, " threads per rank");
 }
 
 }  // namespace frugal::trainer

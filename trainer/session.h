@@ -43,8 +43,8 @@ struct Session {
     TrainConfig& cfg;
     parallel::Communicator& world;  // also the data-parallel group of the replicated parameters
     const parallel::ParallelDims dims;
-    const int threads;    // OpenMP threads per rank
-    const int64_t accum;  // micro-batches per rank per step
+    const int threads;                                 // OpenMP threads per rank
+    const int64_t accum;                               // micro-batches per rank per step
     std::unique_ptr<parallel::Communicator> ep_comm;   // same edp_rank, ordered by ep_rank
     std::unique_ptr<parallel::Communicator> edp_comm;  // same ep_rank, ordered by edp_rank
     data::Loader train_data, val_data;

@@ -103,8 +103,8 @@ TensorBoardEvent to_event(const tbproto::Event& proto) {
             if (value.value_case() == tbproto::Summary::Value::kSimpleValue)
                 event.scalars.emplace_back(value.tag(), value.simple_value());
     }
-    event.session_start = proto.what_case() == tbproto::Event::kSessionLog &&
-                          proto.session_log().status() == tbproto::SessionLog::START;
+    event.session_start =
+        proto.what_case() == tbproto::Event::kSessionLog && proto.session_log().status() == tbproto::SessionLog::START;
     return event;
 }
 
@@ -252,8 +252,7 @@ std::vector<ScalarEvent> read_tensorboard_scalars(const std::string& path_or_dir
     std::vector<ScalarEvent> scalars;
     for (const auto& file : files)
         for (const auto& event : read_tensorboard_events(file)) {
-            if (event.session_start)
-                std::erase_if(scalars, [&](const ScalarEvent& e) { return e.step >= event.step; });
+            if (event.session_start) std::erase_if(scalars, [&](const ScalarEvent& e) { return e.step >= event.step; });
             for (const auto& [tag, value] : event.scalars) scalars.push_back({tag, event.step, value, event.wall_time});
         }
     return scalars;

@@ -43,8 +43,9 @@ TEST(CpuPeak, RanksOnOneMachineShareItsPeak) {
     const accounting::CpuDescription cpu = accounting::describe_cpu();
     const accounting::PeakFigure alone = accounting::cpu_peak(1, 1);
     const accounting::PeakFigure shared = accounting::cpu_peak(1, 4);
-    // Four one-thread ranks run on min(4, logical CPUs) cores: each gets that many cores' worth over four.
-    const double cores_each = double(std::min(4, cpu.logical_cpus)) / 4.0;
+    // Four one-thread ranks run on min(4, physical cores) cores' FMA units (SMT siblings share them): each gets that
+    // many cores' worth over four.
+    const double cores_each = double(std::min(4, cpu.physical_cores)) / 4.0;
     EXPECT_NEAR(shared.tflops / alone.tflops, cores_each, 0.25 * cores_each) << shared.source;
     test::expect_has(shared.source, {"measured: FP32 FMA microbenchmark", "shared by 4 ranks", cpu.isa});
 }
