@@ -67,13 +67,13 @@ LoadedModel load_checkpoint_model(const std::string& ckpt, model::ExpertShard sh
     size_t i = 0;
     for (int64_t l = 0; l < m.cfg.n_layers; ++l) {
         if (!m.cfg.is_moe_layer(l)) continue;
-        std::vector<float>& bias = layers[i++]->router().expert_bias();
+        float* bias = layers[i++]->router().expert_bias();
         slots.push_back({"moe/layers." + std::to_string(l) + ".expert_bias",
                          {m.cfg.moe.n_experts},
                          0,
                          {m.cfg.moe.n_experts},
                          true,
-                         bias.data()});
+                         bias});
     }
     checkpoint::TrainingState ignored;
     checkpoint::load(ckpt, slots, ignored);

@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
         }
     std::vector<float> w(static_cast<size_t>(t * k), 0.5f), out(static_cast<size_t>(t * d));
 
-    parallel::AllToAllDispatcher<float> disp(*world, e, "bench");
+    parallel::AllToAllDispatcher<float> disp(backend::cpu_backend().ops<float>(), *world, e, "bench");
     const int reps = 11;
     std::vector<double> ours, raw;
     int64_t sent_rows = 0, recv_rows = 0;
@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
         recv_rows = ro / d;
     }
     // FP8 dispatch: bytes per dispatched token row sent to other ranks, with and without it.
-    parallel::AllToAllDispatcher<float> fp8(*world, e, "bench fp8", true);
+    parallel::AllToAllDispatcher<float> fp8(backend::cpu_backend().ops<float>(), *world, e, "bench fp8", true);
     fp8.dispatch(x.data(), expert.data(), t, k, e, d);
     const double rows_out = double(disp.dispatch_bytes_sent()) / double(d * 4);
     double fp8_s = 0;

@@ -34,29 +34,61 @@ int64_t shape_numel(const Shape& shape) {
     return n;
 }
 
-Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-    FRUGAL_CHECK(device == Device::kCpu, "this build allocates CPU tensors only; got device ", device_name(device));
-    size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
-    if (rounded == 0) rounded = kAlignment;
-    data_ = std::aligned_alloc(kAlignment, rounded);
-    FRUGAL_CHECK(data_ != nullptr, "out of host memory allocating ", nbytes, " bytes");
+namespace {
+class HostAllocator final : public Allocator {
+  public:
+    Device device() const override { return Device::kCpu; }
+    void* allocate(size_t nbytes) override {
+        size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
+        if (rounded == 0) rounded = kAlignment;
+        void* p = std::aligned_alloc(kAlignment, rounded);
+        FRUGAL_CHECK(p != nullptr, "out of host memory allocating ", nbytes, " bytes");
+        return p;
+    }
+    void deallocate(void* p, size_t) noexcept override { std::free(p); }
+    void fill_zero(void* p, size_t nbytes) override { std::memset(p, 0, nbytes); }
+    void copy_within(void* dst, const void* src, size_t nbytes) override { std::memcpy(dst, src, nbytes); }
+};
+
+Allocator* g_device_allocators[2] = {nullptr, nullptr};
+}  // namespace
+
+Allocator& host_allocator() {
+    static HostAllocator host;
+    return host;
 }
 
-Storage::~Storage() { std::free(data_); }
+Allocator& allocator_for(Device device) {
+    if (device == Device::kCpu) return host_allocator();
+    Allocator* a = g_device_allocators[size_t(device)];
+    FRUGAL_CHECK(a != nullptr, "no allocator for device ", device_name(device),
+                 ": this build has no such backend, or it has not been created yet (run.device)");
+    return *a;
+}
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+void register_allocator(Device device, Allocator* allocator) {
+    FRUGAL_CHECK(device != Device::kCpu, "the host allocator is built in");
+    g_device_allocators[size_t(device)] = allocator;
+}
+
+Storage::Storage(size_t nbytes, Allocator& allocator)
+    : data_(allocator.allocate(nbytes)), nbytes_(nbytes), allocator_(&allocator) {}
+
+Storage::~Storage() { allocator_->deallocate(data_, nbytes_); }
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Allocator& allocator) {
     for (int64_t s : shape) FRUGAL_CHECK(s >= 0, "negative dimension in shape ", shape_str(shape));
     Tensor t;
-    t.storage_ = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+    t.storage_ = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), allocator);
     t.shape_ = shape;
     t.strides_ = contiguous_strides(shape);
     t.dtype_ = dtype;
     return t;
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-    Tensor t = empty(shape, dtype, device);
-    std::memset(t.raw_data(), 0, t.nbytes());
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Allocator& allocator) {
+    Tensor t = empty(shape, dtype, allocator);
+    allocator.fill_zero(t.raw_data(), t.nbytes());
     return t;
 }
 
@@ -101,19 +133,24 @@ Tensor Tensor::select(int64_t d, int64_t i) const {
 }
 
 void Tensor::zero_() {
+    FRUGAL_CHECK(storage_ != nullptr, "zero_() of an undefined tensor");
     FRUGAL_CHECK(is_contiguous(), "zero_() needs a contiguous tensor");
-    std::memset(raw_data(), 0, nbytes());
+    storage_->allocator().fill_zero(raw_data(), nbytes());
 }
 
 void Tensor::copy_from(const Tensor& src) {
     FRUGAL_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "copy_from: ", shape_str(src.shape_), " ",
                  dtype_name(src.dtype_), " into ", shape_str(shape_), " ", dtype_name(dtype_));
     FRUGAL_CHECK(is_contiguous() && src.is_contiguous(), "copy_from needs contiguous tensors");
-    std::memcpy(raw_data(), src.raw_data(), nbytes());
+    FRUGAL_CHECK(storage_ != nullptr && src.storage_ != nullptr, "copy_from with an undefined tensor");
+    FRUGAL_CHECK(device() == src.device(), "copy_from: a ", device_name(src.device()), " tensor into a ",
+                 device_name(device()), " one: copy between devices through the backend (Backend::to_host, to_device)");
+    storage_->allocator().copy_within(raw_data(), src.raw_data(), nbytes());
 }
 
 Tensor Tensor::clone() const {
-    Tensor t = empty(shape_, dtype_, device());
+    FRUGAL_CHECK(storage_ != nullptr, "clone of an undefined tensor");
+    Tensor t = empty(shape_, dtype_, storage_->allocator());
     t.copy_from(*this);
     return t;
 }

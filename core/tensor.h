@@ -4,7 +4,8 @@
 //  - storage is 64-byte aligned (one AVX-512 line), so contiguous float rows start vector-aligned;
 //  - shape and strides are in elements, row-major by default; a view shares storage with its source;
 //  - data<T>() checks that T matches the dtype, so a float* never silently reads bf16 bytes;
-//  - the device tag says where the bytes live; only Device::kCpu is allocated by this file.
+//  - the storage's allocator (core/allocator.h) says where the bytes live and takes them back; tensors of a device
+//    backend come from that backend's allocator, and zero_ / copy_from / clone run on that device.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/allocator.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -24,29 +26,41 @@ int64_t shape_numel(const Shape& shape);
 
 class Storage {
   public:
-    Storage(size_t nbytes, Device device);
+    Storage(size_t nbytes, Allocator& allocator);
     ~Storage();
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;
     void* data() { return data_; }
     size_t nbytes() const { return nbytes_; }
-    Device device() const { return device_; }
+    Device device() const { return allocator_->device(); }
+    Allocator& allocator() const { return *allocator_; }
 
   private:
     void* data_ = nullptr;
     size_t nbytes_ = 0;
-    Device device_ = Device::kCpu;
+    Allocator* allocator_;
 };
 
 class Tensor {
   public:
     Tensor() = default;
-    static Tensor empty(const Shape& shape, DType dtype, Device device = Device::kCpu);
-    static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::kCpu);
+    static Tensor empty(const Shape& shape, DType dtype, Allocator& allocator);
+    static Tensor empty(const Shape& shape, DType dtype, Device device = Device::kCpu) {
+        return empty(shape, dtype, allocator_for(device));
+    }
+    static Tensor zeros(const Shape& shape, DType dtype, Allocator& allocator);
+    static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::kCpu) {
+        return zeros(shape, dtype, allocator_for(device));
+    }
 
     bool defined() const { return storage_ != nullptr; }
     DType dtype() const { return dtype_; }
     Device device() const { return storage_ ? storage_->device() : Device::kCpu; }
+    // The allocator the bytes came from (an Error for an undefined tensor).
+    Allocator& allocator() const {
+        FRUGAL_CHECK(storage_ != nullptr, "allocator() of an undefined tensor");
+        return storage_->allocator();
+    }
     const Shape& shape() const { return shape_; }
     const Shape& strides() const { return strides_; }
     int64_t dim() const { return static_cast<int64_t>(shape_.size()); }

@@ -31,10 +31,10 @@ Param* ParamStore::add(const std::string& name, const Shape& shape, ParamKind ki
     return &storage_.back();
 }
 
-void ParamStore::allocate(DType dtype, bool with_grads) {
+void ParamStore::allocate(DType dtype, bool with_grads, Allocator& allocator) {
     int64_t total = numel();
-    values_ = Tensor::zeros({total}, dtype);
-    if (with_grads) grads_ = Tensor::zeros({total}, dtype);
+    values_ = Tensor::zeros({total}, dtype, allocator);
+    if (with_grads) grads_ = Tensor::zeros({total}, dtype, allocator);
     // Replicated parameters first, expert parameters after: each gradient-sync group then owns one contiguous
     // range, [0, dense_numel) over the data-parallel group and [dense_numel, numel) over the expert-data-parallel one.
     int64_t off = 0;
@@ -66,6 +66,8 @@ static void fill(Param& p, uint64_t seed) {
 
 void ParamStore::init(uint64_t seed) {
     FRUGAL_CHECK(values_.defined(), "init() before allocate()");
+    FRUGAL_CHECK(values_.device() == Device::kCpu, "ParamStore::init draws on the host; the parameters are on ",
+                 device_name(values_.device()), ": initialize a host copy and copy it to the device");
     for (Param* p : params_) {
         if (values_.dtype() == DType::kF32)
             fill<float>(*p, seed);

@@ -36,8 +36,10 @@ class ParamStore {
     // Registers a parameter; the pointer stays valid for the store's lifetime.
     Param* add(const std::string& name, const Shape& shape, ParamKind kind, double init_std, bool is_expert = false,
                const Shape& global_shape = {}, int64_t global_offset = 0);
-    // with_grads = false: values only (inference); the grads stay undefined.
-    void allocate(DType dtype, bool with_grads = true);
+    // with_grads = false: values only (inference); the grads stay undefined. The flat buffers come from allocator
+    // (the model's backend).
+    void allocate(DType dtype, bool with_grads = true, Allocator& allocator = host_allocator());
+    // Draws every value on the host (core/rng.h); the values must be host memory.
     void init(uint64_t seed);
     void zero_grad();
 

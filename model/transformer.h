@@ -37,9 +37,13 @@ class Transformer {
   public:
     // with_grads = false builds a model for inference only (scoring, export): no gradient buffers, half the memory;
     // backward() must not be called on it.
-    explicit Transformer(const ModelConfig& cfg, ExpertShard shard = {}, bool with_grads = true);
+    // be: the backend every layer computes on and every buffer is allocated from (backend/backend.h).
+    explicit Transformer(const ModelConfig& cfg, ExpertShard shard = {}, bool with_grads = true,
+                         backend::Backend& be = backend::cpu_backend());
     ~Transformer();
     ParamStore& params() { return store_; }
+    // The backend's operations (ops().backend() is the backend itself).
+    const Ops<T>& ops() const { return ops_; }
     const ModelConfig& config() const { return cfg_; }
     void init(uint64_t seed) { store_.init(seed); }
     // Gives every linear layer its recipe (precision/recipe.h); until then all run in FP32.
@@ -57,7 +61,7 @@ class Transformer {
                           const int32_t* doc_start_BS = nullptr);
     void backward(T ce_scale, T aux_scale);
 
-    // Logits of the last forward, [N, V].
+    // Logits of the last forward, [N, V] (memory of the backend's device, like every buffer below).
     const T* logits() const { return logits_.template data<T>(); }
     // Cross-entropy of each token of the last forward, [N] (0 where the target was ignored): -log p(target).
     const T* token_losses() const { return loss_N_.template data<T>(); }
@@ -65,6 +69,7 @@ class Transformer {
 
   private:
     struct Block;
+    const Ops<T>& ops_;
     ModelConfig cfg_;
     ParamStore store_;
     RopeTable<T> rope_;

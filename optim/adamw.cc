@@ -2,9 +2,7 @@
 
 #include <cmath>
 
-#include "core/bf16.h"
 #include "core/error.h"
-#include "core/reduce.h"
 
 namespace frugal::optim {
 
@@ -36,37 +34,14 @@ double lr_at(const OptimConfig& cfg, int64_t step, int64_t total_steps) {
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * factor;
 }
 
-AdamW::AdamW(const OptimConfig& cfg, std::vector<OptimParam> params, bool bf16_state)
-    : cfg_(cfg), params_(std::move(params)), bf16_state_(bf16_state) {
+AdamW::AdamW(const OptimConfig& cfg, std::vector<OptimParam> params, bool bf16_state, backend::Backend& be)
+    : be_(be), cfg_(cfg), params_(std::move(params)), bf16_state_(bf16_state) {
     const DType dtype = bf16_state ? DType::kBF16 : DType::kF32;
     for (const OptimParam& p : params_) {
-        m_.push_back(Tensor::zeros({p.numel}, dtype));
-        v_.push_back(Tensor::zeros({p.numel}, dtype));
+        m_.push_back(Tensor::zeros({p.numel}, dtype, be_.allocator()));
+        v_.push_back(Tensor::zeros({p.numel}, dtype, be_.allocator()));
     }
 }
-
-namespace {
-// One AdamW element update; M is float (FP32 moments) or uint16_t (BF16 moments).
-inline float load(const float* s, int64_t j) { return s[j]; }
-inline float load(const uint16_t* s, int64_t j) { return bf16_bits_to_float(s[j]); }
-inline void store(float* s, int64_t j, float v) { s[j] = v; }
-inline void store(uint16_t* s, int64_t j, float v) { s[j] = float_to_bf16_bits(v); }
-
-template <typename M>
-void adamw_update(const OptimParam& p, M* m, M* v, float b1, float b2, float step_size, float inv_sqrt_bc2, float eps,
-                  float decay) {
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < p.numel; ++j) {
-        const float g = p.grad[j];
-        const float mj = b1 * load(m, j) + (1.0f - b1) * g;
-        const float vj = b2 * load(v, j) + (1.0f - b2) * g * g;
-        store(m, j, mj);
-        store(v, j, vj);
-        const float denom = std::sqrt(vj) * inv_sqrt_bc2 + eps;
-        p.value[j] = p.value[j] * decay - step_size * mj / denom;
-    }
-}
-}  // namespace
 
 void AdamW::step(double lr) {
     ++t_;
@@ -80,25 +55,19 @@ void AdamW::step(double lr) {
         const OptimParam& p = params_[i];
         if (p.frozen) continue;
         const float decay = p.decay ? float(1.0 - lr * cfg_.weight_decay) : 1.0f;
-        if (bf16_state_)
-            adamw_update(p, static_cast<uint16_t*>(m_[i].raw_data()), static_cast<uint16_t*>(v_[i].raw_data()), b1, b2,
-                         step_size, inv_sqrt_bc2, eps, decay);
-        else
-            adamw_update(p, m_[i].data<float>(), v_[i].data<float>(), b1, b2, step_size, inv_sqrt_bc2, eps, decay);
+        be_.adamw_update(p.value, p.grad, m_[i].raw_data(), v_[i].raw_data(), bf16_state_, p.numel, b1, b2, step_size,
+                         inv_sqrt_bc2, eps, decay);
     }
 }
 
-double grad_sq_sum(const std::vector<OptimParam>& params) {
+double grad_sq_sum(const std::vector<OptimParam>& params, backend::Backend& be) {
     double total = 0;
-    for (const OptimParam& p : params) total += sum_squares(p.grad, p.numel);
+    for (const OptimParam& p : params) total += be.sum_squares(p.grad, p.numel);
     return total;
 }
 
-void scale_grads(const std::vector<OptimParam>& params, float factor) {
-    for (const OptimParam& p : params) {
-#pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < p.numel; ++j) p.grad[j] *= factor;
-    }
+void scale_grads(const std::vector<OptimParam>& params, float factor, backend::Backend& be) {
+    for (const OptimParam& p : params) be.scale(p.grad, p.numel, factor);
 }
 
 }  // namespace frugal::optim

@@ -1,11 +1,13 @@
 // AdamW (Loshchilov & Hutter, arXiv 1711.05101) on FP32 master weights with FP32 moments, decoupled weight decay,
 // global-norm clipping and the learning-rate schedule. The optimizer sees flat float buffers only (OptimParam);
-// which parameters decay is decided by the caller from OptimConfig::no_decay.
+// which parameters decay is decided by the caller from OptimConfig::no_decay. The updates, the norm and the scaling
+// run as the backend's kernels (backend/backend.h) on the device that holds the parameters.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "core/config_fields.h"
 #include "core/tensor.h"
 
@@ -42,7 +44,8 @@ class AdamW {
   public:
     // bf16_state: keep the moments in BF16 (rounded to nearest even after every update), halving their memory;
     // the update itself is computed in FP32.
-    AdamW(const OptimConfig& cfg, std::vector<OptimParam> params, bool bf16_state = false);
+    AdamW(const OptimConfig& cfg, std::vector<OptimParam> params, bool bf16_state = false,
+          backend::Backend& be = backend::cpu_backend());
     // One update with learning rate lr; increments the step count used for bias correction.
     void step(double lr);
     int64_t steps_taken() const { return t_; }
@@ -52,6 +55,7 @@ class AdamW {
     std::vector<Tensor>& exp_avg_sq() { return v_; }
 
   private:
+    backend::Backend& be_;
     OptimConfig cfg_;
     std::vector<OptimParam> params_;
     std::vector<Tensor> m_, v_;
@@ -60,7 +64,7 @@ class AdamW {
 };
 
 // Sum of squares of all gradients (double accumulation); the caller all-reduces it across ranks when sharded.
-double grad_sq_sum(const std::vector<OptimParam>& params);
-void scale_grads(const std::vector<OptimParam>& params, float factor);
+double grad_sq_sum(const std::vector<OptimParam>& params, backend::Backend& be = backend::cpu_backend());
+void scale_grads(const std::vector<OptimParam>& params, float factor, backend::Backend& be = backend::cpu_backend());
 
 }  // namespace frugal::optim

@@ -6,7 +6,6 @@
 
 #include "core/error.h"
 #include "model/layers/common.h"
-#include "precision/quantize.h"
 
 namespace frugal::parallel {
 
@@ -14,8 +13,15 @@ using model::ensure;
 using model::ensure_zero;
 
 template <typename T>
-AllToAllDispatcher<T>::AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer, bool fp8)
-    : comm_(ep_comm), n_experts_(n_experts), ep_(ep_comm.size()), layer_(std::move(layer)), fp8_(fp8) {
+AllToAllDispatcher<T>::AllToAllDispatcher(const model::Ops<T>& ops, Communicator& ep_comm, int64_t n_experts,
+                                          std::string layer, bool fp8)
+    : model::Dispatcher<T>(ops),
+      be_(ops.backend()),
+      comm_(ep_comm),
+      n_experts_(n_experts),
+      ep_(ep_comm.size()),
+      layer_(std::move(layer)),
+      fp8_(fp8) {
     constexpr bool kIsFloat = std::is_same_v<T, float>;
     FRUGAL_CHECK(!fp8 || kIsFloat, "FP8 dispatch quantizes float rows");
     FRUGAL_CHECK(n_experts % ep_ == 0, "moe.n_experts (", n_experts, ") must be divisible by parallel.ep (", ep_, ")");
@@ -37,9 +43,9 @@ void AllToAllDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* exper
     FRUGAL_CHECK(e == n_experts_, "dispatcher built for ", n_experts_, " experts, router has ", e);
     auto& h = this->handle_;
     h.d = d;
-    model::build_permutation(h.perm, expert_TK, t, k, e);
-    T* rows = ensure<T>(h.send_rows_RD, std::max<int64_t>(h.perm.num_rows, 1) * d);
-    model::permute_rows(rows, x_TD, h.perm, d);
+    model::build_permutation(be_, h.perm, expert_TK, t, k, e);
+    T* rows = ensure<T>(this->ops_, h.send_rows_RD, std::max<int64_t>(h.perm.num_rows, 1) * d);
+    model::permute_rows(this->ops_, rows, x_TD, h.perm, d);
     for (int64_t j = 0; j < ep_; ++j)
         send_rows_[size_t(j)] = h.perm.offset_E[size_t((j + 1) * local_)] - h.perm.offset_E[size_t(j * local_)];
 }
@@ -67,9 +73,9 @@ void AllToAllDispatcher<T>::dispatch_communicate() {
             exp_off_ES_[size_t(e * ep_ + s)] = off;
             off += recv_count_SE_[size_t(s * local_ + e)];
         }
-    T* rows = ensure<T>(expert_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
+    T* rows = ensure<T>(this->ops_, expert_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
     if (fp8_) {
-        T* recv = ensure<T>(recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
+        T* recv = ensure<T>(this->ops_, recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
         exchange_forward_fp8(h.send_rows_RD.template data<T>(), recv);
         to_expert_major(rows, recv);
     } else {
@@ -105,16 +111,14 @@ void AllToAllDispatcher<T>::exchange_forward_fp8(const T* send, T* recv) {
     if constexpr (std::is_same_v<T, float>) {
         const int64_t d = this->handle_.d, tile = 128, groups = (d + tile - 1) / tile;
         const int64_t rows_out = this->handle_.perm.num_rows;
-        codes_send_.resize(size_t(std::max<int64_t>(rows_out, 1) * d));
-        scales_send_.resize(size_t(std::max<int64_t>(rows_out, 1) * groups));
-        codes_recv_.resize(size_t(std::max<int64_t>(num_recv_, 1) * d));
-        scales_recv_.resize(size_t(std::max<int64_t>(num_recv_, 1) * groups));
-        precision::quantize_row_tiles(codes_send_.data(), scales_send_.data(), send, rows_out, d, tile,
-                                      precision::Fp8Format::kE4M3, true);
-        exchange(codes_send_.data(), codes_recv_.data(), d, DType::kU8, true);
-        exchange(scales_send_.data(), scales_recv_.data(), groups, DType::kF32, true);
-        precision::dequantize_row_tiles(recv, codes_recv_.data(), scales_recv_.data(), num_recv_, d, tile,
-                                        precision::Fp8Format::kE4M3);
+        uint8_t* codes_send = ensure<uint8_t>(be_, codes_send_, std::max<int64_t>(rows_out, 1) * d);
+        float* scales_send = ensure<float>(be_, scales_send_, std::max<int64_t>(rows_out, 1) * groups);
+        uint8_t* codes_recv = ensure<uint8_t>(be_, codes_recv_, std::max<int64_t>(num_recv_, 1) * d);
+        float* scales_recv = ensure<float>(be_, scales_recv_, std::max<int64_t>(num_recv_, 1) * groups);
+        be_.quantize_row_tiles(codes_send, scales_send, send, rows_out, d, tile, precision::Fp8Format::kE4M3, true);
+        exchange(codes_send, codes_recv, d, DType::kU8, true);
+        exchange(scales_send, scales_recv, groups, DType::kF32, true);
+        be_.dequantize_row_tiles(recv, codes_recv, scales_recv, num_recv_, d, tile, precision::Fp8Format::kE4M3);
         dispatch_bytes_sent_ = (rows_out - send_rows_[size_t(comm_.rank())]) * (d + groups * int64_t(sizeof(float)));
     } else {
         (void)send;
@@ -153,19 +157,18 @@ void AllToAllDispatcher<T>::exchange(const void* send, void* recv, int64_t width
 template <typename T>
 void AllToAllDispatcher<T>::to_expert_major(T* dst, const T* src) const {
     const int64_t d = this->handle_.d;
-#pragma omp parallel for collapse(2) schedule(static)
     for (int64_t e = 0; e < local_; ++e)
         for (int64_t s = 0; s < ep_; ++s) {
             const int64_t n = recv_count_SE_[size_t(s * local_ + e)];
-            std::memcpy(dst + exp_off_ES_[size_t(e * ep_ + s)] * d, src + recv_off_SE_[size_t(s * local_ + e)] * d,
-                        size_t(n * d) * sizeof(T));
+            be_.copy(dst + exp_off_ES_[size_t(e * ep_ + s)] * d, src + recv_off_SE_[size_t(s * local_ + e)] * d,
+                     size_t(n * d) * sizeof(T));
         }
 }
 
 template <typename T>
 const T* AllToAllDispatcher<T>::combine_communicate(const T* y_rows) {
     auto& h = this->handle_;
-    T* y_back = ensure<T>(y_back_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
+    T* y_back = ensure<T>(this->ops_, y_back_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
     comm_.set_layer(layer_);
     exchange_direct(y_rows, y_back, false);
     return y_back;
@@ -176,20 +179,20 @@ void AllToAllDispatcher<T>::combine_backward_impl(T* dy_rows, T* dweight_TK, con
                                                   const T* weight_TK) {
     auto& h = this->handle_;
     // On the source: gradient of each permuted row and of each routing weight, from the outputs y_back.
-    T* d_perm = ensure_zero<T>(grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
-    model::unpermute_combine_backward(d_perm, dweight_TK, dout_TD, y_back_RD_.template data<T>(), weight_TK, h.perm,
-                                      h.d);
+    T* d_perm = ensure_zero<T>(this->ops_, grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
+    model::unpermute_combine_backward(this->ops_, d_perm, dweight_TK, dout_TD, y_back_RD_.template data<T>(), weight_TK,
+                                      h.perm, h.d);
     // To the experts, as a dispatch sends it, straight into expert-major order (then added, as backward does).
-    T* recv = ensure<T>(grad_recv_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
+    T* recv = ensure<T>(this->ops_, grad_recv_RD_, std::max<int64_t>(num_recv_, 1) * h.d);
     comm_.set_layer(layer_);
     exchange_direct(d_perm, recv, true);
-    for (int64_t i = 0; i < num_recv_ * h.d; ++i) dy_rows[i] += recv[i];
+    this->ops_.add_inplace(dy_rows, recv, num_recv_ * h.d);
 }
 
 template <typename T>
 const T* AllToAllDispatcher<T>::dispatch_backward_communicate(const T* dexpert_rows) {
     auto& h = this->handle_;
-    T* d_perm = ensure<T>(grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
+    T* d_perm = ensure<T>(this->ops_, grad_send_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
     comm_.set_layer(layer_);
     exchange_direct(dexpert_rows, d_perm, false);
     return d_perm;
@@ -207,9 +210,10 @@ void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool
         if (!m.is_moe_layer(l)) continue;
         if (ep_comm.size() > 1)
             layers[i++]->set_dispatcher(std::make_unique<AllToAllDispatcher<T>>(
-                ep_comm, m.moe.n_experts, "layer " + std::to_string(l) + " MoE dispatch", fp8_dispatch));
+                net.ops(), ep_comm, m.moe.n_experts, "layer " + std::to_string(l) + " MoE dispatch", fp8_dispatch));
         else
-            layers[i++]->set_dispatcher(std::make_unique<model::LocalDispatcher<T>>(m.moe.n_experts, fp8_dispatch));
+            layers[i++]->set_dispatcher(
+                std::make_unique<model::LocalDispatcher<T>>(net.ops(), m.moe.n_experts, fp8_dispatch));
     }
 }
 

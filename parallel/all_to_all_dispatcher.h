@@ -36,7 +36,8 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     // ep_comm: the expert-parallel group (its rank is this rank's ep_rank). layer: name for messages.
     // fp8: quantize the dispatched rows to E4M3 in 1 x 128 tiles with power-of-two scales (DeepSeek-V3 section
     // 3.3) and send codes and scales; the receiver dequantizes. Combine and every backward exchange stay in T.
-    AllToAllDispatcher(Communicator& ep_comm, int64_t n_experts, std::string layer, bool fp8 = false);
+    AllToAllDispatcher(const model::Ops<T>& ops, Communicator& ep_comm, int64_t n_experts, std::string layer,
+                       bool fp8 = false);
     int64_t first_local_expert() const override { return int64_t(comm_.rank()) * local_; }
     int64_t num_local_experts() const override { return local_; }
 
@@ -70,6 +71,7 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     // ones are dequantized into recv.
     void exchange_forward_fp8(const T* send, T* recv);
 
+    backend::Backend& be_;
     Communicator& comm_;
     int64_t n_experts_, local_, ep_;
     std::string layer_;
@@ -79,8 +81,8 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     int64_t num_recv_ = 0;
     bool fp8_;
     int64_t dispatch_bytes_sent_ = 0;
-    std::vector<uint8_t> codes_send_, codes_recv_;
-    std::vector<float> scales_send_, scales_recv_;
+    Tensor codes_send_, codes_recv_;    // uint8 E4M3 codes, [rows, D]
+    Tensor scales_send_, scales_recv_;  // float, [rows, ceil(D / 128)]
     Tensor recv_rows_RD_, expert_rows_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
 };
 

@@ -2,13 +2,11 @@
 
 #include <algorithm>
 
-#include "core/reduce.h"
-
 namespace frugal::parallel {
 
 GradSync::GradSync(model::ParamStore& store, Communicator& dp, Communicator& edp, Communicator& ep,
-                   int64_t bucket_elems)
-    : store_(store), dp_(dp), edp_(edp), ep_(ep), bucket_elems_(bucket_elems) {}
+                   backend::Backend& be, int64_t bucket_elems)
+    : store_(store), be_(be), dp_(dp), edp_(edp), ep_(ep), bucket_elems_(bucket_elems) {}
 
 void GradSync::sync() {
     float* g = store_.flat_grads().data<float>();
@@ -26,12 +24,12 @@ void GradSync::sync() {
 double GradSync::grad_sq_norm() {
     const float* g = store_.flat_grads().data<float>();
     const int64_t dense = store_.dense_numel(), total = store_.numel();
-    double expert_sq = sum_squares(g + dense, total - dense);
+    double expert_sq = be_.sum_squares(g + dense, total - dense);
     if (ep_.size() > 1) {
         ep_.set_layer("gradient norm");
         ep_.all_reduce(&expert_sq, 1, DType::kF64, ReduceOp::kSum);
     }
-    return sum_squares(g, dense) + expert_sq;
+    return be_.sum_squares(g, dense) + expert_sq;
 }
 
 }  // namespace frugal::parallel

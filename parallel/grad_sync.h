@@ -9,6 +9,7 @@
 // Each range goes out in buckets of at most bucket_elems elements, one all-reduce per bucket.
 #pragma once
 
+#include "backend/backend.h"
 #include "model/params.h"
 #include "parallel/communicator.h"
 
@@ -16,8 +17,9 @@ namespace frugal::parallel {
 
 class GradSync {
   public:
+    // be: the backend that holds the gradients (its sum_squares computes the norm).
     GradSync(model::ParamStore& store, Communicator& dp, Communicator& edp, Communicator& ep,
-             int64_t bucket_elems = int64_t(1) << 22);
+             backend::Backend& be = backend::cpu_backend(), int64_t bucket_elems = int64_t(1) << 22);
     void sync();
     // Squared global gradient norm after sync(): the replicated part (equal on every rank) plus the expert part
     // summed over the expert-parallel group (each group holds every expert once). Fixed-order sums, so the same
@@ -26,6 +28,7 @@ class GradSync {
 
   private:
     model::ParamStore& store_;
+    backend::Backend& be_;
     Communicator &dp_, &edp_, &ep_;
     int64_t bucket_elems_;
 };

@@ -4,13 +4,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "backend/cpu/ops.h"
 #include "core/error.h"
 #include "precision/quantize.h"
 
 namespace frugal::precision {
-
-namespace ops = backend::cpu;
 
 void PrecisionConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "recipe", &recipe,
@@ -63,25 +60,37 @@ namespace {
 template <typename T>
 class Fp32Recipe final : public MatmulRecipe<T> {
   public:
+    explicit Fp32Recipe(const backend::Ops<T>& ops) : ops_(ops) {}
     void forward(T* y, const T* x, const T* w, int64_t n, int64_t in, int64_t out) override {
-        ops::linear_forward(y, x, w, n, in, out);
+        ops_.linear_forward(y, x, w, n, in, out);
     }
     void backward(T* dx, T* dw, const T* dy, const T* x, const T* w, int64_t n, int64_t in, int64_t out) override {
-        ops::linear_backward(dx, dw, dy, x, w, n, in, out);
+        ops_.linear_backward(dx, dw, dy, x, w, n, in, out);
     }
     std::string name() const override { return "fp32"; }
+
+  private:
+    const backend::Ops<T>& ops_;
 };
 
-// Scratch that grows once and is reused.
-float* grow(std::vector<float>& v, int64_t n) {
-    if (int64_t(v.size()) < n) v.resize(size_t(n));
-    return v.data();
-}
+// A float buffer of the backend's device that grows once and is reused.
+class Buffer {
+  public:
+    float* grow(backend::Backend& be, int64_t n) {
+        if (!t_.defined() || t_.numel() < n || &t_.allocator() != &be.allocator())
+            t_ = Tensor::empty({std::max<int64_t>(n, 1)}, DType::kF32, be.allocator());
+        return t_.data<float>();
+    }
+    float* data() const { return t_.data<float>(); }
+
+  private:
+    Tensor t_;
+};
 
 // Operand scratch of one GEMM call, shared by every recipe on this thread: nothing in it outlives the call that
 // fills it (bf16 and fp8-blockwise quantize their activation and gradient operands again where backward needs them).
 struct Scratch {
-    std::vector<float> a, b;
+    Buffer a, b;
 };
 Scratch& scratch() {
     static thread_local Scratch s;
@@ -93,17 +102,18 @@ class WeightCache {
   public:
     // The quantized form of w_OI (numel elements): quantize(out, w) fills it when the cache is empty or holds
     // another tensor; otherwise checks that the weight still matches what was quantized.
+    explicit WeightCache(backend::Backend& be) : be_(be) {}
     template <typename Quantize>
     const float* get(const float* w, int64_t numel, Quantize&& quantize) {
         if (!valid_ || w != source_ || numel != numel_) {
-            quantize(grow(q_, numel), w);
+            quantize(q_.grow(be_, numel), w);
             source_ = w;
             numel_ = numel;
-            fingerprint_ = fingerprint(w, numel);
+            fingerprint_ = be_.fingerprint(w, numel);
             valid_ = true;
             return q_.data();
         }
-        FRUGAL_CHECK(fingerprint(w, numel) == fingerprint_, "a weight of ", numel,
+        FRUGAL_CHECK(be_.fingerprint(w, numel) == fingerprint_, "a weight of ", numel,
                      " elements changed since it was quantized and its recipe still holds the old quantized copy: "
                      "call model::Transformer::weights_updated() after every optimizer step and every load of "
                      "weights into a model that has run");
@@ -111,24 +121,12 @@ class WeightCache {
     }
     void invalidate() { valid_ = false; }
     // The buffer of the last get() (for delayed scaling, which quantizes on every use into it).
-    float* buffer(int64_t numel) { return grow(q_, numel); }
+    float* buffer(int64_t numel) { return q_.grow(be_, numel); }
 
   private:
-    // FNV-1a over the bits of every kStride-th element and the last one: a few thousand loads per call.
-    static uint64_t fingerprint(const float* w, int64_t numel) {
-        constexpr int64_t kStride = 997;
-        uint64_t h = 1469598103934665603ull;
-        auto mix = [&](int64_t i) {
-            uint32_t bits;
-            std::memcpy(&bits, w + i, 4);
-            h = (h ^ bits) * 1099511628211ull;
-        };
-        for (int64_t i = 0; i < numel; i += kStride) mix(i);
-        if (numel > 0) mix(numel - 1);
-        return h;
-    }
-
-    std::vector<float> q_;
+    // The fingerprint is the backend's (Backend::fingerprint): a few thousand loads per call.
+    backend::Backend& be_;
+    Buffer q_;
     const float* source_ = nullptr;
     int64_t numel_ = 0;
     uint64_t fingerprint_ = 0;
@@ -137,28 +135,31 @@ class WeightCache {
 
 class Bf16Recipe final : public MatmulRecipe<float> {
   public:
+    explicit Bf16Recipe(const backend::Ops<float>& ops) : ops_(ops), be_(ops.backend()), w_(be_) {}
     void forward(float* y, const float* x, const float* w, int64_t n, int64_t in, int64_t out) override {
-        float* xq = grow(scratch().a, n * in);
-        round_bf16(xq, x, n * in);
-        ops::linear_forward(y, xq, weight(w, in, out), n, in, out);
+        float* xq = scratch().a.grow(be_, n * in);
+        be_.round_bf16(xq, x, n * in);
+        ops_.linear_forward(y, xq, weight(w, in, out), n, in, out);
     }
     void backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t n, int64_t in,
                   int64_t out) override {
         Scratch& s = scratch();
-        float* gq = grow(s.b, n * out);
-        round_bf16(gq, dy, n * out);
-        float* xq = grow(s.a, n * in);
-        round_bf16(xq, x, n * in);
-        ops::linear_backward(dx, dw, gq, xq, weight(w, in, out), n, in, out);
+        float* gq = s.b.grow(be_, n * out);
+        be_.round_bf16(gq, dy, n * out);
+        float* xq = s.a.grow(be_, n * in);
+        be_.round_bf16(xq, x, n * in);
+        ops_.linear_backward(dx, dw, gq, xq, weight(w, in, out), n, in, out);
     }
     std::string name() const override { return "bf16"; }
     void weights_updated() override { w_.invalidate(); }
 
   private:
     const float* weight(const float* w, int64_t in, int64_t out) {
-        return w_.get(w, out * in, [&](float* wq, const float* src) { round_bf16(wq, src, out * in); });
+        return w_.get(w, out * in, [&](float* wq, const float* src) { be_.round_bf16(wq, src, out * in); });
     }
 
+    const backend::Ops<float>& ops_;
+    backend::Backend& be_;
     WeightCache w_;
 };
 
@@ -166,26 +167,33 @@ enum class Fp8Mode { kTensorwise, kDelayed, kBlockwise };
 
 class Fp8Recipe final : public MatmulRecipe<float> {
   public:
-    Fp8Recipe(Fp8Mode mode, const PrecisionConfig& cfg)
-        : mode_(mode), cfg_(cfg), hx_(cfg.amax_history_len), hw_(cfg.amax_history_len), hg_(cfg.amax_history_len) {}
+    Fp8Recipe(Fp8Mode mode, const PrecisionConfig& cfg, const backend::Ops<float>& ops)
+        : ops_(ops),
+          be_(ops.backend()),
+          mode_(mode),
+          cfg_(cfg),
+          hx_(cfg.amax_history_len),
+          hw_(cfg.amax_history_len),
+          hg_(cfg.amax_history_len),
+          w_(be_) {}
 
     void forward(float* y, const float* x, const float* w, int64_t n, int64_t in, int64_t out) override {
         if (mode_ == Fp8Mode::kBlockwise) {
-            float* xq = grow(scratch().a, n * in);
-            fake_quant_row_tiles(xq, x, n, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-            ops::linear_forward(y, xq, weight(w, in, out), n, in, out);
+            float* xq = scratch().a.grow(be_, n * in);
+            be_.fake_quant_row_tiles(xq, x, n, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            ops_.linear_forward(y, xq, weight(w, in, out), n, in, out);
             return;
         }
         // Per-tensor: backward reuses this forward's E4M3 activation, so it is kept per recipe.
-        float* xq = grow(xq_, n * in);
-        fake_quant(xq, x, n * in, Fp8Format::kE4M3, tensor_scale(hx_, x, n * in, Fp8Format::kE4M3));
+        float* xq = xq_.grow(be_, n * in);
+        be_.fake_quant(xq, x, n * in, Fp8Format::kE4M3, tensor_scale(hx_, x, n * in, Fp8Format::kE4M3));
         const float* wq = weight(w, in, out);
         if (mode_ == Fp8Mode::kDelayed) {
             float* fresh = w_.buffer(out * in);
-            fake_quant(fresh, w, out * in, Fp8Format::kE4M3, tensor_scale(hw_, w, out * in, Fp8Format::kE4M3));
+            be_.fake_quant(fresh, w, out * in, Fp8Format::kE4M3, tensor_scale(hw_, w, out * in, Fp8Format::kE4M3));
             wq = fresh;
         }
-        ops::linear_forward(y, xq, wq, n, in, out);
+        ops_.linear_forward(y, xq, wq, n, in, out);
     }
 
     void backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t n, int64_t in,
@@ -196,10 +204,10 @@ class Fp8Recipe final : public MatmulRecipe<float> {
         }
         // Per-tensor: E5M2 gradients against the E4M3 operands of the forward pass (delayed scaling: the weight
         // quantized by that forward, still in the buffer).
-        float* gq = grow(gq_, n * out);
-        fake_quant(gq, dy, n * out, Fp8Format::kE5M2, tensor_scale(hg_, dy, n * out, Fp8Format::kE5M2));
+        float* gq = gq_.grow(be_, n * out);
+        be_.fake_quant(gq, dy, n * out, Fp8Format::kE5M2, tensor_scale(hg_, dy, n * out, Fp8Format::kE5M2));
         const float* wq = mode_ == Fp8Mode::kDelayed ? w_.buffer(out * in) : weight(w, in, out);
-        ops::linear_backward(dx, dw, gq, xq_.data(), wq, n, in, out);
+        ops_.linear_backward(dx, dw, gq, xq_.data(), wq, n, in, out);
     }
 
     std::string name() const override {
@@ -232,69 +240,73 @@ class Fp8Recipe final : public MatmulRecipe<float> {
         if (mode_ == Fp8Mode::kDelayed) return nullptr;
         return w_.get(w, out * in, [&](float* wq, const float* src) {
             if (mode_ == Fp8Mode::kBlockwise)
-                fake_quant_blocks(wq, src, out, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+                be_.fake_quant_blocks(wq, src, out, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
             else
-                fake_quant(wq, src, out * in, Fp8Format::kE4M3,
-                           scale_for(amax(src, out * in), Fp8Format::kE4M3, false));
+                be_.fake_quant(wq, src, out * in, Fp8Format::kE4M3,
+                               scale_for(be_.amax(src, out * in), Fp8Format::kE4M3, false));
         });
     }
 
     void blockwise_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t n,
                             int64_t in, int64_t out) {
         Scratch& s = scratch();
-        float* gq = grow(s.b, n * out);
+        float* gq = s.b.grow(be_, n * out);
         // dgrad reduces over `out`: gradient tiles 1 x 128 along it; the weight keeps its 128 x 128 blocks.
         if (dx) {
-            fake_quant_row_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-            ops::linear_backward(dx, static_cast<float*>(nullptr), gq, x, weight(w, in, out), n, in, out);
+            be_.fake_quant_row_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            ops_.linear_backward(dx, static_cast<float*>(nullptr), gq, x, weight(w, in, out), n, in, out);
         }
         // wgrad reduces over the tokens: gradient and activation tiles 128 x 1.
         if (dw) {
-            float* xw = grow(s.a, n * in);
-            fake_quant_col_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-            fake_quant_col_tiles(xw, x, n, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
-            ops::linear_backward(static_cast<float*>(nullptr), dw, gq, xw, w, n, in, out);
+            float* xw = s.a.grow(be_, n * in);
+            be_.fake_quant_col_tiles(gq, dy, n, out, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            be_.fake_quant_col_tiles(xw, x, n, in, cfg_.block_size, Fp8Format::kE4M3, cfg_.power_of_2_scales);
+            ops_.linear_backward(static_cast<float*>(nullptr), dw, gq, xw, w, n, in, out);
         }
     }
 
     float tensor_scale(AmaxHistory& h, const float* t, int64_t n, Fp8Format fmt) {
-        const float a = amax(t, n);
+        const float a = be_.amax(t, n);
         if (mode_ == Fp8Mode::kDelayed) return h.scale_and_record(a, fp8_max(fmt), cfg_.margin);
         return scale_for(a, fmt, false);
     }
 
+    const backend::Ops<float>& ops_;
+    backend::Backend& be_;
     Fp8Mode mode_;
     PrecisionConfig cfg_;
     AmaxHistory hx_, hw_, hg_;
     WeightCache w_;
-    std::vector<float> xq_, gq_;
+    Buffer xq_, gq_;
 };
 
 }  // namespace
 
 template <typename T>
-std::unique_ptr<MatmulRecipe<T>> make_fp32_recipe() {
-    return std::make_unique<Fp32Recipe<T>>();
+std::unique_ptr<MatmulRecipe<T>> make_fp32_recipe(const backend::Ops<T>& ops) {
+    return std::make_unique<Fp32Recipe<T>>(ops);
 }
 
 template <>
-std::unique_ptr<MatmulRecipe<float>> make_matmul_recipe<float>(const PrecisionConfig& cfg, const std::string& role) {
-    if (cfg.recipe == "fp32" || !cfg.low_precision(role)) return make_fp32_recipe<float>();
-    if (cfg.recipe == "bf16") return std::make_unique<Bf16Recipe>();
-    if (cfg.recipe == "fp8-tensorwise") return std::make_unique<Fp8Recipe>(Fp8Mode::kTensorwise, cfg);
-    if (cfg.recipe == "fp8-delayed") return std::make_unique<Fp8Recipe>(Fp8Mode::kDelayed, cfg);
-    if (cfg.recipe == "fp8-blockwise") return std::make_unique<Fp8Recipe>(Fp8Mode::kBlockwise, cfg);
+std::unique_ptr<MatmulRecipe<float>> make_matmul_recipe<float>(const PrecisionConfig& cfg, const std::string& role,
+                                                               const backend::Ops<float>& ops) {
+    if (cfg.recipe == "fp32" || !cfg.low_precision(role)) return make_fp32_recipe<float>(ops);
+    if (cfg.recipe == "bf16") return std::make_unique<Bf16Recipe>(ops);
+    if (cfg.recipe == "fp8-tensorwise") return std::make_unique<Fp8Recipe>(Fp8Mode::kTensorwise, cfg, ops);
+    if (cfg.recipe == "fp8-delayed") return std::make_unique<Fp8Recipe>(Fp8Mode::kDelayed, cfg, ops);
+    if (cfg.recipe == "fp8-blockwise") return std::make_unique<Fp8Recipe>(Fp8Mode::kBlockwise, cfg, ops);
     FRUGAL_CONFIG_ERROR("precision.recipe '", cfg.recipe, "' is unknown");
 }
 
 template <>
-std::unique_ptr<MatmulRecipe<double>> make_matmul_recipe<double>(const PrecisionConfig& cfg, const std::string& role) {
+std::unique_ptr<MatmulRecipe<double>> make_matmul_recipe<double>(const PrecisionConfig& cfg, const std::string& role,
+                                                                 const backend::Ops<double>& ops) {
     FRUGAL_CHECK(cfg.recipe == "fp32" || !cfg.low_precision(role), "precision.recipe '", cfg.recipe,
                  "' runs in float; the double-precision model (gradient checks) supports fp32 only");
-    return make_fp32_recipe<double>();
+    return make_fp32_recipe<double>(ops);
 }
 
-template std::unique_ptr<MatmulRecipe<float>> make_fp32_recipe<float>();
-template std::unique_ptr<MatmulRecipe<double>> make_fp32_recipe<double>();
+template std::unique_ptr<MatmulRecipe<float>> make_fp32_recipe<float>(const backend::Ops<float>&);
+template std::unique_ptr<MatmulRecipe<double>> make_fp32_recipe<double>(const backend::Ops<double>&);
 
 }  // namespace frugal::precision

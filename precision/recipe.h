@@ -12,7 +12,8 @@
 //                   weights in 128 x 128 blocks; online amax; optional power-of-two scales
 //
 // All three GEMMs of a linear layer (forward, input gradient, weight gradient) take quantized operands; see
-// precision/quantize.h for how the CPU emulation relates to FP8 hardware.
+// precision/quantize.h for how the CPU emulation relates to FP8 hardware. Every recipe computes through the backend
+// whose Ops table it was made with: its GEMMs, quantizers and operand buffers are that backend's.
 //
 // Weight cache (bf16, fp8-tensorwise, fp8-blockwise): a recipe quantizes its weight on first use and keeps the
 // quantized copy for every later forward and backward until weights_updated(), so the weights are quantized once
@@ -31,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "core/config_fields.h"
 #include "core/tensor.h"
 
@@ -76,9 +78,10 @@ class MatmulRecipe {
 // "head"): the configured one when the role is listed in low_precision_layers, FP32 otherwise. Each call returns a
 // new object (delayed scaling keeps per-layer history).
 template <typename T>
-std::unique_ptr<MatmulRecipe<T>> make_matmul_recipe(const PrecisionConfig& cfg, const std::string& role);
+std::unique_ptr<MatmulRecipe<T>> make_matmul_recipe(const PrecisionConfig& cfg, const std::string& role,
+                                                    const backend::Ops<T>& ops);
 template <typename T>
-std::unique_ptr<MatmulRecipe<T>> make_fp32_recipe();
+std::unique_ptr<MatmulRecipe<T>> make_fp32_recipe(const backend::Ops<T>& ops);
 
 // The amax history of delayed scaling (exposed for tests).
 class AmaxHistory {

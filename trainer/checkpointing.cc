@@ -70,7 +70,7 @@ Checkpointer::Checkpointer(Session& s) : s_(s), dir_(checkpoint_dir(s.cfg)) {
         slot.global_shape = {m.moe.n_experts};
         slot.local_shape = {m.moe.n_experts};
         slot.writer = s.dims.rank == 0;
-        slot.data = s.moe_layers[i++]->router().expert_bias().data();
+        slot.data = s.moe_layers[i++]->router().expert_bias();
         slots_.push_back(slot);
     }
     recipes_ = s.net.recipes();

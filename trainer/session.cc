@@ -122,8 +122,8 @@ Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parall
       net(checked_model_config(cfg_, dims_, train_data, val_data), dims_.expert_shard(cfg_.model.moe.n_experts)),
       moe_layers(prepare_model(net, cfg_, *ep_comm)),
       oparams(optim_params(net.params(), cfg_.optim, cfg_.train.freeze)),
-      opt(cfg_.optim, oparams, cfg_.precision.optimizer_state == "bf16"),
-      grad_sync(net.params(), world_, *edp_comm, *ep_comm),
+      opt(cfg_.optim, oparams, cfg_.precision.optimizer_state == "bf16", net.ops().backend()),
+      grad_sync(net.params(), world_, *edp_comm, *ep_comm, net.ops().backend()),
       batch(accum, cfg_.train.micro_batch, cfg_.train.seq_len, cfg_.data.document_mask) {}
 
 void log_session(Session& s) {

@@ -62,7 +62,7 @@ void TrainStep::update(StepMetrics& sm) {
     }
     skipped_in_a_row_ = 0;
     if (cfg.optim.grad_clip > 0 && sm.grad_norm > cfg.optim.grad_clip)
-        optim::scale_grads(s_.oparams, float(cfg.optim.grad_clip / sm.grad_norm));
+        optim::scale_grads(s_.oparams, float(cfg.optim.grad_clip / sm.grad_norm), s_.net.ops().backend());
     s_.opt.step(sm.lr);
     s_.net.weights_updated();
 }
@@ -103,7 +103,7 @@ StepMetrics TrainStep::run(int64_t step, int64_t first_sample, accounting::Meter
     forward_backward(total_valid, sums);
     s_.grad_sync.sync();
     for (const optim::OptimParam& p : s_.oparams)
-        if (p.frozen) std::fill_n(p.grad, p.numel, 0.0f);  // no gradient: out of the norm and the clipping
+        if (p.frozen) s_.net.ops().fill(p.grad, p.numel, 0.0f);  // no gradient: out of the norm and the clipping
     s_.world.set_layer("loss");
     s_.world.all_reduce(sums, 2, DType::kF64, parallel::ReduceOp::kSum);
 

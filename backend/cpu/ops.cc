@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
+
 namespace frugal::backend::cpu {
 
 namespace {
@@ -289,6 +291,75 @@ void add_inplace(T* y, const T* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+template <typename T>
+void fill(T* x, int64_t n, T value) {
+    std::fill_n(x, n, value);
+}
+
+template <typename T>
+void bias_add(T* y_NO, const T* b_O, int64_t n, int64_t out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r)
+        for (int64_t o = 0; o < out; ++o) y_NO[r * out + o] += b_O[o];
+}
+
+template <typename T>
+void bias_backward(T* db_O, const T* dy_NO, int64_t n, int64_t out) {
+    for (int64_t r = 0; r < n; ++r)
+        for (int64_t o = 0; o < out; ++o) db_O[o] += dy_NO[r * out + o];
+}
+
+template <typename T>
+void sigmoid_gate_forward(T* out_TD, T* gate_T, const T* shared_TD, int64_t t, int64_t d) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        gate_T[i] = T(1) / (T(1) + std::exp(-gate_T[i]));
+        for (int64_t j = 0; j < d; ++j) out_TD[i * d + j] = gate_T[i] * shared_TD[i * d + j];
+    }
+}
+
+template <typename T>
+void sigmoid_gate_backward(T* d_shared_TD, T* d_logit_T, const T* dout_TD, const T* shared_TD, const T* gate_T,
+                           int64_t t, int64_t d) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < t; ++i) {
+        T dot = 0;
+        for (int64_t j = 0; j < d; ++j) {
+            dot += dout_TD[i * d + j] * shared_TD[i * d + j];
+            d_shared_TD[i * d + j] = gate_T[i] * dout_TD[i * d + j];
+        }
+        d_logit_T[i] = gate_T[i] * (T(1) - gate_T[i]) * dot;
+    }
+}
+
+int64_t prepare_tokens(int32_t* tokens_N, int32_t* targets_N, int32_t* pos_N, int32_t* start_N,
+                       const int32_t* tokens_in, const int32_t* targets_in, const int32_t* doc_start_in, int64_t n,
+                       int64_t s, int64_t v, int32_t ignore_index) {
+    int64_t num_valid = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        FRUGAL_CHECK(tokens_in[i] >= 0 && tokens_in[i] < v, "token id ", tokens_in[i], " at position ", i,
+                     " is outside the vocabulary [0, ", v, "): check model.vocab_size against the data");
+        // A target indexes the logits and the loss gradient row: an id past the vocabulary would write out of bounds.
+        FRUGAL_CHECK(targets_in[i] == ignore_index || (targets_in[i] >= 0 && targets_in[i] < v), "target id ",
+                     targets_in[i], " at position ", i, " is outside the vocabulary [0, ", v,
+                     "): check model.vocab_size against the data");
+        tokens_N[i] = tokens_in[i];
+        targets_N[i] = targets_in[i];
+        start_N[i] = doc_start_in ? doc_start_in[i] : 0;
+        FRUGAL_CHECK(start_N[i] >= 0 && start_N[i] <= i % s, "document start ", start_N[i], " of position ", i % s,
+                     " is outside its window");
+        pos_N[i] = int32_t(i % s) - start_N[i];
+        num_valid += targets_in[i] != ignore_index;
+    }
+    return num_valid;
+}
+
 #define FRUGAL_INSTANTIATE(T)                                                                                       \
     template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool, \
                           T);                                                                                       \
@@ -305,7 +376,13 @@ void add_inplace(T* y, const T* x, int64_t n) {
     template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                     \
     template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int64_t, int64_t, int32_t);              \
     template void cross_entropy_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t, int32_t);            \
-    template void add_inplace<T>(T*, const T*, int64_t);
+    template void add_inplace<T>(T*, const T*, int64_t);                                                            \
+    template void add<T>(T*, const T*, const T*, int64_t);                                                          \
+    template void fill<T>(T*, int64_t, T);                                                                          \
+    template void bias_add<T>(T*, const T*, int64_t, int64_t);                                                      \
+    template void bias_backward<T>(T*, const T*, int64_t, int64_t);                                                 \
+    template void sigmoid_gate_forward<T>(T*, T*, const T*, int64_t, int64_t);                                      \
+    template void sigmoid_gate_backward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t);
 
 FRUGAL_INSTANTIATE(float)
 FRUGAL_INSTANTIATE(double)

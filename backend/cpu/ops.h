@@ -87,5 +87,27 @@ void cross_entropy_backward(T* dlogits_NV, const T* logits_NV, const int32_t* ta
 // y += x
 template <typename T>
 void add_inplace(T* y, const T* x, int64_t n);
+// out = a + b (out may alias a or b)
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n);
+template <typename T>
+void fill(T* x, int64_t n, T value);
+// y_NO[r] += b_O ; db_O += sum over rows of dy_NO (rows in order)
+template <typename T>
+void bias_add(T* y_NO, const T* b_O, int64_t n, int64_t out);
+template <typename T>
+void bias_backward(T* db_O, const T* dy_NO, int64_t n, int64_t out);
+// gate_T: logits in, g = sigmoid(logit) out; out_TD = g * shared_TD. Backward WRITES d_shared_TD = g dout and
+// d_logit_T = g (1 - g) <dout, shared>.
+template <typename T>
+void sigmoid_gate_forward(T* out_TD, T* gate_T, const T* shared_TD, int64_t t, int64_t d);
+template <typename T>
+void sigmoid_gate_backward(T* d_shared_TD, T* d_logit_T, const T* dout_TD, const T* shared_TD, const T* gate_T,
+                           int64_t t, int64_t d);
+
+// Checks and copies a micro-batch's tokens (Backend::prepare_tokens); returns the number of valid targets.
+int64_t prepare_tokens(int32_t* tokens_N, int32_t* targets_N, int32_t* pos_N, int32_t* start_N,
+                       const int32_t* tokens_in, const int32_t* targets_in, const int32_t* doc_start_in, int64_t n,
+                       int64_t s, int64_t v, int32_t ignore_index);
 
 }  // namespace frugal::backend::cpu

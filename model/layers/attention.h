@@ -3,8 +3,9 @@
 // bias. The attention core stays in the compute precision.
 //
 // Legend: N = B*S tokens, D model dim, Hq/Hkv heads, hd head dim.
-// Saved for backward: q_NHd (after norm and rope), k_NHd, v_NHd, attention output att_NHd, probs_BHSS, and with
-// QK-norm the raw projections and their rstd.
+// Saved for backward: q_NHd (after norm and rope), k_NHd, v_NHd, attention output att_NHd, what the backend's
+// attention keeps (saved_, Ops::attention_saved_numel: the CPU's probabilities [B, Hq, S, S]), and with QK-norm the
+// raw projections and their rstd.
 #pragma once
 
 #include "model/config.h"
@@ -15,7 +16,8 @@ namespace frugal::model {
 template <typename T>
 class Attention {
   public:
-    Attention(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, const RopeTable<T>* rope);
+    Attention(const Ops<T>& ops, ParamStore& store, const ModelConfig& cfg, const std::string& prefix,
+              const RopeTable<T>* rope);
     // start_N (optional): document masking, token i attends to [start_N[i], i] of its window (ops::attention_forward).
     void forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64_t b, int64_t s,
                  const int32_t* start_N = nullptr);
@@ -31,13 +33,14 @@ class Attention {
     }
 
   private:
+    const Ops<T>& ops_;
     int64_t d_, hq_, hkv_, hd_;
     bool qk_norm_;
     int64_t q_norm_rows_, k_norm_rows_;  // rows the QK-norms see per token: heads (scope head) or 1
     const RopeTable<T>* rope_;
     Linear<T> wq_, wk_, wv_, wo_;
     RMSNorm<T> q_norm_, k_norm_;
-    Tensor q_, k_, v_, q_raw_, k_raw_, rstd_q_, rstd_k_, att_, probs_;
+    Tensor q_, k_, v_, q_raw_, k_raw_, rstd_q_, rstd_k_, att_, saved_;
     Tensor d_att_, dq_, dk_, dv_, dq_raw_, dk_raw_;
 };
 

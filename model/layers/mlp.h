@@ -14,8 +14,8 @@ template <typename T>
 class MLP {
   public:
     // role: "dense_ffn" or "shared_experts", the precision role of both matrices.
-    MLP(ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std, double out_std,
-        std::string role = "dense_ffn");
+    MLP(const Ops<T>& ops, ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std,
+        double out_std, std::string role = "dense_ffn");
     void forward(T* out_ND, const T* x_ND, int64_t n);
     // dx_ND += ...; parameter gradients added.
     void backward(T* dx_ND, const T* dout_ND, const T* x_ND, int64_t n);
@@ -29,6 +29,7 @@ class MLP {
     }
 
   private:
+    const Ops<T>& ops_;
     int64_t d_, f_;
     std::string role_;
     Linear<T> w13_, w2_;

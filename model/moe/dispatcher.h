@@ -19,33 +19,49 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "model/layers/common.h"
 
 namespace frugal::model {
 
 struct Permutation {
     int64_t num_tokens = 0, top_k = 0, num_experts = 0, num_rows = 0;
-    std::vector<int64_t> tokens_per_expert_E;
-    std::vector<int64_t> offset_E;   // E + 1 entries
-    std::vector<int32_t> row_of_TK;  // -1 where dropped
-    std::vector<int32_t> token_of_row_R;
+    std::vector<int64_t> tokens_per_expert_E;  // host
+    std::vector<int64_t> offset_E;             // host, E + 1 entries
+    Tensor row_of_TK;                          // int32 [T*K] on the backend's device, -1 where dropped
+    Tensor token_of_row_R;                     // int32 [R] on the backend's device
+    const int32_t* row_of() const { return row_of_TK.data<int32_t>(); }
+    const int32_t* token_of() const { return token_of_row_R.data<int32_t>(); }
 };
 
-// Builds the stable permutation from expert_TK (entries -1 are dropped assignments). No allocation once the
-// vectors have grown to the largest micro-batch.
-void build_permutation(Permutation& perm, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e);
+// Builds the stable permutation from expert_TK (entries -1 are dropped assignments) with the backend's kernel. No
+// allocation once the buffers have grown to the largest micro-batch.
+void build_permutation(backend::Backend& be, Permutation& perm, const int32_t* expert_TK, int64_t t, int64_t k,
+                       int64_t e);
 
+// The backend's permutation kernels (backend/backend.h) on a Permutation:
+// rows_RD[r] = x_TD[token_of_row[r]]
 template <typename T>
-void permute_rows(T* rows_RD, const T* x_TD, const Permutation& perm, int64_t d);
+void permute_rows(const Ops<T>& ops, T* rows_RD, const T* x_TD, const Permutation& perm, int64_t d) {
+    ops.permute_rows(rows_RD, x_TD, perm.token_of(), perm.num_rows, d);
+}
 // dx_TD[token_of_row[r]] += drows_RD[r]
 template <typename T>
-void permute_rows_backward(T* dx_TD, const T* drows_RD, const Permutation& perm, int64_t d);
+void permute_rows_backward(const Ops<T>& ops, T* dx_TD, const T* drows_RD, const Permutation& perm, int64_t d) {
+    ops.permute_rows_backward(dx_TD, drows_RD, perm.row_of(), perm.num_tokens, perm.top_k, d);
+}
 // out_TD[t] += sum_k weight_TK[t,k] * rows_RD[row_of_TK[t,k]]
 template <typename T>
-void unpermute_combine(T* out_TD, const T* rows_RD, const T* weight_TK, const Permutation& perm, int64_t d);
+void unpermute_combine(const Ops<T>& ops, T* out_TD, const T* rows_RD, const T* weight_TK, const Permutation& perm,
+                       int64_t d) {
+    ops.unpermute_combine(out_TD, rows_RD, weight_TK, perm.row_of(), perm.num_tokens, perm.top_k, d);
+}
 // drows_RD[r] += weight * dout_TD[t] ; dweight_TK[t,k] += <dout_TD[t], rows_RD[r]>
 template <typename T>
-void unpermute_combine_backward(T* drows_RD, T* dweight_TK, const T* dout_TD, const T* rows_RD, const T* weight_TK,
-                                const Permutation& perm, int64_t d);
+void unpermute_combine_backward(const Ops<T>& ops, T* drows_RD, T* dweight_TK, const T* dout_TD, const T* rows_RD,
+                                const T* weight_TK, const Permutation& perm, int64_t d) {
+    ops.unpermute_combine_backward(drows_RD, dweight_TK, dout_TD, rows_RD, weight_TK, perm.row_of(), perm.num_tokens,
+                                   perm.top_k, d);
+}
 
 // What dispatch() hands to the experts and what combine() needs back.
 template <typename T>
@@ -61,6 +77,7 @@ struct DispatchHandle {
 template <typename T>
 class Dispatcher {
   public:
+    explicit Dispatcher(const Ops<T>& ops) : ops_(ops) {}
     virtual ~Dispatcher() = default;
     virtual int64_t first_local_expert() const = 0;
     virtual int64_t num_local_experts() const = 0;
@@ -74,7 +91,7 @@ class Dispatcher {
     // out_TD += weighted expert outputs; y_rows is laid out like handle.expert_rows.
     void combine(T* out_TD, const T* y_rows, const T* weight_TK) {
         const T* back = combine_communicate(y_rows);
-        unpermute_combine(out_TD, back, weight_TK, handle_.perm, handle_.d);
+        unpermute_combine(ops_, out_TD, back, weight_TK, handle_.perm, handle_.d);
     }
     // dy_rows (layout of expert_rows) += ..., dweight_TK += ...; y_rows as given to combine().
     void combine_backward(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows, const T* weight_TK) {
@@ -83,7 +100,7 @@ class Dispatcher {
     // dx_TD += gradient of the dispatched rows.
     void dispatch_backward(T* dx_TD, const T* dexpert_rows) {
         const T* back = dispatch_backward_communicate(dexpert_rows);
-        permute_rows_backward(dx_TD, back, handle_.perm, handle_.d);
+        permute_rows_backward(ops_, dx_TD, back, handle_.perm, handle_.d);
     }
     DispatchHandle<T>& handle() { return handle_; }
 
@@ -97,6 +114,7 @@ class Dispatcher {
     virtual void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
                                        const T* weight_TK) = 0;
     virtual const T* dispatch_backward_communicate(const T* dexpert_rows) = 0;
+    const Ops<T>& ops_;
     DispatchHandle<T> handle_;
 };
 
@@ -106,7 +124,8 @@ class LocalDispatcher final : public Dispatcher<T> {
   public:
     // fp8: the rows pass through the same E4M3 1 x 128 quantization as the FP8 all-to-all dispatch (so one rank
     // computes what many do).
-    explicit LocalDispatcher(int64_t n_experts, bool fp8 = false) : n_experts_(n_experts), fp8_(fp8) {}
+    LocalDispatcher(const Ops<T>& ops, int64_t n_experts, bool fp8 = false)
+        : Dispatcher<T>(ops), n_experts_(n_experts), fp8_(fp8) {}
     int64_t first_local_expert() const override { return 0; }
     int64_t num_local_experts() const override { return n_experts_; }
 
@@ -117,7 +136,7 @@ class LocalDispatcher final : public Dispatcher<T> {
     const T* combine_communicate(const T* y_rows) override { return y_rows; }
     void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
                                const T* weight_TK) override {
-        unpermute_combine_backward(dy_rows, dweight_TK, dout_TD, y_rows, weight_TK, this->handle_.perm,
+        unpermute_combine_backward(this->ops_, dy_rows, dweight_TK, dout_TD, y_rows, weight_TK, this->handle_.perm,
                                    this->handle_.d);
     }
     const T* dispatch_backward_communicate(const T* dexpert_rows) override { return dexpert_rows; }

@@ -19,8 +19,8 @@ namespace frugal::model {
 template <typename T>
 class Experts {
   public:
-    Experts(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, int64_t first_expert,
-            int64_t num_local);
+    Experts(const Ops<T>& ops, ParamStore& store, const ModelConfig& cfg, const std::string& prefix,
+            int64_t first_expert, int64_t num_local);
     void forward(T* y_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert);
     void backward(T* dx_RD, const T* dy_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert);
     void forward_reference(T* y_RD, const T* x_RD, const std::vector<int64_t>& tokens_per_expert) const;
@@ -38,6 +38,7 @@ class Experts {
     Param* w2() const { return w2_; }
 
   private:
+    const Ops<T>& ops_;
     int64_t d_, f_, num_local_;
     Param* w13_;
     Param* w2_;

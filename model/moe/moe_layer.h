@@ -26,7 +26,8 @@ struct ExpertShard {
 template <typename T>
 class MoELayer {
   public:
-    MoELayer(ParamStore& store, const ModelConfig& cfg, const std::string& prefix, ExpertShard shard = {});
+    MoELayer(const Ops<T>& ops, ParamStore& store, const ModelConfig& cfg, const std::string& prefix,
+             ExpertShard shard = {});
     void forward(T* out_TD, const T* x_TD, int64_t b, int64_t s);
     // dx_TD += ...; aux_scale scales the balancing and z losses (see Router::backward).
     void backward(T* dx_TD, const T* dout_TD, const T* x_TD, int64_t b, int64_t s, T aux_scale);
@@ -46,6 +47,7 @@ class MoELayer {
     Experts<T>& experts() { return experts_; }
 
   private:
+    const Ops<T>& ops_;
     int64_t d_, k_, e_;
     Router<T> router_;
     Experts<T> experts_;
@@ -53,8 +55,7 @@ class MoELayer {
     Linear<T> shared_gate_;  // [1, D], FP32 like the router; w == nullptr when the shared experts are ungated
     Tensor shared_TD_, gate_T_, dpre_T_, dshared_TD_;
     std::unique_ptr<Dispatcher<T>> dispatcher_;
-    Tensor y_RD_, dy_RD_, dx_RD_;
-    std::vector<T> dweight_TK_;
+    Tensor y_RD_, dy_RD_, dx_RD_, dweight_TK_;
 };
 
 }  // namespace frugal::model

@@ -38,247 +38,41 @@ double MoEStats::imbalance() const {
     return double(mx) * double(tokens_per_expert.size()) / double(total);
 }
 
-template <typename T>
-void router_scores_forward(T* scores_TE, T* lse_T, const T* logits_TE, ScoreFunc func, int64_t t, int64_t e) {
-    const bool softmax = func == ScoreFunc::kSoftmax;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* l = logits_TE + i * e;
-        T* sc = scores_TE + i * e;
-        T mx = *std::max_element(l, l + e);
-        T sum = 0;
-        for (int64_t j = 0; j < e; ++j) sum += std::exp(l[j] - mx);
-        const T lse = mx + std::log(sum);
-        lse_T[i] = lse;
-        if (softmax) {
-            for (int64_t j = 0; j < e; ++j) sc[j] = std::exp(l[j] - lse);
-        } else {
-            for (int64_t j = 0; j < e; ++j) sc[j] = T(1) / (T(1) + std::exp(-l[j]));
-        }
-    }
-}
-
-template <typename K>
-void topk_indices(int32_t* out_K, const K* keys_E, int64_t e, int64_t k) {
-    // k passes of an argmax that skips chosen entries; strict '>' keeps the lowest index among equal keys.
-    // O(E K): E <= a few hundred and K <= 8 in every published model, cheaper than a sort.
-    for (int64_t j = 0; j < k; ++j) {
-        int32_t best = -1;
-        for (int64_t i = 0; i < e; ++i) {
-            bool taken = false;
-            for (int64_t p = 0; p < j; ++p) taken |= out_K[p] == int32_t(i);
-            if (taken) continue;
-            if (best < 0 || keys_E[i] > keys_E[best]) best = int32_t(i);
-        }
-        out_K[j] = best;
-    }
-}
-
-template <typename T>
-void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* scores_TE, const float* bias_E, int64_t t,
-                           int64_t e, int64_t k) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* sc = scores_TE + i * e;
-        double* keys = keys_TE + i * e;
-        for (int64_t j = 0; j < e; ++j) keys[j] = double(sc[j]) + double(bias_E[j]);
-        topk_indices(selected_TK + i * k, keys, e, k);
-    }
-}
-
-template <typename T>
-void router_weights_forward(T* weight_TK, const T* scores_TE, const int32_t* selected_TK, bool renormalize,
-                            double scale, int64_t t, int64_t e, int64_t k) {
-    const T c = T(scale);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* sc = scores_TE + i * e;
-        const int32_t* sel = selected_TK + i * k;
-        T* w = weight_TK + i * k;
-        if (renormalize) {
-            T z = 0;
-            for (int64_t j = 0; j < k; ++j) z += sc[sel[j]];
-            for (int64_t j = 0; j < k; ++j) w[j] = c * sc[sel[j]] / z;
-        } else {
-            for (int64_t j = 0; j < k; ++j) w[j] = c * sc[sel[j]];
-        }
-    }
-}
-
 int64_t router_capacity(double capacity_factor, int64_t t, int64_t k, int64_t e) {
     if (capacity_factor <= 0) return std::numeric_limits<int64_t>::max();
     return int64_t(std::ceil(capacity_factor * double(t * k) / double(e)));
 }
 
-void router_capacity_forward(int32_t* expert_TK, int64_t* num_kept_E, int64_t* num_selected_E, int64_t* num_dropped,
-                             const int32_t* selected_TK, int64_t capacity, int64_t t, int64_t k, int64_t e) {
-    std::fill_n(num_kept_E, e, int64_t(0));
-    std::fill_n(num_selected_E, e, int64_t(0));
-    int64_t dropped = 0;
-    for (int64_t i = 0; i < t * k; ++i) {
-        const int32_t ex = selected_TK[i];
-        num_selected_E[ex]++;
-        if (num_kept_E[ex] < capacity) {
-            num_kept_E[ex]++;
-            expert_TK[i] = ex;
-        } else {
-            expert_TK[i] = -1;
-            ++dropped;
-        }
-    }
-    *num_dropped = dropped;
-}
-
 template <typename T>
-void router_aux_loss_forward(double* aux_loss, double* score_sum_T, const T* scores_TE, const int32_t* selected_TK,
-                             ScoreFunc func, double coef, int64_t groups, int64_t t, int64_t e, int64_t k) {
-    const bool softmax = func == ScoreFunc::kSoftmax;
-    if (!softmax) {
-        // One row sum per token (eq. 19's denominator), in double and expert order.
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < t; ++i) {
-            const T* sc = scores_TE + i * e;
-            double sum = 0;
-            for (int64_t j = 0; j < e; ++j) sum += double(sc[j]);
-            score_sum_T[i] = sum;
-        }
-    }
-    const int64_t per = t / groups;
-    std::vector<double> f(static_cast<size_t>(e)), p(static_cast<size_t>(e));
-    double total = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-        std::fill(f.begin(), f.end(), 0.0);
-        std::fill(p.begin(), p.end(), 0.0);
-        for (int64_t i = g * per; i < (g + 1) * per; ++i) {
-            const T* sc = scores_TE + i * e;
-            for (int64_t j = 0; j < k; ++j) f[size_t(selected_TK[i * k + j])] += 1;
-            if (softmax) {
-                for (int64_t j = 0; j < e; ++j) p[size_t(j)] += double(sc[j]);
-            } else {
-                for (int64_t j = 0; j < e; ++j) p[size_t(j)] += double(sc[j]) / score_sum_T[i];
-            }
-        }
-        double l = 0;
-        // Switch: E * sum f_e P_e with f = count/(T K), P = mean score. DeepSeek-V3 seq-wise: f_i = E/(K S) *
-        // count, P_i = mean score: the same expression per sequence.
-        for (int64_t j = 0; j < e; ++j) l += double(e) * f[size_t(j)] / double(per * k) * p[size_t(j)] / double(per);
-        total += coef * l / double(groups);
-    }
-    *aux_loss = total;
-}
-
-template <typename T>
-void router_z_loss_forward(double* z_loss, const T* lse_T, double coef, int64_t t) {
-    double zs = 0;
-    for (int64_t i = 0; i < t; ++i) zs += double(lse_T[i]) * double(lse_T[i]);
-    *z_loss = coef * zs / double(t);
-}
-
-template <typename T>
-void router_weights_backward(T* d_scores_TE, const T* d_weight_TK, const T* scores_TE, const int32_t* selected_TK,
-                             bool renormalize, double scale, int64_t t, int64_t e, int64_t k) {
-    const T c = T(scale);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* sc = scores_TE + i * e;
-        T* ds = d_scores_TE + i * e;
-        const int32_t* sel = selected_TK + i * k;
-        const T* dw = d_weight_TK + i * k;
-        if (renormalize) {
-            // w_j = c s_j / Z, Z = sum of chosen s  =>  ds_j = c (dw_j / Z - sum_q dw_q s_q / Z^2)
-            T z = 0, dot = 0;
-            for (int64_t j = 0; j < k; ++j) {
-                z += sc[sel[j]];
-                dot += dw[j] * sc[sel[j]];
-            }
-            for (int64_t j = 0; j < k; ++j) ds[sel[j]] += c * (dw[j] / z - dot / (z * z));
-        } else {
-            for (int64_t j = 0; j < k; ++j) ds[sel[j]] += c * dw[j];
-        }
-    }
-}
-
-template <typename T>
-void router_aux_loss_backward(T* d_scores_TE, T* d_aux_GE, const T* scores_TE, const int32_t* selected_TK,
-                              ScoreFunc func, double coef, T aux_scale, int64_t groups, int64_t t, int64_t e,
-                              int64_t k) {
-    // Gradient with respect to the normalized scores s' (see forward): dL/ds'_{t,e} = coef f_e / (S_g G) with
-    // f_e = E count_e / (S_g K), S_g the tokens per group and G the number of groups.
-    const int64_t per = t / groups;
-    std::fill_n(d_aux_GE, groups * e, T(0));
-    for (int64_t g = 0; g < groups; ++g) {
-        for (int64_t i = g * per; i < (g + 1) * per; ++i)
-            for (int64_t j = 0; j < k; ++j) d_aux_GE[g * e + selected_TK[i * k + j]] += T(1);
-        for (int64_t j = 0; j < e; ++j)
-            d_aux_GE[g * e + j] *= aux_scale * T(coef * double(e) / (double(per * k) * double(per) * double(groups)));
-    }
-    const bool softmax = func == ScoreFunc::kSoftmax;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* sc = scores_TE + i * e;
-        T* ds = d_scores_TE + i * e;
-        const T* ga = d_aux_GE + (i / per) * e;
-        if (softmax) {
-            for (int64_t j = 0; j < e; ++j) ds[j] += ga[j];
-        } else {
-            // s' = s / sum(s): ds_j = (g_j - sum_q g_q s'_q) / sum(s)
-            T sum = 0, dot = 0;
-            for (int64_t j = 0; j < e; ++j) sum += sc[j];
-            for (int64_t j = 0; j < e; ++j) dot += ga[j] * sc[j] / sum;
-            for (int64_t j = 0; j < e; ++j) ds[j] += (ga[j] - dot) / sum;
-        }
-    }
-}
-
-template <typename T>
-void router_scores_backward(T* d_logits_TE, const T* d_scores_TE, const T* scores_TE, ScoreFunc func, int64_t t,
-                            int64_t e) {
-    const bool softmax = func == ScoreFunc::kSoftmax;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        const T* sc = scores_TE + i * e;
-        const T* ds = d_scores_TE + i * e;
-        T* dl = d_logits_TE + i * e;
-        if (softmax) {
-            T dot = 0;
-            for (int64_t j = 0; j < e; ++j) dot += sc[j] * ds[j];
-            for (int64_t j = 0; j < e; ++j) dl[j] = sc[j] * (ds[j] - dot);
-        } else {
-            for (int64_t j = 0; j < e; ++j) dl[j] = ds[j] * sc[j] * (T(1) - sc[j]);
-        }
-    }
-}
-
-template <typename T>
-void router_z_loss_backward(T* d_logits_TE, const T* logits_TE, const T* lse_T, double coef, T aux_scale, int64_t t,
-                            int64_t e) {
-    const T c0 = aux_scale * T(2.0 * coef / double(t));
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < t; ++i) {
-        // d/dl (coef/T * lse^2) = coef/T * 2 lse softmax(l)
-        const T* l = logits_TE + i * e;
-        T* dl = d_logits_TE + i * e;
-        const T lse = lse_T[i];
-        const T c = c0 * lse;
-        for (int64_t j = 0; j < e; ++j) dl[j] += c * std::exp(l[j] - lse);
-    }
-}
-
-template <typename T>
-Router<T>::Router(ParamStore& store, const ModelConfig& cfg, const std::string& prefix)
-    : n_experts_(cfg.moe.n_experts),
+Router<T>::Router(const Ops<T>& ops, ParamStore& store, const ModelConfig& cfg, const std::string& prefix)
+    : ops_(ops),
+      be_(ops.backend()),
+      n_experts_(cfg.moe.n_experts),
       top_k_(cfg.moe.top_k),
       d_(cfg.d_model),
       cfg_(cfg.moe),
       score_func_(parse_score_func(cfg.moe.score_func)),
       aux_kind_(parse_aux_loss(cfg.moe.aux_loss)) {
-    gate_.w = store.add(prefix + "weight", {n_experts_, d_}, ParamKind::kRouter, cfg.init_std);
-    gate_.in = d_;
-    gate_.out = n_experts_;
-    bias_E_.assign(size_t(n_experts_), 0.0f);
+    gate_ = Linear<T>(ops, store.add(prefix + "weight", {n_experts_, d_}, ParamKind::kRouter, cfg.init_std), d_,
+                      n_experts_);
+    bias_E_ = Tensor::zeros({n_experts_}, DType::kF32, be_.allocator());
     num_kept_E_.assign(size_t(n_experts_), 0);
     num_selected_E_.assign(size_t(n_experts_), 0);
     stats_.reset(n_experts_);
+}
+
+template <typename T>
+std::vector<float> Router<T>::expert_bias_host() const {
+    std::vector<float> out(static_cast<size_t>(n_experts_));
+    be_.copy_to_host(out.data(), bias_E_.raw_data(), out.size() * sizeof(float));
+    return out;
+}
+
+template <typename T>
+void Router<T>::set_expert_bias(const std::vector<float>& bias_E) {
+    FRUGAL_CHECK(int64_t(bias_E.size()) == n_experts_, "expert bias of ", bias_E.size(), " entries for ", n_experts_,
+                 " experts");
+    be_.copy_to_device(bias_E_.raw_data(), bias_E.data(), bias_E.size() * sizeof(float));
 }
 
 template <typename T>
@@ -286,23 +80,21 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
     const int64_t t = b * s, e = n_experts_, k = top_k_;
     b_ = b;
     s_ = s;
-    logits_TE_.resize(size_t(t * e));
-    scores_TE_.resize(size_t(t * e));
-    lse_T_.resize(size_t(t));
-    keys_TE_.resize(size_t(t * e));
-    selected_TK_.resize(size_t(t * k));
-    weight_TK_.resize(size_t(t * k));
-    expert_TK_.resize(size_t(t * k));
+    T* logits = ensure<T>(ops_, logits_TE_, t * e);
+    T* scores = ensure<T>(ops_, scores_TE_, t * e);
+    T* lse = ensure<T>(ops_, lse_T_, t);
+    double* keys = ensure<double>(be_, keys_TE_, t * e);
+    int32_t* selected = ensure<int32_t>(be_, selected_TK_, t * k);
+    T* weight = ensure<T>(ops_, weight_TK_, t * k);
+    int32_t* expert = ensure<int32_t>(be_, expert_TK_, t * k);
 
-    gate_.forward(logits_TE_.data(), x_TD, t);
-    router_scores_forward(scores_TE_.data(), lse_T_.data(), logits_TE_.data(), score_func_, t, e);
-    router_select_forward(selected_TK_.data(), keys_TE_.data(), scores_TE_.data(), bias_E_.data(), t, e, k);
-    router_weights_forward(weight_TK_.data(), scores_TE_.data(), selected_TK_.data(), cfg_.norm_topk_prob,
-                           cfg_.routed_scaling_factor, t, e, k);
+    gate_.forward(logits, x_TD, t);
+    ops_.router_scores_forward(scores, lse, logits, score_func_, t, e);
+    ops_.router_select_forward(selected, keys, scores, bias_E_.data<float>(), t, e, k);
+    ops_.router_weights_forward(weight, scores, selected, cfg_.norm_topk_prob, cfg_.routed_scaling_factor, t, e, k);
 
-    int64_t dropped = 0;
-    router_capacity_forward(expert_TK_.data(), num_kept_E_.data(), num_selected_E_.data(), &dropped,
-                            selected_TK_.data(), router_capacity(cfg_.capacity_factor, t, k, e), t, k, e);
+    const int64_t dropped = be_.router_capacity(expert, num_kept_E_.data(), num_selected_E_.data(), selected,
+                                                router_capacity(cfg_.capacity_factor, t, k, e), t, k, e);
     for (int64_t j = 0; j < e; ++j) {
         stats_.selected_per_expert[size_t(j)] += num_selected_E_[size_t(j)];
         stats_.tokens_per_expert[size_t(j)] += num_kept_E_[size_t(j)];
@@ -313,12 +105,12 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
 
     aux_loss_ = 0;
     if (has_aux_loss()) {
-        if (score_func_ == ScoreFunc::kSigmoid) score_sum_T_.resize(size_t(t));
-        router_aux_loss_forward(&aux_loss_, score_sum_T_.data(), scores_TE_.data(), selected_TK_.data(), score_func_,
-                                cfg_.aux_loss_coef, aux_groups(), t, e, k);
+        double* score_sum = score_func_ == ScoreFunc::kSigmoid ? ensure<double>(be_, score_sum_T_, t) : nullptr;
+        aux_loss_ = ops_.router_aux_loss_forward(score_sum, scores, selected, score_func_, cfg_.aux_loss_coef,
+                                                 aux_groups(), t, e, k);
     }
     z_loss_ = 0;
-    if (cfg_.z_loss_coef > 0) router_z_loss_forward(&z_loss_, lse_T_.data(), cfg_.z_loss_coef, t);
+    if (cfg_.z_loss_coef > 0) z_loss_ = ops_.router_z_loss_forward(lse, cfg_.z_loss_coef, t);
     stats_.aux_loss += aux_loss_;
     stats_.z_loss += z_loss_;
 }
@@ -326,58 +118,30 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
 template <typename T>
 void Router<T>::backward(T* dx_TD, const T* d_weight_TK, const T* x_TD, T aux_scale) {
     const int64_t t = b_ * s_, e = n_experts_, k = top_k_;
-    d_scores_TE_.assign(size_t(t * e), T(0));
-    d_logits_TE_.resize(size_t(t * e));
+    T* d_scores = ensure_zero<T>(ops_, d_scores_TE_, t * e);
+    T* d_logits = ensure<T>(ops_, d_logits_TE_, t * e);
+    const T* scores = scores_TE();
+    const int32_t* selected = selected_TK();
 
-    router_weights_backward(d_scores_TE_.data(), d_weight_TK, scores_TE_.data(), selected_TK_.data(),
-                            cfg_.norm_topk_prob, cfg_.routed_scaling_factor, t, e, k);
-    if (has_aux_loss()) {
-        d_aux_GE_.resize(size_t(aux_groups() * e));
-        router_aux_loss_backward(d_scores_TE_.data(), d_aux_GE_.data(), scores_TE_.data(), selected_TK_.data(),
-                                 score_func_, cfg_.aux_loss_coef, aux_scale, aux_groups(), t, e, k);
-    }
-    router_scores_backward(d_logits_TE_.data(), d_scores_TE_.data(), scores_TE_.data(), score_func_, t, e);
+    ops_.router_weights_backward(d_scores, d_weight_TK, scores, selected, cfg_.norm_topk_prob,
+                                 cfg_.routed_scaling_factor, t, e, k);
+    if (has_aux_loss())
+        ops_.router_aux_loss_backward(d_scores, ensure<T>(ops_, d_aux_GE_, aux_groups() * e), scores, selected,
+                                      score_func_, cfg_.aux_loss_coef, aux_scale, aux_groups(), t, e, k);
+    ops_.router_scores_backward(d_logits, d_scores, scores, score_func_, t, e);
     if (cfg_.z_loss_coef > 0)
-        router_z_loss_backward(d_logits_TE_.data(), logits_TE_.data(), lse_T_.data(), cfg_.z_loss_coef, aux_scale, t,
-                               e);
-    gate_.backward(dx_TD, d_logits_TE_.data(), x_TD, t);
+        ops_.router_z_loss_backward(d_logits, logits_TE_.template data<T>(), lse_T_.template data<T>(),
+                                    cfg_.z_loss_coef, aux_scale, t, e);
+    gate_.backward(dx_TD, d_logits, x_TD, t);
 }
 
 template <typename T>
 void Router<T>::update_bias(const std::vector<int64_t>& selected_per_expert) {
     if (cfg_.bias_update_rate <= 0) return;
-    int64_t total = 0;
-    for (int64_t c : selected_per_expert) total += c;
-    const double mean = double(total) / double(n_experts_);
-    for (int64_t j = 0; j < n_experts_; ++j) {
-        double load = double(selected_per_expert[size_t(j)]);
-        float step = float(cfg_.bias_update_rate);
-        if (load > mean)
-            bias_E_[size_t(j)] -= step;
-        else if (load < mean)
-            bias_E_[size_t(j)] += step;
-    }
+    be_.router_bias_update(bias_E_.data<float>(), selected_per_expert.data(), cfg_.bias_update_rate, n_experts_);
 }
 
-template void topk_indices<float>(int32_t*, const float*, int64_t, int64_t);
-template void topk_indices<double>(int32_t*, const double*, int64_t, int64_t);
-
-#define FRUGAL_ROUTER_STEPS(T)                                                                                       \
-    template void router_scores_forward<T>(T*, T*, const T*, ScoreFunc, int64_t, int64_t);                           \
-    template void router_select_forward<T>(int32_t*, double*, const T*, const float*, int64_t, int64_t, int64_t);    \
-    template void router_weights_forward<T>(T*, const T*, const int32_t*, bool, double, int64_t, int64_t, int64_t);  \
-    template void router_aux_loss_forward<T>(double*, double*, const T*, const int32_t*, ScoreFunc, double, int64_t, \
-                                             int64_t, int64_t, int64_t);                                             \
-    template void router_z_loss_forward<T>(double*, const T*, double, int64_t);                                      \
-    template void router_weights_backward<T>(T*, const T*, const T*, const int32_t*, bool, double, int64_t, int64_t, \
-                                             int64_t);                                                               \
-    template void router_aux_loss_backward<T>(T*, T*, const T*, const int32_t*, ScoreFunc, double, T, int64_t,       \
-                                              int64_t, int64_t, int64_t);                                            \
-    template void router_scores_backward<T>(T*, const T*, const T*, ScoreFunc, int64_t, int64_t);                    \
-    template void router_z_loss_backward<T>(T*, const T*, const T*, double, T, int64_t, int64_t);                    \
-    template class Router<T>;
-FRUGAL_ROUTER_STEPS(float)
-FRUGAL_ROUTER_STEPS(double)
-#undef FRUGAL_ROUTER_STEPS
+template class Router<float>;
+template class Router<double>;
 
 }  // namespace frugal::model

@@ -63,7 +63,9 @@ void check_case(const golden::GoldenCase& c, double tol) {
         if (!c.cfg.is_moe_layer(l)) continue;
         auto* layer = net.moe_layers()[size_t(l_idx++)];
         const auto& b = at("layers." + std::to_string(l) + ".moe.expert_bias");
-        for (size_t j = 0; j < b.data.size(); ++j) layer->router().expert_bias()[j] = float(b.data[j]);
+        std::vector<float> bias(b.data.size());
+        for (size_t j = 0; j < b.data.size(); ++j) bias[j] = float(b.data[j]);
+        layer->router().set_expert_bias(bias);
     }
     std::vector<int32_t> tokens, targets;
     golden::golden_batch(c, tokens, targets);

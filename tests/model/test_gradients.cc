@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "backend/cpu/ops.h"
 #include "model/layers/attention.h"
 #include "model/layers/mlp.h"
 #include "model/moe/moe_layer.h"
@@ -74,19 +75,19 @@ TEST(Gradients, RmsNormMatchesCentralDifferences) {
 
 TEST(Gradients, RopeInverseRotationMatchesCentralDifferences) {
     const int64_t n = 5, h = 3, hd = 6;
-    model::RopeTable<double> rope(16, hd, 500.0);
+    model::RopeTable<double> rope(backend::cpu_backend(), 16, hd, 500.0);
     std::vector<int32_t> pos = {0, 1, 7, 3, 15};
     auto x = test::random_vec<double>(n * h * hd, 6);
     auto r = test::random_vec<double>(n * h * hd, 7);
     std::vector<double> out;
     auto loss = [&] {
         out = x;
-        ops::rope_apply(out.data(), h * hd, pos.data(), rope.cos_PH.data(), rope.sin_PH.data(), n, h, hd, false);
+        ops::rope_apply(out.data(), h * hd, pos.data(), rope.cos(), rope.sin(), n, h, hd, false);
         return dot(out, r);
     };
     loss();
     std::vector<double> dx = r;
-    ops::rope_apply(dx.data(), h * hd, pos.data(), rope.cos_PH.data(), rope.sin_PH.data(), n, h, hd, true);
+    ops::rope_apply(dx.data(), h * hd, pos.data(), rope.cos(), rope.sin(), n, h, hd, true);
     test::check_gradient(loss, x.data(), dx.data(), n * h * hd, "rope x", 100);
 }
 
@@ -98,9 +99,9 @@ void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope =
     cfg.attn_bias = bias;
     cfg.n_kv_heads = n_kv_heads;
     const int64_t b = 2, s = 5, n = b * s, d = cfg.d_model;
-    model::RopeTable<double> rope(cfg.max_seq_len, cfg.hd(), 10000.0);
+    model::RopeTable<double> rope(backend::cpu_backend(), cfg.max_seq_len, cfg.hd(), 10000.0);
     ParamStore store;
-    model::Attention<double> attn(store, cfg, "attn.", &rope);
+    model::Attention<double> attn(backend::cpu_backend().ops<double>(), store, cfg, "attn.", &rope);
     store.allocate(DType::kF64);
     store.init(17);
     for (model::Param* p : store.params())  // biases start at zero: move them so the check sees their effect
@@ -142,7 +143,7 @@ TEST(Gradients, DocumentMaskedAttentionMatchesCentralDifferences) { attention_ca
 TEST(Gradients, SwiGluMlpMatchesCentralDifferences) {
     const int64_t n = 7, d = 6, f = 9;
     ParamStore store;
-    model::MLP<double> mlp(store, "mlp.", d, f, 0.5, 0.5);
+    model::MLP<double> mlp(backend::cpu_backend().ops<double>(), store, "mlp.", d, f, 0.5, 0.5);
     store.allocate(DType::kF64);
     store.init(3);
     auto x = test::random_vec<double>(n * d, 10);
@@ -180,10 +181,10 @@ TEST_P(RouterGradients, WeightsAuxLossAndZLossMatchCentralDifferences) {
     cfg.moe.routed_scaling_factor = rc.scale;
     const int64_t b = 3, s = 4, t = b * s, d = cfg.d_model, k = cfg.moe.top_k;
     ParamStore store;
-    model::Router<double> router(store, cfg, "router.");
+    model::Router<double> router(backend::cpu_backend().ops<double>(), store, cfg, "router.");
     store.allocate(DType::kF64);
     store.init(5);
-    router.expert_bias() = {0.05f, -0.02f, 0.0f, 0.01f, -0.04f, 0.03f};
+    router.set_expert_bias({0.05f, -0.02f, 0.0f, 0.01f, -0.04f, 0.03f});
     auto x = test::random_vec<double>(t * d, 12, 2.0);
     auto rw = test::random_vec<double>(t * k, 13);
     const double aux_scale = 0.7;
@@ -194,7 +195,7 @@ TEST_P(RouterGradients, WeightsAuxLossAndZLossMatchCentralDifferences) {
         return l + aux_scale * (router.aux_loss() + router.z_loss());
     };
     loss();
-    ASSERT_GT(test::min_topk_margin(router.scores_TE(), router.expert_bias(), t, cfg.moe.n_experts, k), 1e-4)
+    ASSERT_GT(test::min_topk_margin(router.scores_TE(), router.expert_bias_host(), t, cfg.moe.n_experts, k), 1e-4)
         << "inputs leave top-k too close to a tie for a central difference";
     EXPECT_GT(router.aux_loss(), 0.0);
     EXPECT_GT(router.z_loss(), 0.0);
@@ -237,7 +238,7 @@ void moe_case(double capacity_factor, int64_t shared, bool gate = false) {
     cfg.moe.z_loss_coef = 0.05;
     const int64_t b = 2, s = 6, t = b * s, d = cfg.d_model;
     ParamStore store;
-    model::MoELayer<double> moe(store, cfg, "moe.");
+    model::MoELayer<double> moe(backend::cpu_backend().ops<double>(), store, cfg, "moe.");
     store.allocate(DType::kF64);
     store.init(23);
     auto x = test::random_vec<double>(t * d, 14, 2.0);
@@ -248,7 +249,7 @@ void moe_case(double capacity_factor, int64_t shared, bool gate = false) {
         return dot(out, r) + moe.router().aux_loss() + moe.router().z_loss();
     };
     loss();
-    ASSERT_GT(test::min_topk_margin(moe.router().scores_TE(), moe.router().expert_bias(), t, cfg.moe.n_experts,
+    ASSERT_GT(test::min_topk_margin(moe.router().scores_TE(), moe.router().expert_bias_host(), t, cfg.moe.n_experts,
                                     cfg.moe.top_k),
               1e-4);
     if (capacity_factor > 0) {
@@ -306,7 +307,7 @@ void whole_model_case(bool tied, bool qwen2_features = false) {
     };
     loss();
     for (auto* layer : net.moe_layers())
-        ASSERT_GT(test::min_topk_margin(layer->router().scores_TE(), layer->router().expert_bias(), n,
+        ASSERT_GT(test::min_topk_margin(layer->router().scores_TE(), layer->router().expert_bias_host(), n,
                                         cfg.moe.n_experts, cfg.moe.top_k),
                   1e-4);
     net.params().zero_grad();

@@ -5,6 +5,7 @@
 
 #include <numeric>
 
+#include "backend/cpu/router.h"
 #include "model/moe/moe_layer.h"
 #include "model/transformer.h"
 #include "tests/util.h"
@@ -29,10 +30,10 @@ ModelConfig moe_config(int64_t e, int64_t k) {
 TEST(Router, TopKBreaksTiesTowardLowerIndex) {
     std::vector<double> keys = {0.5, 0.9, 0.5, 0.9, 0.1, 0.5};
     int32_t out[4];
-    model::topk_indices(out, keys.data(), 6, 4);
+    backend::cpu::topk_indices(out, keys.data(), 6, 4);
     EXPECT_EQ(std::vector<int32_t>(out, out + 4), (std::vector<int32_t>{1, 3, 0, 2}));
     std::vector<float> all_equal(5, 0.25f);
-    model::topk_indices(out, all_equal.data(), 5, 3);
+    backend::cpu::topk_indices(out, all_equal.data(), 5, 3);
     EXPECT_EQ(std::vector<int32_t>(out, out + 3), (std::vector<int32_t>{0, 1, 2}));
 }
 
@@ -45,11 +46,11 @@ TEST(Router, WeightsMatchReferenceAndBiasOnlyChooses) {
             cfg.moe.routed_scaling_factor = 2.5;
             const int64_t t = 20, d = cfg.d_model, e = 8, k = 3;
             ParamStore store;
-            model::Router<double> router(store, cfg, "r.");
+            model::Router<double> router(backend::cpu_backend().ops<double>(), store, cfg, "r.");
             store.allocate(DType::kF64);
             store.init(3);
             std::vector<float> bias = {0.3f, 0, 0, -0.2f, 0, 0.1f, 0, 0};
-            router.expert_bias() = bias;
+            router.set_expert_bias(bias);
             auto x = test::random_vec<double>(t * d, 4);
             router.forward(x.data(), 1, t);
             const double* w = store.params()[0]->value.data<double>();
@@ -92,16 +93,16 @@ TEST(Router, ExpertBiasMovesTowardBalance) {
     ModelConfig cfg = moe_config(4, 1);
     cfg.moe.bias_update_rate = 0.001;
     ParamStore store;
-    model::Router<float> router(store, cfg, "r.");
+    model::Router<float> router(backend::cpu_backend().ops<float>(), store, cfg, "r.");
     store.allocate(DType::kF32);
     router.update_bias({10, 2, 4, 4});  // mean 5: expert 0 overloaded, 1 and 2/3 underloaded
-    EXPECT_FLOAT_EQ(router.expert_bias()[0], -0.001f);
-    EXPECT_FLOAT_EQ(router.expert_bias()[1], 0.001f);
-    EXPECT_FLOAT_EQ(router.expert_bias()[2], 0.001f);
+    EXPECT_FLOAT_EQ(router.expert_bias_host()[0], -0.001f);
+    EXPECT_FLOAT_EQ(router.expert_bias_host()[1], 0.001f);
+    EXPECT_FLOAT_EQ(router.expert_bias_host()[2], 0.001f);
     router.update_bias({5, 5, 5, 5});  // balanced: no move
-    EXPECT_FLOAT_EQ(router.expert_bias()[0], -0.001f);
+    EXPECT_FLOAT_EQ(router.expert_bias_host()[0], -0.001f);
     // A large enough bias takes an expert out of the choice: the bias steers selection.
-    router.expert_bias() = {-10.f, 0.f, 0.f, 0.f};
+    router.set_expert_bias({-10.f, 0.f, 0.f, 0.f});
     auto x = test::random_vec<float>(64 * cfg.d_model, 5);
     store.init(1);
     router.forward(x.data(), 1, 64);
@@ -112,22 +113,20 @@ TEST(Dispatcher, PermutationIsStableAndUnpermuteInvertsIt) {
     const int64_t t = 6, k = 2, e = 4, d = 3;
     std::vector<int32_t> expert = {2, 0, 1, 2, 0, 3, 2, -1, 1, 0, 3, 2};  // one dropped assignment
     model::Permutation perm;
-    model::build_permutation(perm, expert.data(), t, k, e);
+    model::build_permutation(backend::cpu_backend(), perm, expert.data(), t, k, e);
     EXPECT_EQ(perm.tokens_per_expert_E, (std::vector<int64_t>{3, 2, 4, 2}));
     EXPECT_EQ(perm.num_rows, t * k - 1);
-    EXPECT_EQ(perm.row_of_TK[7], -1);
+    EXPECT_EQ(perm.row_of()[7], -1);
     // Rows of expert 0 come from tokens 0, 2, 4 in order; expert 2 from tokens 0, 1, 3, 5.
-    EXPECT_EQ(std::vector<int32_t>(perm.token_of_row_R.begin(), perm.token_of_row_R.begin() + 3),
-              (std::vector<int32_t>{0, 2, 4}));
-    EXPECT_EQ(std::vector<int32_t>(perm.token_of_row_R.begin() + 5, perm.token_of_row_R.begin() + 9),
-              (std::vector<int32_t>{0, 1, 3, 5}));
+    EXPECT_EQ(std::vector<int32_t>(perm.token_of(), perm.token_of() + 3), (std::vector<int32_t>{0, 2, 4}));
+    EXPECT_EQ(std::vector<int32_t>(perm.token_of() + 5, perm.token_of() + 9), (std::vector<int32_t>{0, 1, 3, 5}));
     // Every row carries its token's data.
     std::vector<double> x(static_cast<size_t>(t * d));
     for (int64_t i = 0; i < t * d; ++i) x[static_cast<size_t>(i)] = double(i);
     std::vector<double> rows(static_cast<size_t>(perm.num_rows * d));
-    model::permute_rows(rows.data(), x.data(), perm, d);
+    model::permute_rows(backend::cpu_backend().ops<double>(), rows.data(), x.data(), perm, d);
     for (int64_t i = 0; i < t * k; ++i) {
-        int32_t r = perm.row_of_TK[static_cast<size_t>(i)];
+        int32_t r = perm.row_of()[i];
         if (r < 0) continue;
         for (int64_t j = 0; j < d; ++j)
             EXPECT_EQ(rows[static_cast<size_t>(r * d + j)], x[static_cast<size_t>((i / k) * d + j)]);
@@ -142,7 +141,7 @@ TEST(Dispatcher, CombineOfDispatchWithIdentityExpertsScalesByWeights) {
         for (int64_t j = 0; j < k; ++j) expert[static_cast<size_t>(i * k + j)] = int32_t((i + j) % 4);
     auto x = test::random_vec<double>(t * d, 2);
     auto w = test::random_vec<double>(t * k, 3);
-    model::LocalDispatcher<double> disp(e);
+    model::LocalDispatcher<double> disp(backend::cpu_backend().ops<double>(), e);
     auto& h = disp.dispatch(x.data(), expert.data(), t, k, e, d);
     EXPECT_EQ(h.tokens_per_local_expert[4], 0);
     EXPECT_EQ(std::accumulate(h.tokens_per_local_expert.begin(), h.tokens_per_local_expert.end(), int64_t(0)), t * k);
@@ -176,10 +175,10 @@ TEST(MoE, AnOverloadedExpertKeepsOnlyItsFirstCapacityTokensAndTheCountsAddUp) {
     cfg.moe.capacity_factor = 1.0;
     const int64_t t = 40, d = cfg.d_model, k = 2, e = 4;
     ParamStore store;
-    model::MoELayer<float> moe(store, cfg, "moe.");
+    model::MoELayer<float> moe(backend::cpu_backend().ops<float>(), store, cfg, "moe.");
     store.allocate(DType::kF32);
     store.init(9);
-    moe.router().expert_bias() = {0.5f, 0.f, 0.f, 0.f};  // force overload of expert 0
+    moe.router().set_expert_bias({0.5f, 0.f, 0.f, 0.f});  // force overload of expert 0
     auto x = test::random_vec<float>(t * d, 10);
     std::vector<float> out(static_cast<size_t>(t * d));
     moe.forward(out.data(), x.data(), 1, t);
@@ -209,7 +208,7 @@ TEST(MoE, GroupedExpertsMatchSequentialReferenceIncludingEmptyExperts) {
     cfg.d_model = 32;
     cfg.moe.d_expert = 48;
     ParamStore store;
-    model::Experts<float> experts(store, cfg, "experts.", 0, 6);
+    model::Experts<float> experts(backend::cpu_backend().ops<float>(), store, cfg, "experts.", 0, 6);
     store.allocate(DType::kF32);
     store.init(4);
     std::vector<int64_t> counts = {5, 0, 17, 1, 0, 9};
@@ -229,8 +228,9 @@ TEST(MoE, GroupedExpertsMatchSequentialReferenceIncludingEmptyExperts) {
 TEST(MoE, ExpertShardHasTheSameWeightsAsTheFullLayer) {
     ModelConfig cfg = moe_config(8, 2);
     ParamStore full_store, shard_store;
-    model::Experts<float> full(full_store, cfg, "layers.1.moe.experts.", 0, 8);
-    model::Experts<float> shard(shard_store, cfg, "layers.1.moe.experts.", 4, 2);  // experts 4 and 5
+    model::Experts<float> full(backend::cpu_backend().ops<float>(), full_store, cfg, "layers.1.moe.experts.", 0, 8);
+    model::Experts<float> shard(backend::cpu_backend().ops<float>(), shard_store, cfg, "layers.1.moe.experts.", 4,
+                                2);  // experts 4 and 5
     full_store.allocate(DType::kF32);
     shard_store.allocate(DType::kF32);
     full_store.init(42);

@@ -10,6 +10,7 @@
 #include <limits>
 #include <numeric>
 
+#include "backend/cpu/router.h"
 #include "model/moe/router.h"
 #include "tests/model/grad_check.h"
 #include "tests/util.h"
@@ -86,12 +87,12 @@ TEST(RouterSteps, ScoresAreSoftmaxOrSigmoidAndTheLogSumExpIsKeptForBoth) {
         std::vector<double> lse_ref;
         auto want = reference_scores(logits, t, e, f, &lse_ref);
         std::vector<double> scores(at(t * e)), lse(at(t));
-        model::router_scores_forward(scores.data(), lse.data(), logits.data(), f, t, e);
+        backend::cpu::router_scores_forward(scores.data(), lse.data(), logits.data(), f, t, e);
         test::expect_close(scores.data(), want.data(), t * e, 1e-15, 1e-13, std::string(name_of(f)) + " scores");
         test::expect_close(lse.data(), lse_ref.data(), t, 1e-15, 1e-13, std::string(name_of(f)) + " lse");
         // The float kernel agrees with the double reference to float precision.
         std::vector<float> logits_f(logits.begin(), logits.end()), scores_f(at(t * e)), lse_f(at(t));
-        model::router_scores_forward(scores_f.data(), lse_f.data(), logits_f.data(), f, t, e);
+        backend::cpu::router_scores_forward(scores_f.data(), lse_f.data(), logits_f.data(), f, t, e);
         test::expect_close(scores_f.data(), want.data(), t * e, 1e-7, 1e-5, std::string(name_of(f)) + " float");
     }
 }
@@ -105,7 +106,7 @@ TEST(RouterSteps, SelectionIsTheTopKOfScorePlusBiasWithTiesTowardTheLowerExpert)
     std::vector<float> bias = {0.f, 0.125f, 0.f, -0.25f, 0.f, 0.f, 0.375f, 0.f, -0.125f};
     std::vector<int32_t> selected(at(t * k));
     std::vector<double> keys(at(t * e));
-    model::router_select_forward(selected.data(), keys.data(), scores.data(), bias.data(), t, e, k);
+    backend::cpu::router_select_forward(selected.data(), keys.data(), scores.data(), bias.data(), t, e, k);
     EXPECT_EQ(selected, reference_topk(scores, bias, t, e, k));
     int64_t tied_rows = 0;
     for (int64_t i = 0; i < t; ++i)
@@ -115,7 +116,7 @@ TEST(RouterSteps, SelectionIsTheTopKOfScorePlusBiasWithTiesTowardTheLowerExpert)
     // The float kernel selects on the same double keys.
     std::vector<float> scores_f(scores.begin(), scores.end());
     std::vector<int32_t> selected_f(at(t * k));
-    model::router_select_forward(selected_f.data(), keys.data(), scores_f.data(), bias.data(), t, e, k);
+    backend::cpu::router_select_forward(selected_f.data(), keys.data(), scores_f.data(), bias.data(), t, e, k);
     EXPECT_EQ(selected_f, selected);
 }
 
@@ -125,8 +126,8 @@ TEST(RouterSteps, RenormalizedWeightsSumToTheScalingFactor) {
     auto selected = random_selection(t, e, k, 4);
     for (double scale : {1.0, 2.5}) {
         std::vector<double> w(at(t * k)), w_plain(at(t * k));
-        model::router_weights_forward(w.data(), scores.data(), selected.data(), true, scale, t, e, k);
-        model::router_weights_forward(w_plain.data(), scores.data(), selected.data(), false, scale, t, e, k);
+        backend::cpu::router_weights_forward(w.data(), scores.data(), selected.data(), true, scale, t, e, k);
+        backend::cpu::router_weights_forward(w_plain.data(), scores.data(), selected.data(), false, scale, t, e, k);
         for (int64_t i = 0; i < t; ++i) {
             double sum = 0, chosen = 0;
             for (int64_t j = 0; j < k; ++j) {
@@ -149,12 +150,12 @@ TEST(RouterSteps, TheBiasChangesTheSelectionButNeverTheWeights) {
     const std::vector<float> no_bias(at(e), 0.f), bias = {0.f, 0.f, 0.f, 0.f, 0.f, 0.6f};  // favours expert 5
     std::vector<double> keys(at(t * e));
     std::vector<int32_t> plain(at(t * k)), biased(at(t * k));
-    model::router_select_forward(plain.data(), keys.data(), scores.data(), no_bias.data(), t, e, k);
-    model::router_select_forward(biased.data(), keys.data(), scores.data(), bias.data(), t, e, k);
+    backend::cpu::router_select_forward(plain.data(), keys.data(), scores.data(), no_bias.data(), t, e, k);
+    backend::cpu::router_select_forward(biased.data(), keys.data(), scores.data(), bias.data(), t, e, k);
     EXPECT_NE(plain, biased) << "the bias should change some token's choice";
     EXPECT_EQ(biased, reference_topk(scores, bias, t, e, k));
     std::vector<double> w(at(t * k));
-    model::router_weights_forward(w.data(), scores.data(), biased.data(), true, 1.5, t, e, k);
+    backend::cpu::router_weights_forward(w.data(), scores.data(), biased.data(), true, 1.5, t, e, k);
     for (int64_t i = 0; i < t; ++i) {
         // The weights are the unbiased scores of the biased choice, renormalized and scaled.
         const double a = scores[at(i * e + biased[at(i * k)])], b = scores[at(i * e + biased[at(i * k + 1)])];
@@ -172,8 +173,8 @@ TEST(RouterSteps, CapacityKeepsTheFirstAssignmentsInTokenOrder) {
     std::vector<int32_t> expert(at(t * k));
     std::vector<int64_t> kept(at(e)), chosen(at(e));
     int64_t dropped = -1;
-    model::router_capacity_forward(expert.data(), kept.data(), chosen.data(), &dropped, selected.data(), capacity, t, k,
-                                   e);
+    backend::cpu::router_capacity_forward(expert.data(), kept.data(), chosen.data(), &dropped, selected.data(),
+                                          capacity, t, k, e);
     std::vector<int32_t> want(at(t * k));
     std::vector<int64_t> want_kept(at(e), 0), want_chosen(at(e), 0);
     int64_t want_dropped = 0;
@@ -193,8 +194,8 @@ TEST(RouterSteps, CapacityKeepsTheFirstAssignmentsInTokenOrder) {
     EXPECT_EQ(std::accumulate(kept.begin(), kept.end(), int64_t(0)), t * k - dropped);
     // Dropless: no limit, nothing dropped, expert_TK is the selection.
     EXPECT_EQ(model::router_capacity(0.0, t, k, e), std::numeric_limits<int64_t>::max());
-    model::router_capacity_forward(expert.data(), kept.data(), chosen.data(), &dropped, selected.data(),
-                                   model::router_capacity(0.0, t, k, e), t, k, e);
+    backend::cpu::router_capacity_forward(expert.data(), kept.data(), chosen.data(), &dropped, selected.data(),
+                                          model::router_capacity(0.0, t, k, e), t, k, e);
     EXPECT_EQ(dropped, 0);
     EXPECT_EQ(expert, selected);
     EXPECT_EQ(kept, want_chosen);
@@ -231,8 +232,8 @@ TEST(RouterSteps, SigmoidBalancingLossEqualsItsQuadraticDefinitionBitForBit) {
     for (int64_t groups : {int64_t(1), b}) {
         std::vector<double> row_sum(at(t), -1.0);
         double loss = -1;
-        model::router_aux_loss_forward(&loss, row_sum.data(), scores.data(), selected.data(), ScoreFunc::kSigmoid, 0.01,
-                                       groups, t, e, k);
+        backend::cpu::router_aux_loss_forward(&loss, row_sum.data(), scores.data(), selected.data(),
+                                              ScoreFunc::kSigmoid, 0.01, groups, t, e, k);
         EXPECT_EQ(loss, definition_aux_loss(scores, selected, ScoreFunc::kSigmoid, 0.01, groups, t, e, k))
             << groups << " groups";
         for (int64_t i = 0; i < t; ++i) {
@@ -245,8 +246,8 @@ TEST(RouterSteps, SigmoidBalancingLossEqualsItsQuadraticDefinitionBitForBit) {
     std::vector<float> scores_f(scores.begin(), scores.end());
     std::vector<double> widened(scores_f.begin(), scores_f.end()), row_sum(at(t));
     double loss = -1;
-    model::router_aux_loss_forward(&loss, row_sum.data(), scores_f.data(), selected.data(), ScoreFunc::kSigmoid, 0.01,
-                                   b, t, e, k);
+    backend::cpu::router_aux_loss_forward(&loss, row_sum.data(), scores_f.data(), selected.data(), ScoreFunc::kSigmoid,
+                                          0.01, b, t, e, k);
     EXPECT_EQ(loss, definition_aux_loss(widened, selected, ScoreFunc::kSigmoid, 0.01, b, t, e, k));
 }
 
@@ -272,10 +273,10 @@ TEST(RouterSteps, SequenceWiseLossIsTheMeanOfDeepSeekV3PerSequenceLosses) {
     }
     std::vector<double> row_sum(at(t));
     double seq = -1, batch = -1;
-    model::router_aux_loss_forward(&seq, row_sum.data(), scores.data(), selected.data(), ScoreFunc::kSigmoid, alpha, b,
-                                   t, e, k);
-    model::router_aux_loss_forward(&batch, row_sum.data(), scores.data(), selected.data(), ScoreFunc::kSigmoid, alpha,
-                                   1, t, e, k);
+    backend::cpu::router_aux_loss_forward(&seq, row_sum.data(), scores.data(), selected.data(), ScoreFunc::kSigmoid,
+                                          alpha, b, t, e, k);
+    backend::cpu::router_aux_loss_forward(&batch, row_sum.data(), scores.data(), selected.data(), ScoreFunc::kSigmoid,
+                                          alpha, 1, t, e, k);
     EXPECT_NEAR(seq, want, 1e-14 * want);
     EXPECT_GT(std::fabs(seq - batch), 1e-6 * want) << "per-sequence terms must differ from the batch-wise loss";
     // Softmax scores are already normalized over experts: the loss reads them as they are, and needs no row sums.
@@ -286,8 +287,8 @@ TEST(RouterSteps, SequenceWiseLossIsTheMeanOfDeepSeekV3PerSequenceLosses) {
         for (int64_t j = 0; j < e; ++j) soft[at(i * e + j)] /= row;
     }
     double from_softmax = -1;
-    model::router_aux_loss_forward(&from_softmax, static_cast<double*>(nullptr), soft.data(), selected.data(),
-                                   ScoreFunc::kSoftmax, alpha, b, t, e, k);
+    backend::cpu::router_aux_loss_forward(&from_softmax, static_cast<double*>(nullptr), soft.data(), selected.data(),
+                                          ScoreFunc::kSoftmax, alpha, b, t, e, k);
     EXPECT_NEAR(from_softmax, want, 1e-14 * want);
 }
 
@@ -300,9 +301,9 @@ TEST(RouterSteps, ZLossIsTheMeanSquaredLogSumExp) {
     for (double l : lse_ref) want += l * l / double(t);
     want *= 0.02;
     std::vector<double> scores(at(t * e)), lse(at(t));
-    model::router_scores_forward(scores.data(), lse.data(), logits.data(), ScoreFunc::kSigmoid, t, e);
+    backend::cpu::router_scores_forward(scores.data(), lse.data(), logits.data(), ScoreFunc::kSigmoid, t, e);
     double z = -1;
-    model::router_z_loss_forward(&z, lse.data(), 0.02, t);
+    backend::cpu::router_z_loss_forward(&z, lse.data(), 0.02, t);
     EXPECT_NEAR(z, want, 1e-13 * want);
 }
 
@@ -314,13 +315,13 @@ TEST(RouterSteps, WeightsBackwardMatchesCentralDifferences) {
     for (bool renormalize : {true, false}) {
         std::vector<double> w(at(t * k)), d_scores(at(t * e), 0.0);
         auto loss = [&] {
-            model::router_weights_forward(w.data(), scores.data(), selected.data(), renormalize, 2.5, t, e, k);
+            backend::cpu::router_weights_forward(w.data(), scores.data(), selected.data(), renormalize, 2.5, t, e, k);
             double l = 0;
             for (int64_t i = 0; i < t * k; ++i) l += w[at(i)] * r[at(i)];
             return l;
         };
-        model::router_weights_backward(d_scores.data(), r.data(), scores.data(), selected.data(), renormalize, 2.5, t,
-                                       e, k);
+        backend::cpu::router_weights_backward(d_scores.data(), r.data(), scores.data(), selected.data(), renormalize,
+                                              2.5, t, e, k);
         test::check_gradient(loss, scores.data(), d_scores.data(), t * e, renormalize ? "renormalized" : "plain", 100);
         for (int64_t i = 0; i < t; ++i)  // experts not chosen get no gradient from the weights
             for (int64_t j = 0; j < e; ++j) {
@@ -342,12 +343,12 @@ TEST(RouterSteps, AuxLossBackwardMatchesCentralDifferences) {
             std::vector<double> row_sum(at(t)), d_scores(at(t * e), 0.0), d_aux(at(groups * e));
             auto loss = [&] {
                 double l = 0;
-                model::router_aux_loss_forward(&l, row_sum.data(), scores.data(), selected.data(), f, 0.3, groups, t, e,
-                                               k);
+                backend::cpu::router_aux_loss_forward(&l, row_sum.data(), scores.data(), selected.data(), f, 0.3,
+                                                      groups, t, e, k);
                 return aux_scale * l;
             };
-            model::router_aux_loss_backward(d_scores.data(), d_aux.data(), scores.data(), selected.data(), f, 0.3,
-                                            aux_scale, groups, t, e, k);
+            backend::cpu::router_aux_loss_backward(d_scores.data(), d_aux.data(), scores.data(), selected.data(), f,
+                                                   0.3, aux_scale, groups, t, e, k);
             test::check_gradient(loss, scores.data(), d_scores.data(), t * e,
                                  std::string(name_of(f)) + " aux, groups " + std::to_string(groups), 100);
         }
@@ -360,14 +361,14 @@ TEST(RouterSteps, ScoresBackwardMatchesCentralDifferences) {
     for (ScoreFunc f : kBothFuncs) {
         std::vector<double> scores(at(t * e)), lse(at(t)), d_logits(at(t * e), 123.0);
         auto loss = [&] {
-            model::router_scores_forward(scores.data(), lse.data(), logits.data(), f, t, e);
+            backend::cpu::router_scores_forward(scores.data(), lse.data(), logits.data(), f, t, e);
             double l = 0;
             for (int64_t i = 0; i < t * e; ++i) l += scores[at(i)] * r[at(i)];
             return l;
         };
         loss();
         // The step writes d_logits (the 123 it starts from must not survive).
-        model::router_scores_backward(d_logits.data(), r.data(), scores.data(), f, t, e);
+        backend::cpu::router_scores_backward(d_logits.data(), r.data(), scores.data(), f, t, e);
         test::check_gradient(loss, logits.data(), d_logits.data(), t * e, std::string(name_of(f)) + " scores", 100);
     }
 }
@@ -377,13 +378,13 @@ TEST(RouterSteps, ZLossBackwardMatchesCentralDifferences) {
     auto logits = test::random_vec<double>(t * e, 19, 3.0);
     std::vector<double> scores(at(t * e)), lse(at(t)), d_logits(at(t * e), 0.0);
     auto loss = [&] {
-        model::router_scores_forward(scores.data(), lse.data(), logits.data(), ScoreFunc::kSigmoid, t, e);
+        backend::cpu::router_scores_forward(scores.data(), lse.data(), logits.data(), ScoreFunc::kSigmoid, t, e);
         double z = 0;
-        model::router_z_loss_forward(&z, lse.data(), 0.2, t);
+        backend::cpu::router_z_loss_forward(&z, lse.data(), 0.2, t);
         return 0.7 * z;
     };
     loss();
-    model::router_z_loss_backward(d_logits.data(), logits.data(), lse.data(), 0.2, 0.7, t, e);
+    backend::cpu::router_z_loss_backward(d_logits.data(), logits.data(), lse.data(), 0.2, 0.7, t, e);
     test::check_gradient(loss, logits.data(), d_logits.data(), t * e, "z loss", 100);
 }
 

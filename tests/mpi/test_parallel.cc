@@ -91,7 +91,7 @@ TEST_P(TaggedDispatch, RowsArriveWhereTheyShouldAndCombineInverts) {
     std::vector<double> weight(static_cast<size_t>(t * k));
     for (int64_t i = 0; i < t * k; ++i) weight[static_cast<size_t>(i)] = 0.1 + 0.05 * double((i + r) % 7);
 
-    parallel::AllToAllDispatcher<double> disp(w, e, "test layer");
+    parallel::AllToAllDispatcher<double> disp(backend::cpu_backend().ops<double>(), w, e, "test layer");
     auto& h = disp.dispatch(x.data(), expert.data(), t, k, e, d);
     ASSERT_EQ(int64_t(h.tokens_per_local_expert.size()), local);
 
@@ -198,7 +198,8 @@ TEST(GradSync, SumsReplicatedOverAllAndExpertsOverTheirReplicas) {
     store.allocate(DType::kF32);
     for (int64_t i = 0; i < 5; ++i) dense->grad.data<float>()[i] = float(r + 1) * float(i);
     for (int64_t i = 0; i < 6; ++i) experts->grad.data<float>()[i] = float(r + 1);
-    parallel::GradSync sync(store, w, *edp_comm, *ep_comm, /*bucket_elems=*/2);  // several buckets
+    parallel::GradSync sync(store, w, *edp_comm, *ep_comm, backend::cpu_backend(),
+                            /*bucket_elems=*/2);  // several buckets
     sync.sync();
     const float world_sum = float(n * (n + 1) / 2);
     for (int64_t i = 0; i < 5; ++i) EXPECT_EQ(dense->grad.data<float>()[i], world_sum * float(i));
@@ -240,7 +241,8 @@ TEST(Fp8Dispatch, RowsArriveAsTheirE4M3TileQuantizationAndBytesShrink) {
     std::vector<int32_t> expert(static_cast<size_t>(t * k));
     for (int64_t i = 0; i < t; ++i)
         for (int64_t j = 0; j < k; ++j) expert[static_cast<size_t>(i * k + j)] = route_of(r, i, j);
-    parallel::AllToAllDispatcher<float> plain(w, e, "fp32 layer"), fp8(w, e, "fp8 layer", true);
+    const model::Ops<float>& ops = backend::cpu_backend().ops<float>();
+    parallel::AllToAllDispatcher<float> plain(ops, w, e, "fp32 layer"), fp8(ops, w, e, "fp8 layer", true);
     auto& hp = plain.dispatch(x.data(), expert.data(), t, k, e, d);
     std::vector<float> exact(hp.expert_rows, hp.expert_rows + hp.num_expert_rows * d);
     auto& hq = fp8.dispatch(x.data(), expert.data(), t, k, e, d);

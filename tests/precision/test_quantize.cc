@@ -132,7 +132,7 @@ TEST(Recipes, Fp8LinearForwardAndGradientsAreWithinTheirBounds) {
           Case{"fp8-delayed", 1.0 / 16, 1.0 / 16, 1.0 / 8}, Case{"fp8-blockwise", 1.0 / 16, 1.0 / 16, 1.0 / 16}}) {
         PrecisionConfig cfg;
         cfg.recipe = c.recipe;
-        auto r = make_matmul_recipe<float>(cfg, "experts");
+        auto r = make_matmul_recipe<float>(cfg, "experts", backend::cpu_backend().ops<float>());
         EXPECT_EQ(r->name(), c.recipe);
         std::vector<float> y(static_cast<size_t>(n * out)), dx(static_cast<size_t>(n * in), 0.0f),
             dw(static_cast<size_t>(out * in), 0.0f);
@@ -149,9 +149,9 @@ TEST(Recipes, Fp8LinearForwardAndGradientsAreWithinTheirBounds) {
     // Roles outside precision.low_precision_layers stay FP32.
     PrecisionConfig cfg;
     cfg.recipe = "fp8-blockwise";
-    EXPECT_EQ(make_matmul_recipe<float>(cfg, "head")->name(), "fp32");
+    EXPECT_EQ(make_matmul_recipe<float>(cfg, "head", backend::cpu_backend().ops<float>())->name(), "fp32");
     cfg.low_precision_layers = {"experts"};
-    EXPECT_EQ(make_matmul_recipe<float>(cfg, "attention")->name(), "fp32");
+    EXPECT_EQ(make_matmul_recipe<float>(cfg, "attention", backend::cpu_backend().ops<float>())->name(), "fp32");
 }
 
 TEST(Recipes, DelayedScalingUsesTheLargestAmaxInItsHistoryWindow) {
