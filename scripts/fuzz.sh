@@ -17,7 +17,8 @@ targets="${FUZZ_TARGETS:-safetensors_header hf_config tokenizer run_config set_o
 
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found: run scripts/setup.sh" >&2; exit 1; }
 mkdir -p "$build"
-CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DFRUGAL_FUZZ=ON -DFRUGAL_BUILD_TESTS=OFF \
+# The fuzz targets are host parsers: the CUDA backend is left out (-DFRUGAL_CUDA=OFF).
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DFRUGAL_FUZZ=ON -DFRUGAL_BUILD_TESTS=OFF -DFRUGAL_CUDA=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$build/configure.log" 2>&1 ||
   { cat "$build/configure.log" >&2; echo "fuzz: configuring $build failed" >&2; exit 1; }
 cmake --build "$build" -j "$jobs" --target fuzz_all
