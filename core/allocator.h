@@ -23,6 +23,9 @@ class Allocator {
     // Byte operations on memory of this allocator's device.
     virtual void fill_zero(void* p, size_t nbytes) = 0;
     virtual void copy_within(void* dst, const void* src, size_t nbytes) = 0;
+    // Between this device's memory and host memory; both return once the bytes have arrived.
+    virtual void copy_to_host(void* dst_host, const void* src, size_t nbytes) = 0;
+    virtual void copy_from_host(void* dst, const void* src_host, size_t nbytes) = 0;
 };
 
 // Aligned host memory (std::aligned_alloc).

@@ -48,6 +48,8 @@ class HostAllocator final : public Allocator {
     void deallocate(void* p, size_t) noexcept override { std::free(p); }
     void fill_zero(void* p, size_t nbytes) override { std::memset(p, 0, nbytes); }
     void copy_within(void* dst, const void* src, size_t nbytes) override { std::memcpy(dst, src, nbytes); }
+    void copy_to_host(void* dst, const void* src, size_t nbytes) override { std::memcpy(dst, src, nbytes); }
+    void copy_from_host(void* dst, const void* src, size_t nbytes) override { std::memcpy(dst, src, nbytes); }
 };
 
 Allocator* g_device_allocators[2] = {nullptr, nullptr};
@@ -143,9 +145,15 @@ void Tensor::copy_from(const Tensor& src) {
                  dtype_name(src.dtype_), " into ", shape_str(shape_), " ", dtype_name(dtype_));
     FRUGAL_CHECK(is_contiguous() && src.is_contiguous(), "copy_from needs contiguous tensors");
     FRUGAL_CHECK(storage_ != nullptr && src.storage_ != nullptr, "copy_from with an undefined tensor");
-    FRUGAL_CHECK(device() == src.device(), "copy_from: a ", device_name(src.device()), " tensor into a ",
-                 device_name(device()), " one: copy between devices through the backend (Backend::to_host, to_device)");
-    storage_->allocator().copy_within(raw_data(), src.raw_data(), nbytes());
+    if (device() == src.device())
+        storage_->allocator().copy_within(raw_data(), src.raw_data(), nbytes());
+    else if (src.device() == Device::kCpu)
+        storage_->allocator().copy_from_host(raw_data(), src.raw_data(), nbytes());
+    else if (device() == Device::kCpu)
+        src.storage_->allocator().copy_to_host(raw_data(), src.raw_data(), nbytes());
+    else
+        FRUGAL_CHECK(false, "copy_from: between two devices (", device_name(src.device()), " to ",
+                     device_name(device()), "): copy through the host");
 }
 
 Tensor Tensor::clone() const {

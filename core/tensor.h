@@ -85,7 +85,8 @@ class Tensor {
     Tensor select(int64_t d, int64_t i) const;
 
     void zero_();
-    // Copies the elements of src (same shape and dtype, both contiguous) into this tensor.
+    // Copies the elements of src (same shape and dtype, both contiguous) into this tensor; one of the two may be on a
+    // device and the other on the host.
     void copy_from(const Tensor& src);
     Tensor clone() const;
 

@@ -66,8 +66,29 @@ static void fill(Param& p, uint64_t seed) {
 
 void ParamStore::init(uint64_t seed) {
     FRUGAL_CHECK(values_.defined(), "init() before allocate()");
-    FRUGAL_CHECK(values_.device() == Device::kCpu, "ParamStore::init draws on the host; the parameters are on ",
-                 device_name(values_.device()), ": initialize a host copy and copy it to the device");
+    if (values_.device() != Device::kCpu) {
+        // Drawn on the host into a host store of the same layout, then copied to the device in one transfer.
+        Tensor device_values = values_;
+        values_ = Tensor::zeros({device_values.numel()}, device_values.dtype());
+        std::vector<Tensor> device_views;
+        int64_t off = 0;
+        for (bool expert : {false, true})
+            for (Param* p : params_) {
+                if (p->is_expert != expert) continue;
+                const int64_t n = shape_numel(p->shape);
+                device_views.push_back(p->value);
+                p->value = values_.slice(0, off, off + n).view(p->shape);
+                off += n;
+            }
+        init(seed);
+        device_values.copy_from(values_);
+        size_t i = 0;
+        for (bool expert : {false, true})
+            for (Param* p : params_)
+                if (p->is_expert == expert) p->value = device_views[i++];
+        values_ = device_values;
+        return;
+    }
     for (Param* p : params_) {
         if (values_.dtype() == DType::kF32)
             fill<float>(*p, seed);

@@ -39,7 +39,7 @@ class ParamStore {
     // with_grads = false: values only (inference); the grads stay undefined. The flat buffers come from allocator
     // (the model's backend).
     void allocate(DType dtype, bool with_grads = true, Allocator& allocator = host_allocator());
-    // Draws every value on the host (core/rng.h); the values must be host memory.
+    // Draws every value on the host (core/rng.h); a store on a device gets them by one copy.
     void init(uint64_t seed);
     void zero_grad();
 

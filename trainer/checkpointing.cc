@@ -46,22 +46,11 @@ std::string checkpoint_dir(const TrainConfig& cfg) {
 Checkpointer::Checkpointer(Session& s) : s_(s), dir_(checkpoint_dir(s.cfg)) {
     const model::ModelConfig& m = s.cfg.model;
     auto& params = s.net.params().params();
-    for (model::Param* p : params) add_slot("params/" + p->name, *p, p->value.data<float>());
-    staged_.reserve(2 * params.size());
+    for (model::Param* p : params) add_slot("params/" + p->name, *p, host_data(p->value));
     for (size_t i = 0; i < params.size(); ++i)
         for (auto [kind, moments] : {std::pair<const char*, std::vector<Tensor>*>{"exp_avg", &s.opt.exp_avg()},
-                                     {"exp_avg_sq", &s.opt.exp_avg_sq()}}) {
-            Tensor& t = (*moments)[i];
-            float* data;
-            if (s.opt.bf16_state()) {
-                staged_.emplace_back(size_t(t.numel()));
-                bf16_.push_back({&t, staged_.size() - 1});
-                data = staged_.back().data();
-            } else {
-                data = t.data<float>();
-            }
-            add_slot(std::string("optim/") + kind + "/" + params[i]->name, *params[i], data);
-        }
+                                     {"exp_avg_sq", &s.opt.exp_avg_sq()}})
+            add_slot(std::string("optim/") + kind + "/" + params[i]->name, *params[i], host_data((*moments)[i]));
     size_t i = 0;
     for (int64_t l = 0; l < m.n_layers; ++l) {
         if (!m.is_moe_layer(l)) continue;
@@ -70,7 +59,19 @@ Checkpointer::Checkpointer(Session& s) : s_(s), dir_(checkpoint_dir(s.cfg)) {
         slot.global_shape = {m.moe.n_experts};
         slot.local_shape = {m.moe.n_experts};
         slot.writer = s.dims.rank == 0;
-        slot.data = s.moe_layers[i++]->router().expert_bias();
+        model::Router<float>& router = s.moe_layers[i++]->router();
+        if (s.net.ops().backend().device() == Device::kCpu) {
+            slot.data = router.expert_bias();
+        } else {
+            Staged& st = staged_.emplace_back();
+            st.host.resize(size_t(m.moe.n_experts));
+            st.pull = [&router](std::vector<float>& host) {
+                const std::vector<float> bias = router.expert_bias_host();
+                std::copy(bias.begin(), bias.end(), host.begin());  // in place: the slot points at host's buffer
+            };
+            st.push = [&router](const std::vector<float>& host) { router.set_expert_bias(host); };
+            slot.data = st.host.data();
+        }
         slots_.push_back(slot);
     }
     recipes_ = s.net.recipes();
@@ -80,6 +81,42 @@ Checkpointer::Checkpointer(Session& s) : s_(s), dir_(checkpoint_dir(s.cfg)) {
         recipe_state_.assign(size_t(n), 0.0f);
         slots_.push_back({kRecipeState, {s.dims.world, n}, s.dims.rank, {1, n}, true, recipe_state_.data()});
     }
+}
+
+float* Checkpointer::host_data(Tensor& t) {
+    const bool bf16 = t.dtype() == DType::kBF16;
+    if (!bf16 && t.device() == Device::kCpu) return t.data<float>();
+    FRUGAL_CHECK(bf16 || t.dtype() == DType::kF32, "checkpoints hold FP32 and BF16 tensors, not ",
+                 dtype_name(t.dtype()));
+    Staged& st = staged_.emplace_back();
+    st.host.resize(size_t(t.numel()));
+    Tensor* tp = &t;
+    if (!bf16) {
+        st.pull = [tp](std::vector<float>& host) {
+            Tensor h = Tensor::empty(tp->shape(), DType::kF32);
+            h.copy_from(*tp);
+            std::copy_n(h.data<float>(), host.size(), host.data());
+        };
+        st.push = [tp](const std::vector<float>& host) {
+            Tensor h = Tensor::empty(tp->shape(), DType::kF32);
+            std::copy_n(host.data(), host.size(), h.data<float>());
+            tp->copy_from(h);
+        };
+        return st.host.data();
+    }
+    st.pull = [tp](std::vector<float>& host) {
+        Tensor h = tp->device() == Device::kCpu ? *tp : Tensor::empty(tp->shape(), DType::kBF16);
+        if (tp->device() != Device::kCpu) h.copy_from(*tp);
+        const uint16_t* src = static_cast<const uint16_t*>(h.raw_data());
+        for (size_t j = 0; j < host.size(); ++j) host[j] = bf16_bits_to_float(src[j]);
+    };
+    st.push = [tp](const std::vector<float>& host) {
+        Tensor h = tp->device() == Device::kCpu ? *tp : Tensor::empty(tp->shape(), DType::kBF16);
+        uint16_t* dst = static_cast<uint16_t*>(h.raw_data());
+        for (size_t j = 0; j < host.size(); ++j) dst[j] = float_to_bf16_bits(host[j]);
+        if (tp->device() != Device::kCpu) tp->copy_from(h);
+    };
+    return st.host.data();
 }
 
 void Checkpointer::add_slot(const std::string& name, const model::Param& p, float* data) {
@@ -114,10 +151,7 @@ void Checkpointer::before_save() {
         r->save_state(out);
         out += r->state_size();
     }
-    for (auto [t, k] : bf16_) {
-        const uint16_t* src = static_cast<const uint16_t*>(t->raw_data());
-        for (size_t j = 0; j < staged_[k].size(); ++j) staged_[k][j] = bf16_bits_to_float(src[j]);
-    }
+    for (Staged& st : staged_) st.pull(st.host);
 }
 
 void Checkpointer::after_load(bool with_recipe_state) {
@@ -128,10 +162,7 @@ void Checkpointer::after_load(bool with_recipe_state) {
             in += r->state_size();
         }
     }
-    for (auto [t, k] : bf16_) {
-        uint16_t* dst = static_cast<uint16_t*>(t->raw_data());
-        for (size_t j = 0; j < staged_[k].size(); ++j) dst[j] = float_to_bf16_bits(staged_[k][j]);
-    }
+    for (const Staged& st : staged_) st.push(st.host);
 }
 
 StartPoint Checkpointer::load(const std::string& path) {

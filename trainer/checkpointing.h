@@ -4,11 +4,14 @@
 //
 // A checkpoint holds a TensorSlot per parameter, AdamW moment and expert bias in their global shapes, and the
 // matmul recipes' state (delayed scaling's amax histories). BF16 moments are staged through FP32 buffers (BF16
-// values are exact in FP32), so the file format does not depend on precision.optimizer_state. Each data-parallel
-// rank's amax histories saw its own batches: they are one row per rank of "precision/recipe_state" [world, n],
-// restored only into the same layout.
+// values are exact in FP32), so the file format does not depend on precision.optimizer_state; so is everything that
+// lives on a device (a run on a GPU backend), copied to the host before a save and back after a load. Each
+// data-parallel rank's amax histories saw its own batches: they are one row per rank of "precision/recipe_state"
+// [world, n], restored only into the same layout.
 #pragma once
 
+#include <deque>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +49,9 @@ class Checkpointer {
   private:
     static constexpr const char* kRecipeState = "precision/recipe_state";
     void add_slot(const std::string& name, const model::Param& p, float* data);
+    // The host float buffer a slot reads and writes for tensor t: t's own memory when it is FP32 on the host, else
+    // a staged FP32 copy.
+    float* host_data(Tensor& t);
     // The slots to restore from a checkpoint written by world_size ranks with expert parallelism ep: the recipe
     // state only when it was written by this very layout (and has this size).
     std::vector<checkpoint::TensorSlot> load_slots(const std::string& path, int64_t world_size, int64_t ep,
@@ -57,8 +63,14 @@ class Checkpointer {
     Session& s_;
     std::string dir_, run_id_;
     std::vector<checkpoint::TensorSlot> slots_;
-    std::vector<std::vector<float>> staged_;        // FP32 copies of BF16 moments
-    std::vector<std::pair<Tensor*, size_t>> bf16_;  // moment tensor -> staged index
+    // FP32 host copies of BF16 moments and of device tensors, and how each is filled before a save (pull) and
+    // written back after a load (push).
+    struct Staged {
+        std::vector<float> host;
+        std::function<void(std::vector<float>&)> pull;
+        std::function<void(const std::vector<float>&)> push;
+    };
+    std::deque<Staged> staged_;
     std::vector<precision::MatmulRecipe<float>*> recipes_;
     std::vector<float> recipe_state_;
 };

@@ -64,6 +64,19 @@ void CudaAllocator::copy_within(void* dst, const void* src, size_t nbytes) {
     FRUGAL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, stream_));
 }
 
+void CudaAllocator::copy_to_host(void* dst_host, const void* src, size_t nbytes) {
+    if (nbytes == 0) return;
+    FRUGAL_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, nbytes, cudaMemcpyDeviceToHost, stream_));
+    FRUGAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaAllocator::copy_from_host(void* dst, const void* src_host, size_t nbytes) {
+    if (nbytes == 0) return;
+    FRUGAL_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, nbytes, cudaMemcpyHostToDevice, stream_));
+    // The host buffer may be freed or reused as soon as this returns.
+    FRUGAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 void CudaAllocator::throw_out_of_memory(size_t nbytes, cudaError_t status) const {
     (void)cudaGetLastError();
     size_t free_bytes = 0, total_bytes = 0;

@@ -39,6 +39,9 @@ class CudaAllocator final : public Allocator {
     void deallocate(void* p, size_t nbytes) noexcept override;
     void fill_zero(void* p, size_t nbytes) override;
     void copy_within(void* dst, const void* src, size_t nbytes) override;
+    // Synchronous with the host: they wait for the stream.
+    void copy_to_host(void* dst_host, const void* src, size_t nbytes) override;
+    void copy_from_host(void* dst, const void* src_host, size_t nbytes) override;
 
     int device_index() const { return device_; }
     cudaStream_t stream() const { return stream_; }
