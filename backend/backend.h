@@ -249,9 +249,11 @@ inline const Ops<double>& Backend::ops<double>() const {
     return *o;
 }
 
-// The process-wide backend of a device: the CPU one always exists; the CUDA one when the build has it (an Error
-// naming what is missing otherwise).
+// The process-wide backend of a device: the CPU one always exists; the CUDA one when the build has it and a GPU is
+// present (an Error naming what is missing otherwise). backend_available says whether backend_for would succeed,
+// and why not.
 Backend& backend_for(Device device);
+bool backend_available(Device device, std::string* why_not);
 inline Backend& cpu_backend() { return backend_for(Device::kCpu); }
 
 }  // namespace frugal::backend

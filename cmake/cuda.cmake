@@ -135,6 +135,8 @@ if(FRUGAL_HAVE_CUDA)
     target_include_directories(frugal_cuda SYSTEM PUBLIC ${FRUGAL_CUDNN_FRONTEND_INCLUDE_DIR})
   endif()
   target_compile_definitions(frugal_cuda PUBLIC FRUGAL_HAVE_CUDA=1)
+  # The backend registry (backend/backend.cc, backend_for) hands out the CUDA backend, so frugal_backend links it.
+  target_link_libraries(frugal_backend PUBLIC frugal_cuda)
 
   # The directory-wide options (-Wall -Wextra -Werror -march=native ...) are host-compiler options: nvcc would read
   # a bare -Werror as its own flag, which takes an argument. For .cu files they go to the host compiler through

@@ -67,26 +67,8 @@ static void fill(Param& p, uint64_t seed) {
 void ParamStore::init(uint64_t seed) {
     FRUGAL_CHECK(values_.defined(), "init() before allocate()");
     if (values_.device() != Device::kCpu) {
-        // Drawn on the host into a host store of the same layout, then copied to the device in one transfer.
-        Tensor device_values = values_;
-        values_ = Tensor::zeros({device_values.numel()}, device_values.dtype());
-        std::vector<Tensor> device_views;
-        int64_t off = 0;
-        for (bool expert : {false, true})
-            for (Param* p : params_) {
-                if (p->is_expert != expert) continue;
-                const int64_t n = shape_numel(p->shape);
-                device_views.push_back(p->value);
-                p->value = values_.slice(0, off, off + n).view(p->shape);
-                off += n;
-            }
-        init(seed);
-        device_values.copy_from(values_);
-        size_t i = 0;
-        for (bool expert : {false, true})
-            for (Param* p : params_)
-                if (p->is_expert == expert) p->value = device_views[i++];
-        values_ = device_values;
+        // Drawn on the host into a host copy of the same layout, then copied to the device in one transfer.
+        with_host_values([&] { init(seed); }, true);
         return;
     }
     for (Param* p : params_) {
@@ -95,6 +77,42 @@ void ParamStore::init(uint64_t seed) {
         else
             fill<double>(*p, seed);
     }
+}
+
+void ParamStore::with_host_values(const std::function<void()>& fn, bool write_back) {
+    FRUGAL_CHECK(values_.defined(), "with_host_values() before allocate()");
+    if (values_.device() == Device::kCpu) {
+        fn();
+        return;
+    }
+    Tensor device_values = values_;
+    std::vector<Tensor> device_views;
+    values_ = Tensor::empty({device_values.numel()}, device_values.dtype());
+    values_.copy_from(device_values);
+    int64_t off = 0;
+    for (bool expert : {false, true})
+        for (Param* p : params_) {
+            if (p->is_expert != expert) continue;
+            const int64_t n = shape_numel(p->shape);
+            device_views.push_back(p->value);
+            p->value = values_.slice(0, off, off + n).view(p->shape);
+            off += n;
+        }
+    auto restore = [&] {
+        size_t i = 0;
+        for (bool expert : {false, true})
+            for (Param* p : params_)
+                if (p->is_expert == expert) p->value = device_views[i++];
+        std::swap(values_, device_values);
+    };
+    try {
+        fn();
+    } catch (...) {
+        restore();
+        throw;
+    }
+    if (write_back) device_values.copy_from(values_);
+    restore();
 }
 
 void ParamStore::zero_grad() {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -42,6 +43,11 @@ class ParamStore {
     // Draws every value on the host (core/rng.h); a store on a device gets them by one copy.
     void init(uint64_t seed);
     void zero_grad();
+    // Runs fn with every Param::value viewing host memory: the store's own on the host; on a device, a host copy of
+    // the flat values, written back to the device afterwards when write_back (an import of weights), the views
+    // restored either way. For code that reads or writes parameters element by element on the host (Hugging Face
+    // import and export).
+    void with_host_values(const std::function<void()>& fn, bool write_back);
 
     std::vector<Param*>& params() { return params_; }
     const std::vector<Param*>& params() const { return params_; }

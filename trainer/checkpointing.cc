@@ -248,9 +248,13 @@ void export_final_model(Session& s) {
     const TrainConfig& cfg = s.cfg;
     const std::string source =
         cfg.model.init_from.empty() ? "" : (fs::path(cfg.model.init_from.substr(3)) / "config.json").string();
-    checkpoint::export_hf(cfg.checkpoint.export_hf, s.net.params(), cfg.model, checkpoint::hf_model_type(cfg.model),
-                          cfg.checkpoint.export_hf_dtype, source, s.world,
-                          checkpoint::ExportLayout{s.dims.ep, s.dims.ep_rank, s.dims.edp_rank == 0});
+    s.net.params().with_host_values(
+        [&] {
+            checkpoint::export_hf(cfg.checkpoint.export_hf, s.net.params(), cfg.model,
+                                  checkpoint::hf_model_type(cfg.model), cfg.checkpoint.export_hf_dtype, source, s.world,
+                                  checkpoint::ExportLayout{s.dims.ep, s.dims.ep_rank, s.dims.edp_rank == 0});
+        },
+        false);
     if (s.is_root()) log::info("exported the model in Hugging Face format to ", cfg.checkpoint.export_hf);
 }
 

@@ -32,6 +32,10 @@ ConfigFields TrainConfig::fields() {
           "directory for config.yaml, metrics.jsonl, tb/ (TensorBoard), cost.json and checkpoints");
     f.add("run.seed", &run.seed, "seed of initialization and data order");
     f.add("run.log_every", &run.log_every, "steps between progress lines and metrics records", 1, kMaxSteps);
+    f.add("run.device", &run.device,
+          "where the model computes: cpu, cuda (a single-rank job on the GPU its local rank chooses; docs/gpu.md), or "
+          "auto (cuda when the build has it, a GPU is present and the job has one rank; cpu otherwise)",
+          {"auto", "cpu", "cuda"});
     model.register_fields(f, "model.");
     f.add("train.steps", &train.steps, "optimizer steps", 1, kMaxSteps);
     f.add("train.global_batch", &train.global_batch, "sequences per optimizer step, summed over all ranks", 1,

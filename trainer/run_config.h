@@ -19,6 +19,7 @@ struct RunSection {
     std::string out_dir = "runs/demo";
     int64_t seed = 1234;
     int64_t log_every = 10;
+    std::string device = "auto";  // auto | cpu | cuda
 };
 
 struct TrainSection {

@@ -86,7 +86,8 @@ std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& ne
                                                    parallel::Communicator& ep_comm) {
     net.init(uint64_t(cfg.run.seed));
     if (!cfg.model.init_from.empty()) {
-        checkpoint::load_hf_weights(cfg.model.init_from.substr(3), net.params());
+        net.params().with_host_values([&] { checkpoint::load_hf_weights(cfg.model.init_from.substr(3), net.params()); },
+                                      true);
         log::info("weights from ", cfg.model.init_from.substr(3), " (each rank read its own experts)");
     }
     net.set_precision(cfg.precision);
@@ -107,6 +108,24 @@ std::vector<optim::OptimParam> optim_params(model::ParamStore& store, const opti
     return out;
 }
 
+// run.device resolved: the CPU, or the CUDA backend when asked for (or, under auto, when it can run this job).
+backend::Backend& choose_backend(const TrainConfig& cfg, int64_t world) {
+    const std::string& asked = cfg.run.device;
+    if (asked == "cpu") return backend::cpu_backend();
+    std::string why_not;
+    const bool gpu = backend::backend_available(Device::kCuda, &why_not);
+    if (asked == "auto") {
+        if (!gpu || world > 1) return backend::cpu_backend();
+        log::info("run.device auto: the model computes on the GPU");
+        return backend::backend_for(Device::kCuda);
+    }
+    FRUGAL_CONFIG_CHECK(gpu, "run.device is cuda but ", why_not, ": set run.device to cpu or auto");
+    // The communicators exchange host memory (MPI); GPU-to-GPU collectives are not built yet.
+    FRUGAL_CONFIG_CHECK(world == 1, "run.device cuda trains on one GPU, and this job has ", world,
+                        " ranks: launch one rank, or set run.device to cpu");
+    return backend::backend_for(Device::kCuda);
+}
+
 }  // namespace
 
 Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parallel::ParallelDims& dims_)
@@ -119,7 +138,8 @@ Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parall
       edp_comm(world_.split(dims_.ep_rank, dims_.edp_rank, "edp")),
       train_data(open_shard(cfg_, "train.bin", true)),
       val_data(open_shard(cfg_, "val.bin", false)),
-      net(checked_model_config(cfg_, dims_, train_data, val_data), dims_.expert_shard(cfg_.model.moe.n_experts)),
+      net(checked_model_config(cfg_, dims_, train_data, val_data), dims_.expert_shard(cfg_.model.moe.n_experts), true,
+          choose_backend(cfg_, dims_.world)),
       moe_layers(prepare_model(net, cfg_, *ep_comm)),
       oparams(optim_params(net.params(), cfg_.optim, cfg_.train.freeze)),
       opt(cfg_.optim, oparams, cfg_.precision.optimizer_state == "bf16", net.ops().backend()),
@@ -127,10 +147,11 @@ Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parall
       batch(accum, cfg_.train.micro_batch, cfg_.train.seq_len, cfg_.data.document_mask) {}
 
 void log_session(Session& s) {
-    log::info("frugal: ", s.net.params().numel(), " parameters on this rank (", s.net.params().dense_numel(),
-              " replicated), ", s.moe_layers.size(), " MoE layers, ", s.dims.world, " ranks (ep ", s.dims.ep, ", edp ",
-              s.dims.edp, "), ", s.accum, " micro-batches of ", s.cfg.train.micro_batch, " x ", s.cfg.train.seq_len,
-              " tokens per rank per step, ", s.threads, " threads per rank");
+    log::info("frugal: ", s.net.params().numel(), " parameters on this rank on ", s.net.ops().backend().name(), " (",
+              s.net.params().dense_numel(), " replicated), ", s.moe_layers.size(), " MoE layers, ", s.dims.world,
+              " ranks (ep ", s.dims.ep, ", edp ", s.dims.edp, "), ", s.accum, " micro-batches of ",
+              s.cfg.train.micro_batch, " x ", s.cfg.train.seq_len, " tokens per rank per step, ", s.threads,
+              " threads per rank");
 }
 
 }  // namespace frugal::trainer
