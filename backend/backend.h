@@ -42,6 +42,27 @@ using precision::Fp8Format;
 
 class Backend;
 
+// A linear layer's three matrix products in a low-precision format run natively by a backend (cuBLASLt BF16 or FP8
+// GEMMs on a GPU), the counterpart of precision/recipe.h's emulating recipes: same contract as MatmulRecipe<float>
+// (y_NO = x_NI w_OI^T; backward: dx_NI += dy_NO w_OI, dw_OI += dy_NO^T x_NI, either output may be null), and
+// weights_updated() drops any cached quantized weight. precision::make_matmul_recipe uses one when the backend
+// offers it (Backend::make_native_matmul) and emulates otherwise.
+class NativeMatmul {
+  public:
+    virtual ~NativeMatmul() = default;
+    virtual void forward(float* y_NO, const float* x_NI, const float* w_OI, int64_t n, int64_t in, int64_t out) = 0;
+    virtual void backward(float* dx_NI, float* dw_OI, const float* dy_NO, const float* x_NI, const float* w_OI,
+                          int64_t n, int64_t in, int64_t out) = 0;
+    virtual void weights_updated() {}
+};
+
+// What a native low-precision product follows (the precision.* keys, precision/recipe.h).
+struct NativeMatmulSpec {
+    std::string recipe;  // bf16 | fp8-tensorwise | fp8-blockwise (fp8-delayed has no native form)
+    int64_t block_size = 128;
+    bool power_of_2_scales = true;
+};
+
 // The operations of the model's math in scalar T.
 template <typename T>
 class Ops {
@@ -228,6 +249,10 @@ class Backend {
     virtual double sum_squares(const float* x, int64_t n) = 0;
     // x *= factor
     virtual void scale(float* x, int64_t n, float factor) = 0;
+
+    // ---- Native low-precision products ----
+    // A native implementation of spec's recipe, or null when this backend has none (the CPU: the recipes emulate).
+    virtual std::unique_ptr<NativeMatmul> make_native_matmul(const NativeMatmulSpec&) { return nullptr; }
 
   protected:
     virtual const Ops<float>* ops_f32() const = 0;

@@ -287,10 +287,32 @@ std::unique_ptr<MatmulRecipe<T>> make_fp32_recipe(const backend::Ops<T>& ops) {
     return std::make_unique<Fp32Recipe<T>>(ops);
 }
 
+// A backend's native product (Backend::make_native_matmul) as a recipe.
+class NativeRecipe final : public MatmulRecipe<float> {
+  public:
+    NativeRecipe(std::unique_ptr<backend::NativeMatmul> impl, std::string name)
+        : impl_(std::move(impl)), name_(std::move(name)) {}
+    void forward(float* y, const float* x, const float* w, int64_t n, int64_t in, int64_t out) override {
+        impl_->forward(y, x, w, n, in, out);
+    }
+    void backward(float* dx, float* dw, const float* dy, const float* x, const float* w, int64_t n, int64_t in,
+                  int64_t out) override {
+        impl_->backward(dx, dw, dy, x, w, n, in, out);
+    }
+    std::string name() const override { return name_; }
+    void weights_updated() override { impl_->weights_updated(); }
+
+  private:
+    std::unique_ptr<backend::NativeMatmul> impl_;
+    std::string name_;
+};
+
 template <>
 std::unique_ptr<MatmulRecipe<float>> make_matmul_recipe<float>(const PrecisionConfig& cfg, const std::string& role,
                                                                const backend::Ops<float>& ops) {
     if (cfg.recipe == "fp32" || !cfg.low_precision(role)) return make_fp32_recipe<float>(ops);
+    if (auto native = ops.backend().make_native_matmul({cfg.recipe, cfg.block_size, cfg.power_of_2_scales}))
+        return std::make_unique<NativeRecipe>(std::move(native), cfg.recipe);
     if (cfg.recipe == "bf16") return std::make_unique<Bf16Recipe>(ops);
     if (cfg.recipe == "fp8-tensorwise") return std::make_unique<Fp8Recipe>(Fp8Mode::kTensorwise, cfg, ops);
     if (cfg.recipe == "fp8-delayed") return std::make_unique<Fp8Recipe>(Fp8Mode::kDelayed, cfg, ops);
