@@ -16,6 +16,7 @@
 #include "backend/cuda/device.h"
 #include "backend/cuda/layers.h"
 #include "backend/cuda/moe.h"
+#include "backend/cuda/native_matmul.h"
 #include "backend/cuda/optim.h"
 #include "core/tensor.h"
 
@@ -70,7 +71,7 @@ class Fp32Gemm {
                                                     size_t(m), alloc_.stream()));
             return;
         }
-        const Plan& p = plan(m, n, k, lda, ldb, ldc, trans_a, trans_b);
+        const Plan& p = plan(m, n, k, lda, ldb, ldc, trans_a, trans_b, alignment(b), alignment(a), alignment(c));
         const float alpha = 1.0f;
         FRUGAL_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, b, p.a, a, p.b, &beta, c, p.c, c, p.c, &p.algo,
                                            workspace_.raw_data(), kWorkspaceBytes, alloc_.stream()));
@@ -82,10 +83,20 @@ class Fp32Gemm {
         cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
         cublasLtMatmulAlgo_t algo = {};
     };
-    using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
+    // The pointers' alignment (up to 256 bytes) is part of a plan: cuBLASLt assumes 256 unless told, and model code
+    // passes slices at any float offset (per-expert rows, parts of the flat gradients).
+    using Key =
+        std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
+    static uint32_t alignment(const void* p) {
+        const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+        uint32_t a = 256;
+        while (a > 4 && (u % a) != 0) a /= 2;
+        return a;
+    }
 
-    const Plan& plan(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool ta, bool tb) {
-        const Key key{m, n, k, lda, ldb, ldc, ta, tb};
+    const Plan& plan(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, bool ta, bool tb,
+                     uint32_t align_first, uint32_t align_second, uint32_t align_c) {
+        const Key key{m, n, k, lda, ldb, ldc, ta, tb, align_first, align_second, align_c};
         auto it = plans_.find(key);
         if (it != plans_.end()) return it->second;
         Plan p;
@@ -405,6 +416,13 @@ class CudaBackend final : public backend::Backend {
     double sum_squares(const float* x, int64_t n) override { return cuda::sum_squares(stream_, x, n, alloc_); }
     void scale(float* x, int64_t n, float factor) override { cuda::scale(stream_, x, n, factor); }
 
+    // cuBLASLt BF16 and FP8 products (backend/cuda/native_matmul.h); null for fp8-delayed, which emulates.
+    std::unique_ptr<backend::NativeMatmul> make_native_matmul(const backend::NativeMatmulSpec& spec) override {
+        if (!has_native_matmul(spec)) return nullptr;
+        if (!lt_gemm_) lt_gemm_ = std::make_unique<LtGemm>(alloc_);
+        return make_cuda_native_matmul(spec, alloc_, *lt_gemm_);
+    }
+
   protected:
     const backend::Ops<float>* ops_f32() const override { return f32_.get(); }
     const backend::Ops<double>* ops_f64() const override { return nullptr; }
@@ -425,6 +443,7 @@ class CudaBackend final : public backend::Backend {
     cudnnHandle_t dnn_ = nullptr;
     std::unique_ptr<Fp32Gemm> gemm_;
     std::unique_ptr<CudaOps> f32_;
+    std::unique_ptr<LtGemm> lt_gemm_;  // the native products' GEMMs, created with the first of them
 };
 
 }  // namespace
