@@ -24,16 +24,14 @@
 #include "backend/cuda/device.h"
 #include "backend/cuda/layers.h"
 #include "core/bf16.h"
+#include "tests/cuda/gpu_test_util.h"
 #include "tests/util.h"
 
 namespace frugal {
 namespace {
 
-#define FRUGAL_REQUIRE_GPU()                                           \
-    do {                                                               \
-        std::string why_;                                              \
-        if (cuda::cuda_device_count(&why_) == 0) GTEST_SKIP() << why_; \
-    } while (0)
+using cuda_test::bits;
+using cuda_test::DeviceBuffer;
 
 constexpr uint64_t kSeed = 20261203;
 constexpr double kFmaTol = 1e-6;
@@ -63,40 +61,6 @@ struct Gpu {
         (void)cudaStreamDestroy(stream);
     }
 };
-
-template <typename T>
-class DeviceBuffer {
-  public:
-    explicit DeviceBuffer(const std::vector<T>& host) : n_(int64_t(host.size())) {
-        FRUGAL_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(host.size(), 1) * sizeof(T)));
-        upload(host);
-    }
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    ~DeviceBuffer() { (void)cudaFree(ptr_); }
-    T* get() { return ptr_; }
-    void upload(const std::vector<T>& host) {
-        FRUGAL_CUDA_CHECK(cudaDeviceSynchronize());
-        FRUGAL_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-    }
-    std::vector<T> download() const {
-        FRUGAL_CUDA_CHECK(cudaDeviceSynchronize());
-        std::vector<T> host(static_cast<size_t>(n_));
-        FRUGAL_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, host.size() * sizeof(T), cudaMemcpyDeviceToHost));
-        return host;
-    }
-
-  private:
-    T* ptr_ = nullptr;
-    int64_t n_;
-};
-
-uint32_t bits(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    return u;
-}
-uint32_t bits(uint16_t x) { return x; }
 
 template <typename T>
 void expect_same_bits(const std::vector<T>& got, const std::vector<T>& want, const std::string& what) {

@@ -21,41 +21,19 @@
 #include "backend/cuda/device.h"
 #include "backend/cuda/moe.h"
 #include "core/error.h"
+#include "tests/cuda/gpu_test_util.h"
 #include "tests/cuda/moe_inputs.h"
 
 namespace frugal {
 namespace {
+
+using cuda_test::DeviceBuffer;
 
 using backend::ScoreFunc;
 using moe_test::expect_close;
 using moe_test::expect_same_bits;
 using moe_test::kRouterShapes;
 using moe_test::kSeed;
-
-template <typename T>
-class DeviceBuffer {
-  public:
-    explicit DeviceBuffer(size_t n) : n_(n) {
-        FRUGAL_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(n, 1) * sizeof(T)));
-    }
-    explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
-        FRUGAL_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-    }
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    ~DeviceBuffer() { (void)cudaFree(ptr_); }
-    T* get() { return ptr_; }
-    std::vector<T> download() const {
-        FRUGAL_CUDA_CHECK(cudaDeviceSynchronize());
-        std::vector<T> host(n_);
-        FRUGAL_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
-        return host;
-    }
-
-  private:
-    T* ptr_ = nullptr;
-    size_t n_;
-};
 
 std::string tag(const char* op, const moe_test::RouterShape& s) {
     return std::string(op) + " T" + std::to_string(s.t) + " E" + std::to_string(s.e) + " K" + std::to_string(s.k);

@@ -22,54 +22,20 @@
 #include "backend/cuda/optim_math.h"
 #include "backend/cuda/quantize.h"
 #include "core/bf16.h"
+#include "tests/cuda/gpu_test_util.h"
 
 namespace frugal {
 namespace {
 
-using precision::Fp8Format;
+using cuda_test::bits;
+using cuda_test::DeviceBuffer;
 
-#define FRUGAL_REQUIRE_GPU()                                           \
-    do {                                                               \
-        std::string why_;                                              \
-        if (cuda::cuda_device_count(&why_) == 0) GTEST_SKIP() << why_; \
-    } while (0)
+using precision::Fp8Format;
 
 constexpr uint64_t kSeed = 20261203;
 // Ragged sizes: one element, below one block, not a multiple of 997 or of the 64 chunks, over a million.
 const int64_t kSizes[] = {1, 3, 997, 1000, 65539, 1 << 20 | 77};
 
-template <typename T>
-class DeviceBuffer {
-  public:
-    explicit DeviceBuffer(int64_t n) : n_(n) {
-        FRUGAL_CUDA_CHECK(cudaMalloc(&ptr_, size_t(std::max<int64_t>(n, 1)) * sizeof(T)));
-    }
-    explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(int64_t(host.size())) {
-        FRUGAL_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-    }
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    ~DeviceBuffer() { (void)cudaFree(ptr_); }
-    T* get() { return ptr_; }
-    std::vector<T> download() const {
-        FRUGAL_CUDA_CHECK(cudaDeviceSynchronize());
-        std::vector<T> host(static_cast<size_t>(n_));
-        FRUGAL_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, host.size() * sizeof(T), cudaMemcpyDeviceToHost));
-        return host;
-    }
-
-  private:
-    T* ptr_ = nullptr;
-    int64_t n_;
-};
-
-uint32_t bits(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    return u;
-}
-uint32_t bits(uint8_t x) { return x; }
-uint32_t bits(uint16_t x) { return x; }
 double as_double(float x) { return x; }
 double as_double(uint8_t x) { return x; }
 double as_double(uint16_t x) { return bf16_bits_to_float(x); }

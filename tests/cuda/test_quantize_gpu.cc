@@ -19,18 +19,16 @@
 #include "backend/cuda/quantize.h"
 #include "core/error.h"
 #include "precision/quantize.h"
+#include "tests/cuda/gpu_test_util.h"
 
 namespace frugal {
 namespace {
 
+using cuda_test::bits;
+using cuda_test::DeviceBuffer;
+
 using cuda::ScaleLayout;
 using precision::Fp8Format;
-
-#define FRUGAL_REQUIRE_GPU()                                           \
-    do {                                                               \
-        std::string why_;                                              \
-        if (cuda::cuda_device_count(&why_) == 0) GTEST_SKIP() << why_; \
-    } while (0)
 
 constexpr uint64_t kSeed = 20261202;
 constexpr int64_t kTile = 128;
@@ -40,39 +38,6 @@ struct Shape {
 };
 // Ragged in both dimensions, one group only, one row, and exact multiples of the tile.
 const Shape kShapes[] = {{1, 1}, {3, 130}, {129, 257}, {300, 260}, {256, 384}, {1, 1000}};
-
-template <typename T>
-class DeviceBuffer {
-  public:
-    explicit DeviceBuffer(int64_t n) : n_(n) {
-        FRUGAL_CUDA_CHECK(cudaMalloc(&ptr_, size_t(std::max<int64_t>(n, 1)) * sizeof(T)));
-    }
-    explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(int64_t(host.size())) {
-        FRUGAL_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-    }
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    ~DeviceBuffer() { (void)cudaFree(ptr_); }
-    T* get() { return ptr_; }
-    std::vector<T> download() const {
-        FRUGAL_CUDA_CHECK(cudaDeviceSynchronize());
-        std::vector<T> host(static_cast<size_t>(n_));
-        FRUGAL_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, host.size() * sizeof(T), cudaMemcpyDeviceToHost));
-        return host;
-    }
-
-  private:
-    T* ptr_ = nullptr;
-    int64_t n_;
-};
-
-uint32_t bits(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    return u;
-}
-uint32_t bits(uint8_t x) { return x; }
-uint32_t bits(uint16_t x) { return x; }
 
 std::string show(float x) {
     char buf[64];
