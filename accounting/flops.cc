@@ -81,7 +81,16 @@ double training_flops_per_token(const model::ModelConfig& m, int64_t seq_len) {
     // QK^T over the query/key width and PV over the value width, causal: 3 S heads (d_qk + d_v) per token.
     const double d_qk = m.attention == "mla" ? double(m.qk_nope_head_dim + m.qk_rope_head_dim) : double(m.hd());
     const double d_v = m.attention == "mla" ? double(m.v_head_dim) : double(m.hd());
-    const double attention_core = 3.0 * double(m.n_layers) * double(seq_len) * double(m.n_heads) * (d_qk + d_v);
+    // Each multi-token-prediction module (DeepSeek-V3 section 2.2) runs one more block (as the last layer), its
+    // [emb; h] projection (2d -> d) and the shared output head on every token.
+    if (m.mtp_modules > 0) {
+        LayerParams p = layer_params(m, m.n_layers - 1);
+        const double d = double(m.d_model);
+        matmul += double(m.mtp_modules) * (p.attention + p.dense_ffn + p.routed_active + p.shared + p.router +
+                                           2 * d * d + d * double(m.vocab_size));
+    }
+    const double layers = double(m.n_layers + m.mtp_modules);
+    const double attention_core = 3.0 * layers * double(seq_len) * double(m.n_heads) * (d_qk + d_v);
     return 6.0 * matmul + attention_core;
 }
 

@@ -23,7 +23,8 @@ ParamCounts count_params(const model::ModelConfig& m);
 double mtp_params(const model::ModelConfig& m);
 // Parameters of the routed experts of every MoE layer: the part expert parallelism shards (count_params includes it).
 double routed_expert_params(const model::ModelConfig& m);
-// Training FLOPs per token at sequence length seq_len.
+// Training FLOPs per token at sequence length seq_len: 6 per active matmul parameter (the head and the multi-token-
+// prediction modules included) plus the causal attention core.
 double training_flops_per_token(const model::ModelConfig& m, int64_t seq_len);
 
 }  // namespace frugal::accounting

@@ -43,11 +43,22 @@ model::ModelConfig from_frugal_yaml(const std::string& path) {
 
 }  // namespace
 
+namespace {
+// A Hugging Face config.json, labelled with its family and routing ("glm4_moe, sigmoid routing"): kimi_k2 reads
+// as deepseek_v3; glm4_moe, dots1, minimax_m2 and deepseek_v3 route by sigmoid scores.
+model::ModelConfig from_hf(const std::string& json, const std::string& source, std::string* label) {
+    std::string type;
+    model::ModelConfig m = model_from_hf_config(json, &type);
+    if (label) *label = source + " (" + type + ", " + m.moe.score_func + " routing)";
+    return m;
+}
+}  // namespace
+
 model::ModelConfig load_model(const std::string& source, const std::string& presets_dir, std::string* label) {
     if (label) *label = source;
-    if (fs::path(source).extension() == ".json") return model_from_hf_config(source);
+    if (fs::path(source).extension() == ".json") return from_hf(source, source, label);
     if (fs::exists(source) && fs::is_directory(source) && fs::exists(fs::path(source) / "config.json"))
-        return model_from_hf_config((fs::path(source) / "config.json").string());
+        return from_hf((fs::path(source) / "config.json").string(), source, label);
     if (fs::exists(source)) return from_frugal_yaml(source);
     const fs::path preset = fs::path(presets_dir) / (source + ".yaml");
     if (fs::exists(preset)) {

@@ -34,7 +34,8 @@ namespace frugal::apps {
 namespace fs = std::filesystem;
 
 namespace {
-// Slots for every parameter, zero optimizer moments and zero expert biases: a step-0 Frugal checkpoint. Every zero
+// Slots for every parameter, zero optimizer moments and the routers' expert biases as imported (zero for families
+// without e_score_correction_bias): a step-0 Frugal checkpoint. Every zero
 // slot reads the same buffer (as large as the largest parameter): the import holds the model once, not three times.
 // Under expert parallelism each rank holds its experts; rank 0 writes the replicated rows, the first replica's
 // ranks their experts' rows.
@@ -55,14 +56,15 @@ struct FullSlots {
                 z.data = zeros.data();
                 slots.push_back(z);
             }
-        for (int64_t l = 0; l < m.n_layers; ++l) {
-            if (!m.is_moe_layer(l)) continue;
-            slots.push_back({"moe/layers." + std::to_string(l) + ".expert_bias",
+        for (int64_t l : m.moe_block_indices()) {
+            const std::string layer = m.block_name(l);
+            const model::Buffer* bias = net.params().find_buffer(layer + ".moe.router.bias");
+            slots.push_back({"moe/" + layer + ".expert_bias",
                              {m.moe.n_experts},
                              0,
                              {m.moe.n_experts},
                              rep,
-                             zeros.data()});
+                             bias ? bias->value.data<float>() : zeros.data()});
         }
     }
 };
@@ -76,9 +78,12 @@ const std::vector<Flag> kImportFlags = {
 
 const std::vector<Flag> kExportFlags = {
     {"--out", "DIR", "the Hugging Face model directory to write (required)"},
-    {"--dtype", "bf16|f16|f32", "dtype of the written weights (default bf16)"},
+    {"--dtype", "bf16|f16|f32|fp8-block",
+     "dtype of the written weights (default bf16); fp8-block: DeepSeek's released format, linear weights as E4M3 in "
+     "128 x 128 blocks with weight_scale_inv, the rest BF16"},
     {"--model-type", "TYPE",
-     "qwen3_moe, qwen2_moe, mixtral or olmoe (default: the family that holds the model's architecture)"},
+     "qwen3_moe, qwen2_moe, mixtral, olmoe, deepseek_v3, deepseek_v2, glm4_moe or dots1 (default: the family "
+     "that holds the model's architecture)"},
     {"--config", "HF_DIR/config.json", "the config.json to copy, with the tokenizer files beside it"},
     {"--force", "", "replace a DIR that holds anything but a previous export"},
     {"--json", "",
@@ -89,15 +94,17 @@ std::string import_help() {
            "       frugal launch -n N import-hf HF_DIR --out CKPT.h5\n\n"
            "Reads a Hugging Face model directory (config.json, model.safetensors or sharded with "
            "model.safetensors.index.json; F32, BF16 or F16) of a supported family (qwen3_moe, qwen2_moe, mixtral, "
-           "olmoe) and writes a step-0 Frugal checkpoint. On one process the model is held once in FP32; under frugal "
+           "olmoe, deepseek_v3 or kimi_k2, deepseek_v2, glm4_moe, dots1) and writes a step-0 Frugal checkpoint. On one "
+           "process the model is held once in FP32; under frugal "
            "launch the experts are spread over the N ranks (each reads only its own) and the checkpoint is written "
            "collectively. To fine-tune without converting, set model.init_from: hf:HF_DIR in the training config.\n\n" +
            flags_help(kImportFlags);
 }
 
 std::string export_help() {
-    return "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32] [--model-type "
-           "qwen3_moe|qwen2_moe|mixtral|olmoe] [--config HF_DIR/config.json] [--force] [--json]\n"
+    return "usage: frugal export-hf CKPT.h5 --out DIR [--dtype bf16|f16|f32|fp8-block] [--model-type "
+           "qwen3_moe|qwen2_moe|mixtral|olmoe|deepseek_v3|deepseek_v2|glm4_moe|dots1] [--config HF_DIR/config.json] "
+           "[--force] [--json]\n"
            "       frugal launch -n N export-hf CKPT.h5 --out DIR [...]\n\n"
            "Writes config.json (copied from --config with the tokenizer files beside it; by default from the Hugging "
            "Face model the checkpoint was imported or fine-tuned from, when it is still there; else generated), "
@@ -229,6 +236,10 @@ void check_source_config(const std::string& path, const model::ModelConfig& m, c
         FRUGAL_CONFIG_CHECK(v.first == v.second, "--config ", path, ": ", field, " is ", v.first,
                             " but the checkpoint's model has ", v.second,
                             ": this config.json is not the model's; give the right one or leave --config out");
+    // Fewer MTP modules than the source is fine: the export copies the others from the source's files.
+    FRUGAL_CONFIG_CHECK(src.mtp_modules >= m.mtp_modules, "--config ", path, ": num_nextn_predict_layers is ",
+                        src.mtp_modules, " but the checkpoint's model has ", m.mtp_modules,
+                        " MTP modules (model.mtp_modules): give the right config.json or leave --config out");
 }
 
 ExportJob plan_export(const Args& args, int world_size, int rank) {
@@ -254,8 +265,8 @@ ExportJob plan_export(const Args& args, int world_size, int rank) {
     }
     if (j.type.empty()) j.type = checkpoint::hf_model_type(j.cfg);
     if (!j.source.empty()) check_source_config(j.source, j.cfg, j.type);
-    FRUGAL_CONFIG_CHECK(j.dtype == "bf16" || j.dtype == "f16" || j.dtype == "f32", "--dtype '", j.dtype,
-                        "': use bf16, f16 or f32");
+    FRUGAL_CONFIG_CHECK(j.dtype == "bf16" || j.dtype == "f16" || j.dtype == "f32" || j.dtype == "fp8-block",
+                        "--dtype '", j.dtype, "': use bf16, f16, f32 or fp8-block");
     checkpoint::check_exportable(j.cfg, j.type);
     j.dims = parallel::ParallelDims::make(world_size, rank, world_size, j.cfg.moe.n_experts);
     return j;

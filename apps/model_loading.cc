@@ -65,10 +65,9 @@ LoadedModel load_checkpoint_model(const std::string& ckpt, model::ExpertShard sh
     // The aux-loss-free routing biases steer the top-k choice: without them the model would route differently.
     auto layers = m.net->moe_layers();
     size_t i = 0;
-    for (int64_t l = 0; l < m.cfg.n_layers; ++l) {
-        if (!m.cfg.is_moe_layer(l)) continue;
+    for (int64_t l : m.cfg.moe_block_indices()) {
         float* bias = layers[i++]->router().expert_bias();
-        slots.push_back({"moe/layers." + std::to_string(l) + ".expert_bias",
+        slots.push_back({"moe/" + m.cfg.block_name(l) + ".expert_bias",
                          {m.cfg.moe.n_experts},
                          0,
                          {m.cfg.moe.n_experts},

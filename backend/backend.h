@@ -36,11 +36,25 @@ namespace frugal::backend {
 
 // moe.score_func and moe.aux_loss, resolved once from their strings (model/moe/router.h parses them).
 enum class ScoreFunc { kSoftmax, kSigmoid };
+// moe.group_score: a group's score for group-limited routing, from its experts' keys (score + bias): the sum of the
+// two largest (DeepSeek-V3 noaux_tc, GLM-4.5, dots.llm1) or the largest (DeepSeek-V2 group_limited_greedy).
+enum class GroupScore { kTop2Sum, kMax };
+// The most expert groups router_select_forward takes (its per-token group scores live on the stack).
+constexpr int64_t kMaxRouterGroups = 64;
 // E4M3 for activations and weights, E5M2 for gradients (precision/fp8.h: the formats, header-only, and with
 // precision/quantize the CPU's reference quantizers, which depend on core only and are built into the CPU backend).
 using precision::Fp8Format;
 
 class Backend;
+
+// The shape of one attention call: B sequences of S tokens; Hq query heads, each reading key/value head
+// h / (Hq / Hkv); queries and keys hd_qk wide, values (and the output) hd_v wide (MLA: hd_qk = nope + rope >
+// hd_v). Token-major rows: q [B*S, Hq*hd_qk], k [B*S, Hkv*hd_qk], v [B*S, Hkv*hd_v], out [B*S, Hq*hd_v].
+// scale multiplies q.k before the softmax (1 / sqrt(hd_qk), or YaRN's corrected value).
+struct AttentionDims {
+    int64_t b = 0, s = 0, hq = 0, hkv = 0, hd_qk = 0, hd_v = 0;
+    double scale = 0;
+};
 
 // A linear layer's three matrix products in a low-precision format run natively by a backend (cuBLASLt BF16 or FP8
 // GEMMs on a GPU), the counterpart of precision/recipe.h's emulating recipes: same contract as MatmulRecipe<float>
@@ -110,17 +124,27 @@ class Ops {
                                  double eps) const = 0;
     virtual void rmsnorm_backward(T* dx_ND, T* dw_D, const T* dout_ND, const T* x_ND, const T* w_D, const T* rstd_N,
                                   int64_t n, int64_t d) const = 0;
-    virtual void rope_apply(T* x, int64_t row_stride, const int32_t* pos_N, const T* cos_PH, const T* sin_PH, int64_t n,
-                            int64_t heads, int64_t head_dim, bool inverse) const = 0;
-    // Causal GQA attention. What forward saves for backward is the backend's choice: saved holds
-    // attention_saved_numel(b, s, hq) elements (the CPU keeps the probabilities [B, Hq, S, S]; a fused kernel keeps
-    // a logsumexp per query row). start_BS (optional): document masking, query i attends keys [start_BS[i], i].
+    // Rotates the first rot_dim values of each of `heads` heads (head h at x + row * row_stride + h * head_stride)
+    // by the table row of the token's position; cos_PH / sin_PH are [max_pos, rot_dim / 2].
+    virtual void rope_apply(T* x, int64_t row_stride, int64_t head_stride, const int32_t* pos_N, const T* cos_PH,
+                            const T* sin_PH, int64_t n, int64_t heads, int64_t rot_dim, bool inverse) const = 0;
+    // Causal attention over grouped heads (AttentionDims). What forward saves for backward is the backend's choice:
+    // saved holds attention_saved_numel(b, s, hq) elements (the CPU keeps the probabilities [B, Hq, S, S]; a fused
+    // kernel keeps a logsumexp per query row). start_BS (optional): document masking, query i attends keys
+    // [start_BS[i], i].
     virtual int64_t attention_saved_numel(int64_t b, int64_t s, int64_t hq) const = 0;
-    virtual void attention_forward(T* out, T* saved, const T* q, const T* k, const T* v, int64_t b, int64_t s,
-                                   int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS) const = 0;
+    virtual void attention_forward(T* out, T* saved, const T* q, const T* k, const T* v, const AttentionDims& dims,
+                                   const int32_t* start_BS) const = 0;
     virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* saved, const T* out, const T* q,
-                                    const T* k, const T* v, int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd,
+                                    const T* k, const T* v, const AttentionDims& dims,
                                     const int32_t* start_BS) const = 0;
+    // Strided row copies (MLA's splits of its latent and per-head projections): for r < rows, c < cols,
+    //   strided_copy: dst[r * ld_dst + c] = src[(r / src_repeat) * ld_src + c]   (src_repeat >= 1 broadcasts a row)
+    //   strided_add:  dst[(r / dst_repeat) * ld_dst + c] += src[r * ld_src + c]  (summed in r order per dst row)
+    virtual void strided_copy(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
+                              int64_t src_repeat) const = 0;
+    virtual void strided_add(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
+                             int64_t dst_repeat) const = 0;
     virtual void swiglu_forward(T* out_NF, const T* gu_N2F, int64_t n, int64_t f) const = 0;
     virtual void swiglu_backward(T* dgu_N2F, const T* dout_NF, const T* gu_N2F, int64_t n, int64_t f) const = 0;
     // Returns the sum of the per-row losses over rows whose target is not ignore_index (double accumulation in row
@@ -140,8 +164,10 @@ class Ops {
     // ---- Router steps (semantics and shapes as stated in model/moe/router.h) ----
     virtual void router_scores_forward(T* scores_TE, T* lse_T, const T* logits_TE, ScoreFunc func, int64_t t,
                                        int64_t e) const = 0;
+    // Group-limited when n_group > 1 (backend/cpu/router.h states the semantics); n_group == 1 is plain top-k.
     virtual void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* scores_TE, const float* bias_E,
-                                       int64_t t, int64_t e, int64_t k) const = 0;
+                                       int64_t t, int64_t e, int64_t k, int64_t n_group, int64_t topk_group,
+                                       GroupScore group_score) const = 0;
     virtual void router_weights_forward(T* weight_TK, const T* scores_TE, const int32_t* selected_TK, bool renormalize,
                                         double scale, int64_t t, int64_t e, int64_t k) const = 0;
     // Returns the coefficient-weighted balancing loss; score_sum_T is the sigmoid row sums' scratch (null for

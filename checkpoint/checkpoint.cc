@@ -36,7 +36,10 @@ void CheckpointConfig::register_fields(ConfigFields& f, const std::string& p) {
           "after the last step, write the model in Hugging Face format to this directory, each rank its own experts "
           "(the family that holds the architecture: qwen3_moe, qwen2_moe, mixtral or olmoe; with model.init_from the "
           "source config.json and tokenizer files are copied); empty = off");
-    f.add(p + "export_hf_dtype", &export_hf_dtype, "dtype of the exported safetensors", {"bf16", "f16", "f32"});
+    f.add(p + "export_hf_dtype", &export_hf_dtype,
+          "dtype of the exported safetensors (fp8-block: linear weights as E4M3 in 128 x 128 blocks with "
+          "weight_scale_inv, as DeepSeek releases them)",
+          {"bf16", "f16", "f32", "fp8-block"});
 }
 
 namespace {

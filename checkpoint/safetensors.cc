@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "checkpoint/hf_reader.h"
 #include "core/bf16.h"
 #include "core/checked.h"
 #include "core/error.h"
@@ -196,11 +197,18 @@ void SafetensorsFile::read_f32(const std::string& name, float* out, const Shape&
     const StTensorInfo& t = info(name);
     FRUGAL_CONFIG_CHECK(t.shape == shape, path_, ": tensor '", name, "' has shape ", shape_str(t.shape),
                         ", the model (config.json) needs ", shape_str(shape));
-    const int64_t n = shape_numel(shape);
-    const uint8_t* src = data_ + t.begin;
+    read_f32_range(name, 0, shape_numel(shape), out);
+}
+
+void SafetensorsFile::read_f32_range(const std::string& name, int64_t first, int64_t count, float* out) const {
+    const StTensorInfo& t = info(name);
+    FRUGAL_CHECK(first >= 0 && count >= 0 && first + count <= shape_numel(t.shape), "elements [", first, ", ",
+                 first + count, ") of tensor '", name, "' ", shape_str(t.shape), " are out of range");
+    const int64_t n = count;
     if (t.dtype == "F32") {
-        std::memcpy(out, src, size_t(n) * 4);
+        std::memcpy(out, data_ + t.begin + 4 * first, size_t(n) * 4);
     } else if (t.dtype == "BF16") {
+        const uint8_t* src = data_ + t.begin + 2 * first;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
         for (int64_t i = 0; i < n; ++i) {
             uint16_t b;
@@ -208,14 +216,19 @@ void SafetensorsFile::read_f32(const std::string& name, float* out, const Shape&
             out[i] = bf16_bits_to_float(b);
         }
     } else if (t.dtype == "F16") {
+        const uint8_t* src = data_ + t.begin + 2 * first;
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
         for (int64_t i = 0; i < n; ++i) {
             uint16_t b;
             std::memcpy(&b, src + 2 * i, 2);
             out[i] = half_bits_to_float(b);
         }
+    } else if (t.dtype == "F8_E4M3" || t.dtype == "F8_E5M2") {
+        FRUGAL_CONFIG_ERROR(path_, ": tensor '", name, "' is ", t.dtype,
+                            ", a block-quantized weight: it is read with its weight_scale_inv (HfTensorReader)");
     } else {
-        FRUGAL_CONFIG_ERROR(path_, ": tensor '", name, "' is ", t.dtype, "; F32, BF16 and F16 are supported");
+        FRUGAL_CONFIG_ERROR(path_, ": tensor '", name, "' is ", t.dtype,
+                            "; F32, BF16 and F16 are supported (and F8_E4M3/F8_E5M2 with a weight_scale_inv)");
     }
 }
 
@@ -299,16 +312,7 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
     }
 }
 
-std::vector<std::string> hf_dir_tensor_names(const std::string& dir) {
-    namespace fs = std::filesystem;
-    const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-    std::vector<std::string> names;
-    if (!fs::exists(index)) {
-        SafetensorsFile f((fs::path(dir) / "model.safetensors").string());
-        for (const auto& [name, t] : f.tensors()) names.push_back(name);
-        return names;
-    }
-    const std::string path = index.string();
+std::vector<std::pair<std::string, std::string>> hf_index_entries(const std::string& path, const std::string& dir) {
     const std::string text = input::read_file(path, "safetensors index", "give the model directory as downloaded");
     YAML::Node n;
     try {
@@ -319,6 +323,7 @@ std::vector<std::string> hf_dir_tensor_names(const std::string& dir) {
     FRUGAL_CONFIG_CHECK(n.IsMap() && n["weight_map"] && n["weight_map"].IsMap(), path,
                         ": no \"weight_map\" object: not a safetensors index");
     std::set<std::string> seen;
+    std::vector<std::pair<std::string, std::string>> entries;
     for (auto it = n["weight_map"].begin(); it != n["weight_map"].end(); ++it) {
         const std::string name = input::as_string(it->first, path, "a weight_map key");
         const std::string file = input::as_string(it->second, path, "weight_map.\"" + name + "\"");
@@ -327,14 +332,27 @@ std::vector<std::string> hf_dir_tensor_names(const std::string& dir) {
         FRUGAL_CONFIG_CHECK(!file.empty() && file.find('/') == std::string::npos && file != "." && file != "..",
                             input::at(path, it->second.Mark()), ": weight_map.\"", name, "\" is '", file,
                             "': expected a file name inside ", dir);
-        names.push_back(name);
+        entries.emplace_back(name, file);
     }
+    return entries;
+}
+
+std::vector<std::string> hf_dir_tensor_names(const std::string& dir) {
+    namespace fs = std::filesystem;
+    const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+    std::vector<std::string> names;
+    if (!fs::exists(index)) {
+        SafetensorsFile f((fs::path(dir) / "model.safetensors").string());
+        for (const auto& [name, t] : f.tensors()) names.push_back(name);
+        return names;
+    }
+    for (const auto& [name, file] : hf_index_entries(index.string(), dir)) names.push_back(name);
     return names;
 }
 
 void check_hf_tensors_expected(const std::string& dir, const std::set<std::string>& expected) {
     std::vector<std::string> extra;
-    for (const std::string& name : hf_dir_tensor_names(dir))
+    for (const std::string& name : HfTensorReader(dir).served_names())
         if (!expected.count(name) && name.find("rotary_emb.inv_freq") == std::string::npos) extra.push_back(name);
     if (extra.empty()) return;
     std::string list;

@@ -46,8 +46,13 @@ class SafetensorsFile {
     bool has(const std::string& name) const { return tensors_.count(name) > 0; }
     const StTensorInfo& info(const std::string& name) const;
     const uint8_t* bytes(const std::string& name) const;
-    // Converts to FP32 (F32, BF16 and F16 are exact); the tensor must have exactly the given shape.
+    // Converts to FP32 (F32, BF16 and F16 are exact); the tensor must have exactly the given shape. F8_E4M3 and
+    // F8_E5M2 tensors are block-quantized weights: their raw codes are bytes(name), read with their scales through
+    // HfTensorReader (checkpoint/hf_reader.h).
     void read_f32(const std::string& name, float* out, const Shape& shape) const;
+    // Converts elements [first, first + count) of the tensor (row-major) to FP32: a slice of a fused tensor.
+    void read_f32_range(const std::string& name, int64_t first, int64_t count, float* out) const;
+    const std::string& path() const { return path_; }
 
   private:
     std::string path_;
@@ -73,11 +78,17 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
 
 size_t st_dtype_size(const std::string& dtype);
 
+// The (tensor, file) entries of a Hugging Face index (model.safetensors.index.json of dir), in the index's order.
+// Checks that each tensor is named once and each file is a plain file name inside dir.
+std::vector<std::pair<std::string, std::string>> hf_index_entries(const std::string& index_path,
+                                                                  const std::string& dir);
 // The tensor names a Hugging Face model directory holds: the keys of model.safetensors.index.json's weight_map, or
 // the tensors of model.safetensors. Checks that the index names only plain file names inside dir.
 std::vector<std::string> hf_dir_tensor_names(const std::string& dir);
 // Throws ConfigError naming the tensors of dir that `expected` (the names its config.json accounts for, e.g.
-// model::hf_tensor_names) does not hold: weights an import would silently drop.
+// model::hf_tensor_names) does not hold: weights an import would silently drop. The names checked are those
+// HfTensorReader serves: an FP8 weight's scale belongs to the weight, a fused expert tensor stands for the
+// per-expert names it provides.
 void check_hf_tensors_expected(const std::string& dir, const std::set<std::string>& expected);
 
 }  // namespace frugal::checkpoint

@@ -63,6 +63,16 @@ void MoEConfig::register_fields(ConfigFields& f, const std::string& p) {
           "expert capacity = ceil(capacity_factor * tokens * top_k / n_experts); assignments past it are dropped in "
           "token order; 0 = dropless",
           0.0, 1e6);
+    f.add(p + "n_group", &n_group,
+          "group-limited routing: the experts form n_group equal consecutive groups (DeepSeek-V3: 8); 1 = no groups", 1,
+          kMaxGroups);
+    f.add(p + "topk_group", &topk_group,
+          "group-limited routing: the groups of the best group score a token may route to (DeepSeek-V3: 4)", 1,
+          kMaxGroups);
+    f.add(p + "group_score", &group_score,
+          "a group's score per token: top2_sum (the sum of its two largest score + bias: DeepSeek-V3, GLM-4.5, "
+          "dots.llm1) or max (its largest: DeepSeek-V2 group_limited_greedy)",
+          {"top2_sum", "max"});
 }
 
 void MoEConfig::validate() const {
@@ -74,6 +84,9 @@ void MoEConfig::validate() const {
                             std::isfinite(capacity_factor) && capacity_factor >= 0,
                         "moe.routed_scaling_factor (", routed_scaling_factor, ") and moe.capacity_factor (",
                         capacity_factor, ") must be finite and >= 0");
+    check_range("moe.n_group", n_group, 1, kMaxGroups);
+    FRUGAL_CONFIG_CHECK(group_score == "top2_sum" || group_score == "max", "moe.group_score '", group_score,
+                        "' is not known: use top2_sum or max");
     if (n_experts == 0) return;
     FRUGAL_CONFIG_CHECK(top_k <= n_experts, "moe.top_k (", top_k, ") exceeds moe.n_experts (", n_experts,
                         "): set moe.top_k to at most ", n_experts);
@@ -82,6 +95,17 @@ void MoEConfig::validate() const {
                         "gate; set moe.n_shared_experts or drop the gate");
     FRUGAL_CONFIG_CHECK(capacity_factor == 0.0 || capacity_factor >= 0.01, "moe.capacity_factor (", capacity_factor,
                         ") would drop nearly every token: use 0 (dropless) or a value >= 1");
+    FRUGAL_CONFIG_CHECK(n_experts % n_group == 0, "moe.n_group (", n_group, ") must divide moe.n_experts (", n_experts,
+                        ") into equal groups: set moe.n_group to a divisor of ", n_experts);
+    FRUGAL_CONFIG_CHECK(topk_group >= 1 && topk_group <= n_group, "moe.topk_group (", topk_group,
+                        ") must be in [1, moe.n_group (", n_group, ")]: set moe.topk_group to at most ", n_group);
+    const int64_t per_group = n_experts / n_group;
+    FRUGAL_CONFIG_CHECK(top_k <= topk_group * per_group, "moe.top_k (", top_k, ") exceeds the ", topk_group * per_group,
+                        " experts in moe.topk_group (", topk_group, ") groups of ", per_group,
+                        ": raise moe.topk_group or lower moe.top_k");
+    FRUGAL_CONFIG_CHECK(n_group == 1 || group_score != "top2_sum" || per_group >= 2,
+                        "moe.group_score top2_sum needs two experts per group, but moe.n_group (", n_group, ") leaves ",
+                        per_group, ": use moe.group_score max or a smaller moe.n_group");
 }
 
 void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
@@ -97,6 +121,27 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
           "the first dense_layers blocks use a dense FFN, the rest MoE (HF: first_k_dense_replace)", 0, kMaxLayers);
     f.add(p + "max_seq_len", &max_seq_len, "longest sequence the rotary tables cover", 1, kMaxSeqLen);
     f.add(p + "rope_theta", &rope_theta, "rotary embedding base", 1.0, 1e300);
+    f.add(p + "rope_scaling", &rope_scaling,
+          "rotary scaling: none, or yarn (YaRN as transformers computes it; DeepSeek-V3's rope_scaling)",
+          {"none", "yarn"});
+    f.add(p + "rope_factor", &rope_factor, "yarn: context extension factor (DeepSeek-V3: 40)", 1.0, 1e6);
+    f.add(p + "rope_original_max_seq_len", &rope_original_max_seq_len,
+          "yarn: context length the model was pretrained with (original_max_position_embeddings); 0 = "
+          "model.max_seq_len",
+          0, kMaxSeqLen);
+    f.add(p + "yarn_beta_fast", &yarn_beta_fast, "yarn: rotations where the ramp to extrapolation ends (32)", 1e-6,
+          1e6);
+    f.add(p + "yarn_beta_slow", &yarn_beta_slow, "yarn: rotations where the ramp to extrapolation starts (1)", 1e-6,
+          1e6);
+    f.add(p + "yarn_mscale", &yarn_mscale,
+          "yarn: mscale; cos/sin are scaled by (0.1 mscale ln(factor) + 1) / (0.1 mscale_all_dim ln(factor) + 1)", 0.0,
+          1e3);
+    f.add(p + "yarn_mscale_all_dim", &yarn_mscale_all_dim,
+          "yarn: mscale_all_dim; also multiplies MLA's softmax scale by (0.1 mscale_all_dim ln(factor) + 1)^2; 0 = off",
+          0.0, 1e3);
+    f.add(p + "partial_rotary_factor", &partial_rotary_factor,
+          "gqa: fraction of each head the rotary embedding covers, its first head_dim * factor values (GLM-4.5: 0.5)",
+          1e-6, 1.0);
     f.add(p + "norm_eps", &norm_eps, "RMSNorm epsilon (> 0)", 1e-30, 1.0);
     f.add(p + "qk_norm", &qk_norm, "RMSNorm on queries and keys before the rotary embedding (Qwen3, OLMoE)");
     f.add(p + "qk_norm_scope", &qk_norm_scope,
@@ -109,8 +154,8 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
           "standard deviation of the normal initialization; output projections use init_std / sqrt(2 n_layers)", 0.0,
           10.0);
     f.add(p + "attention", &attention,
-          "gqa (multi-head / grouped-query) or mla (DeepSeek's multi-head latent attention: counted by the "
-          "accounting and `frugal estimate`, not trainable yet)",
+          "gqa (multi-head / grouped-query) or mla (DeepSeek-V2/V3 multi-head latent attention: queries and keys "
+          "of qk_nope_head_dim + qk_rope_head_dim, values of v_head_dim, keys and values from a kv_lora_rank latent)",
           {"gqa", "mla"});
     f.add(p + "q_lora_rank", &q_lora_rank, "mla: rank of the query compression; 0 = no compression", 0, kMaxWidth);
     f.add(p + "kv_lora_rank", &kv_lora_rank, "mla: rank of the key/value compression", 1, kMaxWidth);
@@ -119,12 +164,18 @@ void ModelConfig::register_fields(ConfigFields& f, const std::string& p) {
     f.add(p + "qk_rope_head_dim", &qk_rope_head_dim, "mla: per-head query/key width with rotary embedding", 0,
           kMaxHeads);
     f.add(p + "v_head_dim", &v_head_dim, "mla: per-head value width", 1, kMaxHeads);
-    f.add(p + "mtp_modules", &mtp_modules, "multi-token-prediction modules (counted separately; not trained yet)", 0,
-          kMaxMtp);
+    f.add(p + "mtp_modules", &mtp_modules,
+          "multi-token-prediction modules (DeepSeek-V3 section 2.2): module k predicts the token k + 1 positions "
+          "ahead from the previous module's hidden state and the next token's embedding",
+          0, kMaxMtp);
+    f.add(p + "mtp_loss_weight", &mtp_loss_weight,
+          "lambda: the mean cross-entropy of the MTP modules, times this, joins the loss (DeepSeek-V3: 0.3, then 0.1)",
+          0.0, 1e3);
     f.add(p + "init_from", &init_from,
-          "hf:DIR starts from a Hugging Face model (qwen3_moe, qwen2_moe, mixtral, olmoe): its config.json sets the "
-          "architecture keys "
-          "and its safetensors the weights; empty = random initialization");
+          "hf:DIR starts from a Hugging Face model (deepseek_v3 / kimi_k2, deepseek_v2, glm4_moe, dots1, qwen3_moe, "
+          "qwen2_moe, mixtral, olmoe; FP8 block-quantized or fused-expert safetensors too): its config.json sets the "
+          "architecture keys and its safetensors the weights (model.mtp_modules stays this run's choice); empty = "
+          "random initialization");
     moe.register_fields(f, "moe.");
 }
 
@@ -156,16 +207,69 @@ void ModelConfig::validate() const {
     FRUGAL_CONFIG_CHECK(n_heads % kv_heads() == 0, "model.n_heads (", n_heads,
                         ") is not divisible by model.n_kv_heads (", kv_heads(),
                         "): choose n_kv_heads among the divisors of n_heads");
-    FRUGAL_CONFIG_CHECK(head_dim > 0 || d_model % n_heads == 0, "model.d_model (", d_model,
-                        ") is not divisible by model.n_heads (", n_heads, "): set model.head_dim or change n_heads");
-    FRUGAL_CONFIG_CHECK(hd() > 0, "head dimension model.d_model / model.n_heads = ", d_model, " / ", n_heads,
-                        " is 0: set model.head_dim or use fewer heads");
-    FRUGAL_CONFIG_CHECK(hd() % 2 == 0, "head dimension (", hd(), ") must be even for the rotary embedding: adjust ",
-                        head_dim > 0 ? "model.head_dim" : "model.d_model / model.n_heads");
+    if (!is_mla()) {  // MLA's head widths are qk_nope_head_dim, qk_rope_head_dim and v_head_dim
+        FRUGAL_CONFIG_CHECK(head_dim > 0 || d_model % n_heads == 0, "model.d_model (", d_model,
+                            ") is not divisible by model.n_heads (", n_heads,
+                            "): set model.head_dim or change n_heads");
+        FRUGAL_CONFIG_CHECK(hd() > 0, "head dimension model.d_model / model.n_heads = ", d_model, " / ", n_heads,
+                            " is 0: set model.head_dim or use fewer heads");
+        FRUGAL_CONFIG_CHECK(hd() % 2 == 0, "head dimension (", hd(), ") must be even for the rotary embedding: adjust ",
+                            head_dim > 0 ? "model.head_dim" : "model.d_model / model.n_heads");
+    }
+    FRUGAL_CONFIG_CHECK(attention == "gqa" || attention == "mla", "model.attention '", attention,
+                        "' is not known: use gqa or mla");
+    FRUGAL_CONFIG_CHECK(rope_scaling == "none" || rope_scaling == "yarn", "model.rope_scaling '", rope_scaling,
+                        "' is not known: use none or yarn");
+    FRUGAL_CONFIG_CHECK(std::isfinite(rope_factor) && rope_factor >= 1 && std::isfinite(yarn_beta_fast) &&
+                            std::isfinite(yarn_beta_slow) && yarn_beta_fast > yarn_beta_slow && yarn_beta_slow > 0 &&
+                            std::isfinite(yarn_mscale) && yarn_mscale >= 0 && std::isfinite(yarn_mscale_all_dim) &&
+                            yarn_mscale_all_dim >= 0,
+                        "model.rope_factor (", rope_factor, ") must be >= 1, model.yarn_beta_fast (", yarn_beta_fast,
+                        ") above model.yarn_beta_slow (", yarn_beta_slow,
+                        ") > 0, and model.yarn_mscale / yarn_mscale_all_dim >= 0");
+    check_range("model.rope_original_max_seq_len", rope_original_max_seq_len, 0, kMaxSeqLen);
+    FRUGAL_CONFIG_CHECK(std::isfinite(partial_rotary_factor) && partial_rotary_factor > 0 && partial_rotary_factor <= 1,
+                        "model.partial_rotary_factor = ", partial_rotary_factor,
+                        " is out of range: expected a number in (0, 1]");
+    FRUGAL_CONFIG_CHECK(std::isfinite(mtp_loss_weight) && mtp_loss_weight >= 0,
+                        "model.mtp_loss_weight = ", mtp_loss_weight,
+                        " must be a finite number >= 0 (DeepSeek-V3: 0.3)");
+    if (is_mla()) {
+        FRUGAL_CONFIG_CHECK(qk_rope_head_dim % 2 == 0, "model.qk_rope_head_dim (", qk_rope_head_dim,
+                            ") must be even for the rotary embedding (DeepSeek-V3: 64)");
+        FRUGAL_CONFIG_CHECK(partial_rotary_factor == 1.0, "model.partial_rotary_factor (", partial_rotary_factor,
+                            ") applies to gqa; mla rotates qk_rope_head_dim values of each head: set it to 1");
+    } else {
+        FRUGAL_CONFIG_CHECK(rope_dim() >= 2 && rope_dim() % 2 == 0, "model.partial_rotary_factor (",
+                            partial_rotary_factor, ") rotates ", rope_dim(), " of the ", hd(),
+                            " values of a head: the rotated width must be even and at least 2");
+    }
     FRUGAL_CONFIG_CHECK(dense_layers <= n_layers, "model.dense_layers (", dense_layers, ") exceeds model.n_layers (",
                         n_layers, "): set it to at most ", n_layers);
     moe.validate();
     check_param_count();
+}
+
+namespace {
+// YaRN's attention temperature: 0.1 m ln(factor) + 1 (transformers' get_mscale), 1 for factor <= 1.
+double yarn_mscale_of(double factor, double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1.0; }
+}  // namespace
+
+double ModelConfig::attention_scale() const {
+    const int64_t qk = is_mla() ? qk_nope_head_dim + qk_rope_head_dim : hd();
+    double scale = 1.0 / std::sqrt(double(qk));
+    if (is_mla() && rope_scaling == "yarn" && yarn_mscale_all_dim > 0) {
+        const double m = yarn_mscale_of(rope_factor, yarn_mscale_all_dim);
+        scale *= m * m;
+    }
+    return scale;
+}
+
+double ModelConfig::rope_attention_factor() const {
+    if (rope_scaling != "yarn") return 1.0;
+    if (yarn_mscale > 0 && yarn_mscale_all_dim > 0)
+        return yarn_mscale_of(rope_factor, yarn_mscale) / yarn_mscale_of(rope_factor, yarn_mscale_all_dim);
+    return yarn_mscale_of(rope_factor, 1.0);
 }
 
 // Every weight's element count and the model's total, with overflow-checked products: no size can wrap.

@@ -1,9 +1,12 @@
-// Model configuration: the shape of a decoder-only MoE transformer, rich enough for the Qwen3-MoE, Mixtral, OLMoE
-// and DeepSeek-style (without MLA) families. validate() rejects inconsistent shapes before anything is allocated.
+// Model configuration: the shape of a decoder-only MoE transformer, rich enough for the Qwen3-MoE, Qwen2-MoE,
+// Mixtral, OLMoE, GLM-4.5, dots.llm1 and DeepSeek-V2/V3 (multi-head latent attention, multi-token prediction)
+// families. validate() rejects inconsistent shapes before anything is allocated.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/config_fields.h"
 
@@ -23,6 +26,13 @@ struct MoEConfig {
     double z_loss_coef = 0.0;
     double bias_update_rate = 0.0;  // aux-loss-free balancing: gamma of DeepSeek-V3 section 2.1.2; 0 = off
     double capacity_factor = 0.0;   // 0 = dropless
+    // Group-limited routing (DeepSeek-V2/V3, GLM-4.5, dots.llm1): the experts form n_group equal consecutive groups,
+    // a token may choose only among the topk_group groups of the best group score (top2_sum: the sum of the group's
+    // two largest score + bias; max: the largest). n_group 1 routes over all experts.
+    int64_t n_group = 1;
+    int64_t topk_group = 1;
+    std::string group_score = "top2_sum";  // top2_sum (DeepSeek-V3 noaux_tc) | max (DeepSeek-V2 group_limited_greedy)
+    static constexpr int64_t kMaxGroups = 64;  // backend::kMaxRouterGroups (model/moe/router.cc checks they agree)
 
     void register_fields(ConfigFields& f, const std::string& prefix);
     void validate() const;
@@ -39,6 +49,18 @@ struct ModelConfig {
     int64_t dense_layers = 0;  // the first dense_layers blocks use a dense FFN (first_k_dense_replace)
     int64_t max_seq_len = 256;
     double rope_theta = 10000.0;
+    // Rotary scaling (none | yarn) as transformers' _compute_yarn_parameters computes it (YaRN, Peng et al. 2023;
+    // DeepSeek-V3's rope_scaling): inv_freq blended between interpolation (theta^(-2j/r) / factor) and extrapolation
+    // by a ramp over [beta_fast, beta_slow] rotations of the original context; cos/sin scaled by mscale /
+    // mscale_all_dim (0.1 ln(factor) + 1 each); MLA's softmax scale multiplied by mscale_all_dim's factor squared.
+    std::string rope_scaling = "none";
+    double rope_factor = 1.0;
+    int64_t rope_original_max_seq_len = 0;  // 0: max_seq_len
+    double yarn_beta_fast = 32.0;
+    double yarn_beta_slow = 1.0;
+    double yarn_mscale = 1.0;
+    double yarn_mscale_all_dim = 0.0;
+    double partial_rotary_factor = 1.0;  // gqa: the rotation covers the first head_dim * factor values of a head
     double norm_eps = 1e-6;
     bool qk_norm = false;                // RMSNorm on queries and keys before the rotary embedding
     std::string qk_norm_scope = "head";  // head: over each head's hd values (Qwen3); projection: over the whole
@@ -46,16 +68,17 @@ struct ModelConfig {
     bool attn_bias = false;              // biases on the query, key and value projections (Qwen2)
     bool tie_embeddings = false;
     double init_std = 0.02;
-    // Multi-head latent attention (DeepSeek-V2/V3). The accounting counts it; training it is not implemented yet
-    // and the trainer refuses it.
+    // Multi-head latent attention (DeepSeek-V2 section 2.1, model/layers/mla.h).
     std::string attention = "gqa";  // gqa | mla
     int64_t q_lora_rank = 0;        // 0: queries projected directly (DeepSeek-V2-Lite)
     int64_t kv_lora_rank = 512;
     int64_t qk_nope_head_dim = 128;
     int64_t qk_rope_head_dim = 64;
     int64_t v_head_dim = 128;
-    // Multi-token-prediction modules (DeepSeek-V3): counted separately by the accounting, not trained yet.
+    // Multi-token-prediction modules (DeepSeek-V3 section 2.2): module k predicts the token k + 1 positions ahead;
+    // their mean loss, times mtp_loss_weight (lambda), joins the training loss.
     int64_t mtp_modules = 0;
+    double mtp_loss_weight = 0.3;
     // "hf:DIR": the architecture comes from DIR/config.json and the weights from its safetensors.
     std::string init_from;
     MoEConfig moe;
@@ -68,7 +91,27 @@ struct ModelConfig {
 
     int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
     int64_t hd() const { return head_dim > 0 ? head_dim : d_model / n_heads; }
+    bool is_mla() const { return attention == "mla"; }
+    // Values of a head the rotary embedding rotates: mla qk_rope_head_dim; gqa hd() * partial_rotary_factor,
+    // truncated (transformers' int(head_dim * partial_rotary_factor)).
+    int64_t rope_dim() const { return is_mla() ? qk_rope_head_dim : int64_t(double(hd()) * partial_rotary_factor); }
+    // The multiplier of q.k before the softmax: 1 / sqrt(query/key head width), times YaRN's mscale_all_dim
+    // correction squared for MLA (transformers' DeepseekV3Attention.scaling).
+    double attention_scale() const;
+    // The factor YaRN multiplies cos and sin by (1 without YaRN).
+    double rope_attention_factor() const;
     bool is_moe_layer(int64_t layer) const { return layer >= dense_layers && moe.n_experts > 0; }
+    // The MoE blocks in Transformer::moe_layers() order: the main model's, then the MTP modules' (block index
+    // n_layers + k); and a block's parameter prefix without the dot ("layers.L", or "mtp.K" for n_layers + k).
+    std::vector<int64_t> moe_block_indices() const {
+        std::vector<int64_t> out;
+        for (int64_t l = 0; l < n_layers + mtp_modules; ++l)
+            if (is_moe_layer(l)) out.push_back(l);
+        return out;
+    }
+    std::string block_name(int64_t l) const {
+        return l < n_layers ? "layers." + std::to_string(l) : "mtp." + std::to_string(l - n_layers);
+    }
 };
 
 }  // namespace frugal::model

@@ -31,6 +31,20 @@ Param* ParamStore::add(const std::string& name, const Shape& shape, ParamKind ki
     return &storage_.back();
 }
 
+Buffer* ParamStore::add_buffer(const std::string& name, const Tensor& value) {
+    FRUGAL_CHECK(!by_name_.count(name) && !find_buffer(name), "buffer '", name, "' registered twice");
+    FRUGAL_CHECK(value.dtype() == DType::kF32, "buffer '", name, "' must be float32");
+    buffer_storage_.push_back(Buffer{name, value});
+    buffers_.push_back(&buffer_storage_.back());
+    return &buffer_storage_.back();
+}
+
+Buffer* ParamStore::find_buffer(const std::string& name) const {
+    for (Buffer* b : buffers_)
+        if (b->name == name) return b;
+    return nullptr;
+}
+
 void ParamStore::allocate(DType dtype, bool with_grads, Allocator& allocator) {
     int64_t total = numel();
     values_ = Tensor::zeros({total}, dtype, allocator);
@@ -86,7 +100,13 @@ void ParamStore::with_host_values(const std::function<void()>& fn, bool write_ba
         return;
     }
     Tensor device_values = values_;
-    std::vector<Tensor> device_views;
+    std::vector<Tensor> device_views, device_buffers;
+    for (Buffer* b : buffers_) {
+        device_buffers.push_back(b->value);
+        Tensor host = Tensor::empty(b->value.shape(), b->value.dtype());
+        host.copy_from(b->value);
+        b->value = host;
+    }
     values_ = Tensor::empty({device_values.numel()}, device_values.dtype());
     values_.copy_from(device_values);
     int64_t off = 0;
@@ -103,6 +123,7 @@ void ParamStore::with_host_values(const std::function<void()>& fn, bool write_ba
         for (bool expert : {false, true})
             for (Param* p : params_)
                 if (p->is_expert == expert) p->value = device_views[i++];
+        for (size_t j = 0; j < buffers_.size(); ++j) buffers_[j]->value = device_buffers[j];
         std::swap(values_, device_values);
     };
     try {
@@ -111,7 +132,10 @@ void ParamStore::with_host_values(const std::function<void()>& fn, bool write_ba
         restore();
         throw;
     }
-    if (write_back) device_values.copy_from(values_);
+    if (write_back) {
+        device_values.copy_from(values_);
+        for (size_t j = 0; j < buffers_.size(); ++j) device_buffers[j].copy_from(buffers_[j]->value);
+    }
     restore();
 }
 

@@ -4,6 +4,14 @@
 //   dense_layers blocks, MoE after.
 // forward() keeps every activation backward() needs; backward() adds into the parameter gradients.
 //
+// Multi-token prediction (DeepSeek-V3 section 2.2, model.mtp_modules = D): module k = 1..D reads the previous depth's
+// hidden state h^{k-1} (h^0: the last block's output, before the final norm) and the embedding of token t_{i+k},
+//   h'_i = W_eh [RMSNorm_e(Emb(t_{i+k})) ; RMSNorm_h(h^{k-1}_i)],  h^k = Block_k(h'),  logits^k = Head(RMSNorm_k(h^k))
+// and predicts t_{i+k+1}; the embedding and the head are the main model's. Positions whose t_{i+k} or t_{i+k+1}
+// falls past the window (or is an ignored target) are ignored targets of module k. Training adds
+// mtp_loss_weight / D times the sum of the modules' mean cross-entropies; a model built without gradients
+// (inference) skips the modules.
+//
 // Loss convention: forward returns the SUM of the per-token cross-entropy over targets != kIgnoreIndex and the
 // coefficient-weighted aux and z losses of this micro-batch. The caller chooses the scales: the trainer uses
 // ce_scale = 1 / (valid targets in the global batch) and aux_scale = 1 / (micro-batches in the global batch), so
@@ -28,9 +36,19 @@ inline constexpr int32_t kIgnoreIndex = -100;
 struct ForwardResult {
     double ce_sum = 0;      // sum of token losses over valid targets
     int64_t num_valid = 0;  // targets != kIgnoreIndex
-    double aux_loss = 0;    // sum over MoE layers, coefficient-weighted
+    double aux_loss = 0;    // sum over MoE layers (those of the MTP modules included), coefficient-weighted
     double z_loss = 0;
+    // Per MTP module k (0-based, depth k + 1): its cross-entropy sum and valid-target count.
+    std::vector<double> mtp_ce_sum;
+    std::vector<int64_t> mtp_num_valid;
 };
+
+// The targets of MTP depth k (1-based) over a [B, S] window, from the main targets (targets_BS[i] = t_{i+1}): the
+// module's input token at i is t_{i+k} = targets_BS[i + k - 1] (0 where it is past the window or ignored) and its
+// target t_{i+k+1} = targets_BS[i + k] (kIgnoreIndex where past the window or where the input was ignored).
+// Host memory; what the trainer counts valid targets with.
+void mtp_shift(int32_t* tokens_BS, int32_t* targets_out_BS, const int32_t* targets_BS, int64_t b, int64_t s,
+               int64_t depth);
 
 template <typename T>
 class Transformer {
@@ -59,7 +77,9 @@ class Transformer {
     // tokens [doc_start_BS[i], i] of its window, and its rotary position is i - doc_start_BS[i].
     ForwardResult forward(const int32_t* tokens_BS, const int32_t* targets_BS, int64_t b, int64_t s,
                           const int32_t* doc_start_BS = nullptr);
-    void backward(T ce_scale, T aux_scale);
+    // mtp_ce_scales: the gradient scale of each MTP module's cross-entropy sum (the trainer: mtp_loss_weight /
+    // (D x the module's valid targets in the global batch)); empty: ce_scale * mtp_loss_weight / D for each.
+    void backward(T ce_scale, T aux_scale, const std::vector<T>& mtp_ce_scales = {});
 
     // Logits of the last forward, [N, V] (memory of the backend's device, like every buffer below).
     const T* logits() const { return logits_.template data<T>(); }
@@ -69,6 +89,10 @@ class Transformer {
 
   private:
     struct Block;
+    struct Mtp;
+    void forward_mtp(ForwardResult& r, const int32_t* targets_BS, const int32_t* doc_start_BS, const int32_t* pos,
+                     const int32_t* att_start);
+    void backward_mtp(T ce_scale, const std::vector<T>& mtp_ce_scales, T aux_scale, T* dh_last);
     const Ops<T>& ops_;
     ModelConfig cfg_;
     ParamStore store_;
@@ -77,6 +101,8 @@ class Transformer {
     RMSNorm<T> final_norm_;
     Linear<T> head_;
     std::vector<std::unique_ptr<Block>> blocks_;
+    std::vector<std::unique_ptr<Mtp>> mtp_;
+    bool with_grads_ = true;
     // activations: residual stream h_[l] for l = 0..L, each [N, D]; final norm; logits
     std::vector<Tensor> h_;
     Tensor nf_, rstdf_, logits_, loss_N_, pos_N_, start_N_, tokens_, targets_, scratch_, dh_, dn_, dlogits_;

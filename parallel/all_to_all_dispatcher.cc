@@ -206,15 +206,15 @@ void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool
     const model::ModelConfig& m = net.config();
     auto layers = net.moe_layers();
     size_t i = 0;
-    for (int64_t l = 0; l < m.n_layers; ++l) {
-        if (!m.is_moe_layer(l)) continue;
+    for (int64_t l : m.moe_block_indices()) {
         if (ep_comm.size() > 1)
             layers[i++]->set_dispatcher(std::make_unique<AllToAllDispatcher<T>>(
-                net.ops(), ep_comm, m.moe.n_experts, "layer " + std::to_string(l) + " MoE dispatch", fp8_dispatch));
+                net.ops(), ep_comm, m.moe.n_experts, m.block_name(l) + " MoE dispatch", fp8_dispatch));
         else
             layers[i++]->set_dispatcher(
                 std::make_unique<model::LocalDispatcher<T>>(net.ops(), m.moe.n_experts, fp8_dispatch));
     }
+    FRUGAL_CHECK(i == layers.size(), "expert parallelism wired ", i, " of ", layers.size(), " MoE layers");
 }
 
 template void use_expert_parallel(model::Transformer<float>&, Communicator&, bool);

@@ -52,10 +52,9 @@ Checkpointer::Checkpointer(Session& s) : s_(s), dir_(checkpoint_dir(s.cfg)) {
                                      {"exp_avg_sq", &s.opt.exp_avg_sq()}})
             add_slot(std::string("optim/") + kind + "/" + params[i]->name, *params[i], host_data((*moments)[i]));
     size_t i = 0;
-    for (int64_t l = 0; l < m.n_layers; ++l) {
-        if (!m.is_moe_layer(l)) continue;
+    for (int64_t l : m.moe_block_indices()) {  // the main model's MoE layers, then the MTP modules'
         checkpoint::TensorSlot slot;
-        slot.name = "moe/layers." + std::to_string(l) + ".expert_bias";
+        slot.name = "moe/" + m.block_name(l) + ".expert_bias";
         slot.global_shape = {m.moe.n_experts};
         slot.local_shape = {m.moe.n_experts};
         slot.writer = s.dims.rank == 0;

@@ -36,8 +36,7 @@ MoeSnapshot MetricsOutput::moe_snapshot() const {
     MoeSnapshot snap;
     const model::ModelConfig& m = s_.cfg.model;
     size_t i = 0;
-    for (int64_t l = 0; l < m.n_layers; ++l) {
-        if (!m.is_moe_layer(l)) continue;
+    for (int64_t l : m.moe_block_indices()) {  // MTP blocks as layers n_layers + k
         const model::MoEStats& st = s_.moe_layers[i++]->router().stats();
         const double micro = double(std::max<int64_t>(st.micro_batches, 1));
         snap.layers.push_back(
@@ -59,6 +58,7 @@ void MetricsOutput::log_line(const StepMetrics& sm, const MoeSnapshot& moe, cons
     std::ostringstream line;
     line << std::fixed << "step " << std::setw(5) << sm.step << "/" << s_.cfg.train.steps << "  loss "
          << std::setprecision(4) << sm.loss;
+    if (sm.mtp_loss >= 0) line << "  mtp " << std::setprecision(4) << sm.mtp_loss;
     if (sm.val_loss >= 0) line << "  val " << std::setprecision(4) << sm.val_loss;
     line << "  lr " << std::scientific << std::setprecision(2) << sm.lr << std::fixed << "  gnorm "
          << std::setprecision(3) << sm.grad_norm << "  tok/s " << std::setprecision(0) << sm.tokens_per_s;
@@ -79,6 +79,7 @@ void MetricsOutput::log_line(const StepMetrics& sm, const MoeSnapshot& moe, cons
         .field("dropped", sm.dropped)
         .field("elapsed_s", sm.elapsed_s);
     if (sm.val_loss >= 0) rec.field("val_loss", sm.val_loss);
+    if (sm.mtp_loss >= 0) rec.field("mtp_loss", sm.mtp_loss);
     if (sm.skipped) rec.field("skipped", true);
     if (!moe.layers.empty()) {
         rec.key("moe").begin_array();
@@ -98,6 +99,7 @@ void MetricsOutput::log_line(const StepMetrics& sm, const MoeSnapshot& moe, cons
     const int64_t step = sm.step;
     tb_->add_scalar("train/loss", step, sm.loss);
     tb_->add_scalar("train/aux_loss", step, sm.aux_loss);
+    if (sm.mtp_loss >= 0) tb_->add_scalar("train/mtp_loss", step, sm.mtp_loss);
     if (sm.val_loss >= 0) tb_->add_scalar("val/loss", step, sm.val_loss);
     tb_->add_scalar("train/lr", step, sm.lr);
     tb_->add_scalar("train/grad_norm", step, sm.grad_norm);

@@ -120,10 +120,6 @@ void TrainConfig::validate(int64_t world_size) const {
     precision.validate();
     if (!checkpoint.export_hf.empty())  // found now rather than after the last step
         frugal::checkpoint::check_exportable(model, frugal::checkpoint::hf_model_type(model));
-    FRUGAL_CONFIG_CHECK(model.attention == "gqa", "model.attention '", model.attention,
-                        "' is counted by `frugal estimate` but cannot be trained yet: use gqa");
-    FRUGAL_CONFIG_CHECK(model.mtp_modules == 0, "model.mtp_modules (", model.mtp_modules,
-                        ") is counted by `frugal estimate` but cannot be trained yet: set it to 0");
     // The device must be in the catalogue before anything is allocated.
     accounting::find_device(accounting::load_catalogue(accounting.hardware), accounting.device, "accounting.device");
 
@@ -163,6 +159,29 @@ void adopt_hf_architecture(model::ModelConfig& m) {
     m.moe.score_func = hf.moe.score_func;
     m.moe.norm_topk_prob = hf.moe.norm_topk_prob;
     m.moe.routed_scaling_factor = hf.moe.routed_scaling_factor;
+    m.moe.n_group = hf.moe.n_group;
+    m.moe.topk_group = hf.moe.topk_group;
+    m.moe.group_score = hf.moe.group_score;
+    m.attention = hf.attention;
+    m.q_lora_rank = hf.q_lora_rank;
+    m.kv_lora_rank = hf.kv_lora_rank;
+    m.qk_nope_head_dim = hf.qk_nope_head_dim;
+    m.qk_rope_head_dim = hf.qk_rope_head_dim;
+    m.v_head_dim = hf.v_head_dim;
+    m.partial_rotary_factor = hf.partial_rotary_factor;
+    m.rope_scaling = hf.rope_scaling;
+    m.rope_factor = hf.rope_factor;
+    // The original context YaRN's ramp is measured against is the checkpoint's, not this run's max_seq_len.
+    m.rope_original_max_seq_len = hf.rope_original_max_seq_len > 0 ? hf.rope_original_max_seq_len : hf.max_seq_len;
+    m.yarn_beta_fast = hf.yarn_beta_fast;
+    m.yarn_beta_slow = hf.yarn_beta_slow;
+    m.yarn_mscale = hf.yarn_mscale;
+    m.yarn_mscale_all_dim = hf.yarn_mscale_all_dim;
+    // mtp_modules stays the run's choice (0 trains the main model only; the checkpoint's MTP layers are then
+    // skipped), but cannot ask for modules the checkpoint does not have.
+    FRUGAL_CONFIG_CHECK(m.mtp_modules <= hf.mtp_modules, "model.mtp_modules (", m.mtp_modules, ") exceeds the ",
+                        hf.mtp_modules, " multi-token-prediction layers of ", dir,
+                        " (num_nextn_predict_layers): set model.mtp_modules to at most ", hf.mtp_modules);
 }
 
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides, int64_t world_size) {

@@ -24,10 +24,12 @@ class TrainStep {
     int64_t skipped_in_a_row() const { return skipped_in_a_row_; }
 
   private:
-    // This rank's micro-batches into the session's buffers; returns the number of valid targets among them.
-    int64_t load_batch(int64_t first_sample);
-    // Forward and backward of every micro-batch; sums[0] += cross-entropy, sums[1] += scaled aux + z losses.
-    void forward_backward(int64_t total_valid, double sums[2]);
+    // This rank's micro-batches into the session's buffers; valid_ gets the number of valid targets among them: of
+    // the main loss, then of each MTP module.
+    void load_batch(int64_t first_sample);
+    // Forward and backward of every micro-batch, valid_ holding the global counts; sums_[0] += cross-entropy,
+    // sums_[1] += scaled aux + z losses, sums_[2 + k] += MTP module k's cross-entropy.
+    void forward_backward();
     // The update, unless the loss or gradient norm is not finite (then skipped, or an error: train.nonfinite).
     void update(StepMetrics& sm);
     // Expert loads of every MoE layer summed over ranks, into the routers' statistics and (after an update) their
@@ -36,6 +38,9 @@ class TrainStep {
 
     Session& s_;
     std::vector<int64_t> counts_;  // [selected per expert (E), processed per expert (E), dropped (1)]
+    std::vector<int64_t> valid_;   // [main, MTP module 1..D] valid targets
+    std::vector<double> sums_;     // [cross-entropy, scaled aux + z, MTP module 1..D cross-entropy]
+    std::vector<int32_t> shift_tokens_, shift_targets_;  // host scratch of model::mtp_shift
     int64_t skipped_steps_ = 0, skipped_in_a_row_ = 0;
 };
 

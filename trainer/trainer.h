@@ -23,6 +23,7 @@ struct StepMetrics {
     int64_t step = 0;      // 1-based: steps completed
     double loss = 0;       // mean cross-entropy over the global batch
     double aux_loss = 0;   // balancing + z loss, summed over layers, mean over micro-batches
+    double mtp_loss = -1;  // mean over the MTP modules of their mean cross-entropy (< 0 without MTP modules)
     double val_loss = -1;  // < 0 when validation did not run this step
     double lr = 0;
     double grad_norm = 0;

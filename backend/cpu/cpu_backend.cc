@@ -45,20 +45,27 @@ class CpuOps final : public Ops<T> {
                           int64_t d) const override {
         cpu::rmsnorm_backward(dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N, n, d);
     }
-    void rope_apply(T* x, int64_t row_stride, const int32_t* pos_N, const T* cos_PH, const T* sin_PH, int64_t n,
-                    int64_t heads, int64_t head_dim, bool inverse) const override {
-        cpu::rope_apply(x, row_stride, pos_N, cos_PH, sin_PH, n, heads, head_dim, inverse);
+    void rope_apply(T* x, int64_t row_stride, int64_t head_stride, const int32_t* pos_N, const T* cos_PH,
+                    const T* sin_PH, int64_t n, int64_t heads, int64_t rot_dim, bool inverse) const override {
+        cpu::rope_apply(x, row_stride, head_stride, pos_N, cos_PH, sin_PH, n, heads, rot_dim, inverse);
     }
     // The CPU keeps the probabilities [B, Hq, S, S].
     int64_t attention_saved_numel(int64_t b, int64_t s, int64_t hq) const override { return b * hq * s * s; }
-    void attention_forward(T* out, T* saved, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq,
-                           int64_t hkv, int64_t hd, const int32_t* start_BS) const override {
-        cpu::attention_forward(out, saved, q, k, v, b, s, hq, hkv, hd, start_BS);
+    void attention_forward(T* out, T* saved, const T* q, const T* k, const T* v, const AttentionDims& dims,
+                           const int32_t* start_BS) const override {
+        cpu::attention_forward(out, saved, q, k, v, dims, start_BS);
     }
     void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* saved, const T*, const T* q, const T* k,
-                            const T* v, int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd,
-                            const int32_t* start_BS) const override {
-        cpu::attention_backward(dq, dk, dv, dout, saved, q, k, v, b, s, hq, hkv, hd, start_BS);
+                            const T* v, const AttentionDims& dims, const int32_t* start_BS) const override {
+        cpu::attention_backward(dq, dk, dv, dout, saved, q, k, v, dims, start_BS);
+    }
+    void strided_copy(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
+                      int64_t src_repeat) const override {
+        cpu::strided_copy(dst, ld_dst, src, ld_src, rows, cols, src_repeat);
+    }
+    void strided_add(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
+                     int64_t dst_repeat) const override {
+        cpu::strided_add(dst, ld_dst, src, ld_src, rows, cols, dst_repeat);
     }
     void swiglu_forward(T* out_NF, const T* gu_N2F, int64_t n, int64_t f) const override {
         cpu::swiglu_forward(out_NF, gu_N2F, n, f);
@@ -87,8 +94,9 @@ class CpuOps final : public Ops<T> {
         cpu::router_scores_forward(scores_TE, lse_T, logits_TE, func, t, e);
     }
     void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* scores_TE, const float* bias_E,
-                               int64_t t, int64_t e, int64_t k) const override {
-        cpu::router_select_forward(selected_TK, keys_TE, scores_TE, bias_E, t, e, k);
+                               int64_t t, int64_t e, int64_t k, int64_t n_group, int64_t topk_group,
+                               GroupScore group_score) const override {
+        cpu::router_select_forward(selected_TK, keys_TE, scores_TE, bias_E, t, e, k, n_group, topk_group, group_score);
     }
     void router_weights_forward(T* weight_TK, const T* scores_TE, const int32_t* selected_TK, bool renormalize,
                                 double scale, int64_t t, int64_t e, int64_t k) const override {

@@ -112,16 +112,16 @@ void rmsnorm_backward(T* dx_ND, T* dw_D, const T* dout_ND, const T* x_ND, const 
 }
 
 template <typename T>
-void rope_apply(T* x, int64_t row_stride, const int32_t* pos_N, const T* cos_PH, const T* sin_PH, int64_t n,
-                int64_t heads, int64_t head_dim, bool inverse) {
-    const int64_t half = head_dim / 2;
+void rope_apply(T* x, int64_t row_stride, int64_t head_stride, const int32_t* pos_N, const T* cos_PH, const T* sin_PH,
+                int64_t n, int64_t heads, int64_t rot_dim, bool inverse) {
+    const int64_t half = rot_dim / 2;
     const T sign = inverse ? T(-1) : T(1);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
         const T* c = cos_PH + int64_t(pos_N[i]) * half;
         const T* s = sin_PH + int64_t(pos_N[i]) * half;
         for (int64_t h = 0; h < heads; ++h) {
-            T* v = x + i * row_stride + h * head_dim;
+            T* v = x + i * row_stride + h * head_stride;
             for (int64_t j = 0; j < half; ++j) {
                 T a = v[j], b = v[j + half];
                 v[j] = a * c[j] - sign * b * s[j];
@@ -132,21 +132,22 @@ void rope_apply(T* x, int64_t row_stride, const int32_t* pos_N, const T* cos_PH,
 }
 
 template <typename T>
-void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq,
-                       int64_t hkv, int64_t hd, const int32_t* start_BS) {
-    const int64_t group = hq / hkv;
-    const int64_t ldq = hq * hd, ldkv = hkv * hd;
-    const T scale = T(1) / std::sqrt(T(hd));
+void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v, const AttentionDims& dims,
+                       const int32_t* start_BS) {
+    const int64_t b = dims.b, s = dims.s, hq = dims.hq, dqk = dims.hd_qk, dv = dims.hd_v;
+    const int64_t group = hq / dims.hkv;
+    const int64_t ldq = hq * dqk, ldk = dims.hkv * dqk, ldv = dims.hkv * dv, ldo = hq * dv;
+    const T scale = T(dims.scale);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t bi = 0; bi < b; ++bi) {
         for (int64_t h = 0; h < hq; ++h) {
             const int64_t kvh = h / group;
-            const T* qb = q + bi * s * ldq + h * hd;
-            const T* kb = k + bi * s * ldkv + kvh * hd;
-            const T* vb = v + bi * s * ldkv + kvh * hd;
+            const T* qb = q + bi * s * ldq + h * dqk;
+            const T* kb = k + bi * s * ldk + kvh * dqk;
+            const T* vb = v + bi * s * ldv + kvh * dv;
             T* p = probs_BHSS + (bi * hq + h) * s * s;
             // scores = q k^T (inside a parallel region Eigen runs single-threaded)
-            gemm(p, s, qb, ldq, kb, ldkv, s, s, hd, false, true, T(0));
+            gemm(p, s, qb, ldq, kb, ldk, s, s, dqk, false, true, T(0));
             for (int64_t i = 0; i < s; ++i) {
                 T* row = p + i * s;
                 const int64_t lo = start_BS ? start_BS[bi * s + i] : 0;  // first key of the query's document
@@ -162,17 +163,18 @@ void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v
                 for (int64_t j = 0; j < lo; ++j) row[j] = 0;
                 for (int64_t j = i + 1; j < s; ++j) row[j] = 0;
             }
-            gemm(out + bi * s * ldq + h * hd, ldq, p, s, vb, ldkv, s, hd, s, false, false, T(0));
+            gemm(out + bi * s * ldo + h * dv, ldo, p, s, vb, ldv, s, dv, s, false, false, T(0));
         }
     }
 }
 
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS, const T* q, const T* k, const T* v,
-                        int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS) {
+                        const AttentionDims& dims, const int32_t* start_BS) {
+    const int64_t b = dims.b, s = dims.s, hq = dims.hq, hkv = dims.hkv, dqk = dims.hd_qk, dvw = dims.hd_v;
     const int64_t group = hq / hkv;
-    const int64_t ldq = hq * hd, ldkv = hkv * hd;
-    const T scale = T(1) / std::sqrt(T(hd));
+    const int64_t ldq = hq * dqk, ldk = hkv * dqk, ldv = hkv * dvw, ldo = hq * dvw;
+    const T scale = T(dims.scale);
     // Parallel over (batch, kv head): the query heads of one group all add into the same dk/dv slice, so they run
     // in one thread, in a fixed order.
 #pragma omp parallel
@@ -182,18 +184,18 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS,
 #pragma omp for collapse(2) schedule(static)
         for (int64_t bi = 0; bi < b; ++bi) {
             for (int64_t kvh = 0; kvh < hkv; ++kvh) {
-                const T* kb = k + bi * s * ldkv + kvh * hd;
-                const T* vb = v + bi * s * ldkv + kvh * hd;
-                T* dkb = dk + bi * s * ldkv + kvh * hd;
-                T* dvb = dv + bi * s * ldkv + kvh * hd;
+                const T* kb = k + bi * s * ldk + kvh * dqk;
+                const T* vb = v + bi * s * ldv + kvh * dvw;
+                T* dkb = dk + bi * s * ldk + kvh * dqk;
+                T* dvb = dv + bi * s * ldv + kvh * dvw;
                 for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
                     const T* p = probs_BHSS + (bi * hq + h) * s * s;
-                    const T* qb = q + bi * s * ldq + h * hd;
-                    const T* dob = dout + bi * s * ldq + h * hd;
-                    T* dqb = dq + bi * s * ldq + h * hd;
+                    const T* qb = q + bi * s * ldq + h * dqk;
+                    const T* dob = dout + bi * s * ldo + h * dvw;
+                    T* dqb = dq + bi * s * ldq + h * dqk;
                     // dv += p^T do ; dp = do v^T
-                    gemm(dvb, ldkv, p, s, dob, ldq, s, hd, s, true, false, T(1));
-                    gemm(dp.data(), s, dob, ldq, vb, ldkv, s, s, hd, false, true, T(0));
+                    gemm(dvb, ldv, p, s, dob, ldo, s, dvw, s, true, false, T(1));
+                    gemm(dp.data(), s, dob, ldo, vb, ldv, s, s, dvw, false, true, T(0));
                     // softmax backward: ds = p * (dp - sum_j p dp), times the score scale
                     for (int64_t i = 0; i < s; ++i) {
                         const T* pr = p + i * s;
@@ -206,10 +208,35 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS,
                         for (int64_t j = i + 1; j < s; ++j) g[j] = 0;
                     }
                     // dq += ds k ; dk += ds^T q
-                    gemm(dqb, ldq, dp.data(), s, kb, ldkv, s, hd, s, false, false, T(1));
-                    gemm(dkb, ldkv, dp.data(), s, qb, ldq, s, hd, s, true, false, T(1));
+                    gemm(dqb, ldq, dp.data(), s, kb, ldk, s, dqk, s, false, false, T(1));
+                    gemm(dkb, ldk, dp.data(), s, qb, ldq, s, dqk, s, true, false, T(1));
                 }
             }
+        }
+    }
+}
+
+template <typename T>
+void strided_copy(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
+                  int64_t src_repeat) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* in = src + (r / src_repeat) * ld_src;
+        T* out = dst + r * ld_dst;
+        for (int64_t c = 0; c < cols; ++c) out[c] = in[c];
+    }
+}
+
+template <typename T>
+void strided_add(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols, int64_t dst_repeat) {
+    // One destination row per iteration, its dst_repeat source rows added in order: no two threads share a row.
+    const int64_t dst_rows = (rows + dst_repeat - 1) / dst_repeat;
+#pragma omp parallel for schedule(static)
+    for (int64_t q = 0; q < dst_rows; ++q) {
+        T* out = dst + q * ld_dst;
+        for (int64_t r = q * dst_repeat; r < std::min(rows, (q + 1) * dst_repeat); ++r) {
+            const T* in = src + r * ld_src;
+            for (int64_t c = 0; c < cols; ++c) out[c] += in[c];
         }
     }
 }
@@ -360,28 +387,30 @@ int64_t prepare_tokens(int32_t* tokens_N, int32_t* targets_N, int32_t* pos_N, in
     return num_valid;
 }
 
-#define FRUGAL_INSTANTIATE(T)                                                                                       \
-    template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool, \
-                          T);                                                                                       \
-    template void embedding_forward<T>(T*, const int32_t*, const T*, int64_t, int64_t);                             \
-    template void embedding_backward<T>(T*, const T*, const int32_t*, int64_t, int64_t);                            \
-    template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);                         \
-    template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);            \
-    template void rope_apply<T>(T*, int64_t, const int32_t*, const T*, const T*, int64_t, int64_t, int64_t, bool);  \
-    template void attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,    \
-                                       int64_t, const int32_t*);                                                    \
-    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,      \
-                                        int64_t, int64_t, int64_t, int64_t, const int32_t*);                        \
-    template void swiglu_forward<T>(T*, const T*, int64_t, int64_t);                                                \
-    template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                     \
-    template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int64_t, int64_t, int32_t);              \
-    template void cross_entropy_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t, int32_t);            \
-    template void add_inplace<T>(T*, const T*, int64_t);                                                            \
-    template void add<T>(T*, const T*, const T*, int64_t);                                                          \
-    template void fill<T>(T*, int64_t, T);                                                                          \
-    template void bias_add<T>(T*, const T*, int64_t, int64_t);                                                      \
-    template void bias_backward<T>(T*, const T*, int64_t, int64_t);                                                 \
-    template void sigmoid_gate_forward<T>(T*, T*, const T*, int64_t, int64_t);                                      \
+#define FRUGAL_INSTANTIATE(T)                                                                                        \
+    template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool,  \
+                          T);                                                                                        \
+    template void embedding_forward<T>(T*, const int32_t*, const T*, int64_t, int64_t);                              \
+    template void embedding_backward<T>(T*, const T*, const int32_t*, int64_t, int64_t);                             \
+    template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);                          \
+    template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);             \
+    template void rope_apply<T>(T*, int64_t, int64_t, const int32_t*, const T*, const T*, int64_t, int64_t, int64_t, \
+                                bool);                                                                               \
+    template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionDims&, const int32_t*);  \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,                \
+                                        const AttentionDims&, const int32_t*);                                       \
+    template void strided_copy<T>(T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t);                        \
+    template void strided_add<T>(T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t);                         \
+    template void swiglu_forward<T>(T*, const T*, int64_t, int64_t);                                                 \
+    template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int64_t);                                      \
+    template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int64_t, int64_t, int32_t);               \
+    template void cross_entropy_backward<T>(T*, const T*, const int32_t*, T, int64_t, int64_t, int32_t);             \
+    template void add_inplace<T>(T*, const T*, int64_t);                                                             \
+    template void add<T>(T*, const T*, const T*, int64_t);                                                           \
+    template void fill<T>(T*, int64_t, T);                                                                           \
+    template void bias_add<T>(T*, const T*, int64_t, int64_t);                                                       \
+    template void bias_backward<T>(T*, const T*, int64_t, int64_t);                                                  \
+    template void sigmoid_gate_forward<T>(T*, T*, const T*, int64_t, int64_t);                                       \
     template void sigmoid_gate_backward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t);
 
 FRUGAL_INSTANTIATE(float)

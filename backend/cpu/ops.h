@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "backend/backend.h"
+
 namespace frugal::backend::cpu {
 
 // C[M,N] = op(A)[M,K] * op(B)[K,N] + beta * C, with leading dimensions (row strides) lda, ldb, ldc.
@@ -51,22 +53,29 @@ template <typename T>
 void rmsnorm_backward(T* dx_ND, T* dw_D, const T* dout_ND, const T* x_ND, const T* w_D, const T* rstd_N, int64_t n,
                       int64_t d);
 
-// Rotary embedding in the "rotate half" convention (element i pairs with i + hd/2), applied in place to x viewed as
-// [N, H, hd] with row stride row_stride. cos/sin tables are [max_pos, hd/2]; pos_N gives each row's position.
-// inverse = true applies the transposed rotation, which is the backward of the forward rotation.
+// Rotary embedding in the "rotate half" convention (element j pairs with j + rot_dim/2), applied in place to the
+// first rot_dim values of each head of x viewed as [N, heads] heads at x + i * row_stride + h * head_stride.
+// cos/sin tables are [max_pos, rot_dim/2]; pos_N gives each row's position. inverse = true applies the transposed
+// rotation, which is the backward of the forward rotation.
 template <typename T>
-void rope_apply(T* x, int64_t row_stride, const int32_t* pos_N, const T* cos_PH, const T* sin_PH, int64_t n,
-                int64_t heads, int64_t head_dim, bool inverse);
+void rope_apply(T* x, int64_t row_stride, int64_t head_stride, const int32_t* pos_N, const T* cos_PH, const T* sin_PH,
+                int64_t n, int64_t heads, int64_t rot_dim, bool inverse);
 
 // Causal softmax attention with grouped-query heads: query head h reads key/value head h / (Hq / Hkv).
-// q: [B*S, Hq*hd], k, v: [B*S, Hkv*hd], out: [B*S, Hq*hd], probs (saved for backward): [B, Hq, S, S].
+// Shapes in backend.h's AttentionDims; probs (saved for backward): [B, Hq, S, S].
 // start_BS (optional, document masking): query i of a window attends keys [start_BS[i], i] only.
 template <typename T>
-void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq,
-                       int64_t hkv, int64_t hd, const int32_t* start_BS = nullptr);
+void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v, const AttentionDims& dims,
+                       const int32_t* start_BS = nullptr);
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS, const T* q, const T* k, const T* v,
-                        int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS = nullptr);
+                        const AttentionDims& dims, const int32_t* start_BS = nullptr);
+
+// Strided row copies, as backend.h's Ops::strided_copy / strided_add state them.
+template <typename T>
+void strided_copy(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols, int64_t src_repeat);
+template <typename T>
+void strided_add(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols, int64_t dst_repeat);
 
 // SwiGLU on a fused gate/up row: gu_N2F row = [gate(F) | up(F)], out = silu(gate) * up.
 template <typename T>

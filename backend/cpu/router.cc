@@ -43,14 +43,63 @@ void topk_indices(int32_t* out_K, const K* keys_E, int64_t e, int64_t k) {
     }
 }
 
+namespace {
+
+// One token's group step of router_select_forward: keys_E of the experts outside the topk_group best groups become
+// -infinity. A group is chosen when fewer than topk_group groups rank above it (higher score, or equal score and a
+// lower index): the full stable ranking, O(n_group^2) with n_group <= kMaxRouterGroups.
+void exclude_unchosen_groups(double* keys_E, int64_t e, int64_t n_group, int64_t topk_group, GroupScore group_score) {
+    const int64_t per = e / n_group;
+    const double minus_inf = -std::numeric_limits<double>::infinity();
+    double score_G[kMaxRouterGroups];
+    for (int64_t g = 0; g < n_group; ++g) {
+        const double* x = keys_E + g * per;
+        double first = x[0], second = minus_inf;
+        for (int64_t j = 1; j < per; ++j) {
+            if (x[j] > first) {
+                second = first;
+                first = x[j];
+            } else if (x[j] > second) {
+                second = x[j];
+            }
+        }
+        score_G[g] = group_score == GroupScore::kMax ? first : first + second;
+    }
+    for (int64_t g = 0; g < n_group; ++g) {
+        int64_t num_above = 0;
+        for (int64_t h = 0; h < n_group; ++h)
+            num_above += score_G[h] > score_G[g] || (score_G[h] == score_G[g] && h < g);
+        if (num_above >= topk_group) std::fill_n(keys_E + g * per, per, minus_inf);
+    }
+}
+
+void check_groups(int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score) {
+    FRUGAL_CHECK(n_group >= 1 && n_group <= kMaxRouterGroups && e % n_group == 0,
+                 "router_select_forward: moe.n_group (", n_group, ") must be in [1, ", kMaxRouterGroups,
+                 "] and divide moe.n_experts (", e, "): set moe.n_group to a divisor of the experts");
+    FRUGAL_CHECK(topk_group >= 1 && topk_group <= n_group, "router_select_forward: moe.topk_group (", topk_group,
+                 ") must be in [1, moe.n_group (", n_group, ")]");
+    FRUGAL_CHECK(k <= topk_group * (e / n_group), "router_select_forward: moe.top_k (", k, ") exceeds the ",
+                 topk_group * (e / n_group), " experts of moe.topk_group (", topk_group,
+                 ") groups: raise moe.topk_group or lower moe.top_k");
+    FRUGAL_CHECK(n_group == 1 || group_score != GroupScore::kTop2Sum || e / n_group >= 2,
+                 "router_select_forward: moe.group_score top2_sum needs two experts per group, and moe.n_group (",
+                 n_group, ") leaves ", e / n_group, ": use moe.group_score max or fewer groups");
+}
+
+}  // namespace
+
 template <typename T>
 void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* scores_TE, const float* bias_E, int64_t t,
-                           int64_t e, int64_t k) {
+                           int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score) {
+    check_groups(e, k, n_group, topk_group, group_score);
+    const bool grouped = topk_group < n_group;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < t; ++i) {
         const T* sc = scores_TE + i * e;
         double* keys = keys_TE + i * e;
         for (int64_t j = 0; j < e; ++j) keys[j] = double(sc[j]) + double(bias_E[j]);
+        if (grouped) exclude_unchosen_groups(keys, e, n_group, topk_group, group_score);
         topk_indices(selected_TK + i * k, keys, e, k);
     }
 }
@@ -233,7 +282,8 @@ template void topk_indices<double>(int32_t*, const double*, int64_t, int64_t);
 
 #define FRUGAL_ROUTER_STEPS(T)                                                                                       \
     template void router_scores_forward<T>(T*, T*, const T*, ScoreFunc, int64_t, int64_t);                           \
-    template void router_select_forward<T>(int32_t*, double*, const T*, const float*, int64_t, int64_t, int64_t);    \
+    template void router_select_forward<T>(int32_t*, double*, const T*, const float*, int64_t, int64_t, int64_t,     \
+                                           int64_t, int64_t, GroupScore);                                            \
     template void router_weights_forward<T>(T*, const T*, const int32_t*, bool, double, int64_t, int64_t, int64_t);  \
     template void router_aux_loss_forward<T>(double*, double*, const T*, const int32_t*, ScoreFunc, double, int64_t, \
                                              int64_t, int64_t, int64_t);                                             \

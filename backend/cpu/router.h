@@ -24,9 +24,17 @@ template <typename K>
 void topk_indices(int32_t* out_K, const K* keys_E, int64_t e, int64_t k);
 
 // selected_TK = top-k of keys_TE = double(score) + double(bias_E), per token. keys_TE is scratch the caller owns.
+// Group-limited routing when n_group > 1 (transformers' DeepseekV3TopkRouter, GroupScore::kTop2Sum, and
+// DeepseekV2TopkRouter's group_limited_greedy, kMax): the experts form n_group consecutive groups of E / n_group;
+// per token, a group's score is the sum of its two largest keys (kTop2Sum) or its largest (kMax); the topk_group best
+// groups stay eligible (ties: the lower group index) and every other expert's key is set to -infinity in keys_TE
+// before the top-k, which therefore never picks one. n_group == 1, or topk_group == n_group, leaves the keys as they
+// are: plain top-k, the same bits. Requires (an Error otherwise) 1 <= n_group <= kMaxRouterGroups dividing E,
+// 1 <= topk_group <= n_group, K <= topk_group * E / n_group, and two experts per group for kTop2Sum when n_group > 1.
+// O(E + n_group^2 + E K) per token, no allocation.
 template <typename T>
 void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* scores_TE, const float* bias_E, int64_t t,
-                           int64_t e, int64_t k);
+                           int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score);
 
 // weight_TK = scale * score of each choice, divided by the sum of the token's chosen scores when renormalize.
 // Reads the unbiased scores: the bias that chose the experts never enters the weights.

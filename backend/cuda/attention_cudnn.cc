@@ -4,7 +4,8 @@
 //
 // Invariants: every cudnn-frontend status is checked and a failure names the call and the graph's key; a graph in
 // the cache is finalized (has a plan) and is never rebuilt; the graph tensors' strides describe Frugal's token-major
-// buffers (stride of a head = hd, of a token = heads*hd), so nothing is transposed.
+// buffers (stride of a head = its width, Dqk for q/k/dq/dk and Dv for v/out/dout/dv, of a token = heads * width),
+// so nothing is transposed; the ragged offsets of a tensor count elements of that tensor's own token width.
 #include "backend/cuda/attention_cudnn.h"
 
 #pragma GCC diagnostic push
@@ -13,12 +14,17 @@
 #include <cudnn_frontend.h>
 #pragma GCC diagnostic pop
 
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <sstream>
 #include <string>
 #include <unordered_map>
 
+#include "backend/cuda/check.h"
 #include "core/error.h"
 
 namespace frugal::cuda {
@@ -56,7 +62,8 @@ enum Uid : int64_t {
 std::string describe(const AttentionKey& key) {
     std::ostringstream os;
     os << (key.direction == AttentionDirection::kForward ? "forward" : "backward") << " b " << key.b << ", s " << key.s
-       << ", hq " << key.hq << ", hkv " << key.hkv << ", hd " << key.hd << ", scale " << key.scale;
+       << ", hq " << key.hq << ", hkv " << key.hkv << ", hd_qk " << key.hd_qk << ", hd_v " << key.hd_v << ", scale "
+       << key.scale;
     if (key.is_document_masked)
         os << ", document masked over " << key.num_doc_slots << " slots";
     else
@@ -83,6 +90,17 @@ int64_t next_pow2(int64_t n) {
     return p;
 }
 
+// Where each section of pack_documents' index buffer begins for P slots: seq_len, then the q, k, v, o and lse
+// offsets (attention_cudnn.h). pack_documents and the variant pack both read this.
+enum Section { kSeqLen = 0, kQSection, kKSection, kVSection, kOSection, kLseSection, kSectionCount };
+std::array<int64_t, kSectionCount + 1> index_sections(int64_t p) {
+    std::array<int64_t, kSectionCount + 1> at{};
+    at[kSeqLen] = 0;
+    at[kQSection] = round_up4(p);
+    for (int sec = kKSection; sec <= kSectionCount; ++sec) at[size_t(sec)] = at[size_t(sec - 1)] + round_up4(p + 1);
+    return at;  // at[kSectionCount]: the buffer's length
+}
+
 // The graph's view of the packed-document description: per-slot lengths and offsets, int32 [P(+1), 1, 1, 1].
 TensorPtr index_tensor(fe::graph::Graph& graph, const char* name, int64_t uid, int64_t n) {
     return graph.tensor(fe::graph::Tensor_attributes()
@@ -93,20 +111,20 @@ TensorPtr index_tensor(fe::graph::Graph& graph, const char* name, int64_t uid, i
                             .set_data_type(fe::DataType_t::INT32));
 }
 
-// A [batch, heads, S, hd] view of a token-major [B*S, heads*hd] buffer. With document masking the batch axis is
-// the P slots and the ragged offset tensor (offset_uid) gives each slot's first element.
+// A [batch, heads, S, width] view of a token-major [B*S, heads*width] buffer (width: Dqk or Dv). With document
+// masking the batch axis is the P slots and the ragged offset tensor (offset_uid) gives each slot's first element.
 void set_token_major(fe::graph::Tensor_attributes& t, fe::graph::Graph& graph, const AttentionKey& key, int64_t heads,
-                     const char* offset_name, int64_t offset_uid) {
+                     int64_t width, const char* offset_name, int64_t offset_uid) {
     const int64_t batch = key.is_document_masked ? key.num_doc_slots : key.b;
-    t.set_dim({batch, heads, key.s, key.hd}).set_stride({key.s * heads * key.hd, key.hd, heads * key.hd, 1});
+    t.set_dim({batch, heads, key.s, width}).set_stride({key.s * heads * width, width, heads * width, 1});
     if (key.is_document_masked) t.set_ragged_offset(index_tensor(graph, offset_name, offset_uid, batch + 1));
 }
 
 TensorPtr token_major_input(fe::graph::Graph& graph, const AttentionKey& key, const char* name, int64_t uid,
-                            int64_t heads, const char* offset_name, int64_t offset_uid) {
+                            int64_t heads, int64_t width, const char* offset_name, int64_t offset_uid) {
     fe::graph::Tensor_attributes t;
     t.set_name(name).set_uid(uid);
-    set_token_major(t, graph, key, heads, offset_name, offset_uid);
+    set_token_major(t, graph, key, heads, width, offset_name, offset_uid);
     return graph.tensor(t);
 }
 
@@ -147,9 +165,9 @@ void set_masking(Options& options, fe::graph::Graph& graph, const AttentionKey& 
 
 std::shared_ptr<fe::graph::Graph> forward_graph(const AttentionKey& key, int sm_version) {
     auto graph = new_graph(sm_version);
-    auto q = token_major_input(*graph, key, "q", kQ, key.hq, "q_offset", kQOffset);
-    auto k = token_major_input(*graph, key, "k", kK, key.hkv, "k_offset", kKOffset);
-    auto v = token_major_input(*graph, key, "v", kV, key.hkv, "v_offset", kVOffset);
+    auto q = token_major_input(*graph, key, "q", kQ, key.hq, key.hd_qk, "q_offset", kQOffset);
+    auto k = token_major_input(*graph, key, "k", kK, key.hkv, key.hd_qk, "k_offset", kKOffset);
+    auto v = token_major_input(*graph, key, "v", kV, key.hkv, key.hd_v, "v_offset", kVOffset);
     auto options = fe::graph::SDPA_attributes()
                        .set_name("frugal_attention_forward")
                        .set_generate_stats(true)
@@ -157,7 +175,7 @@ std::shared_ptr<fe::graph::Graph> forward_graph(const AttentionKey& key, int sm_
     set_masking(options, *graph, key);
     auto [out, lse] = graph->sdpa(q, k, v, options);
     out->set_output(true).set_uid(kOut);
-    set_token_major(*out, *graph, key, key.hq, "out_offset", kOutOffset);
+    set_token_major(*out, *graph, key, key.hq, key.hd_v, "out_offset", kOutOffset);
     lse->set_output(true).set_uid(kLse);
     set_lse_layout(*lse, *graph, key);
     return graph;
@@ -165,11 +183,11 @@ std::shared_ptr<fe::graph::Graph> forward_graph(const AttentionKey& key, int sm_
 
 std::shared_ptr<fe::graph::Graph> backward_graph(const AttentionKey& key, int sm_version) {
     auto graph = new_graph(sm_version);
-    auto q = token_major_input(*graph, key, "q", kQ, key.hq, "q_offset", kQOffset);
-    auto k = token_major_input(*graph, key, "k", kK, key.hkv, "k_offset", kKOffset);
-    auto v = token_major_input(*graph, key, "v", kV, key.hkv, "v_offset", kVOffset);
-    auto out = token_major_input(*graph, key, "out", kOut, key.hq, "out_offset", kOutOffset);
-    auto dout = token_major_input(*graph, key, "dout", kDout, key.hq, "dout_offset", kDoutOffset);
+    auto q = token_major_input(*graph, key, "q", kQ, key.hq, key.hd_qk, "q_offset", kQOffset);
+    auto k = token_major_input(*graph, key, "k", kK, key.hkv, key.hd_qk, "k_offset", kKOffset);
+    auto v = token_major_input(*graph, key, "v", kV, key.hkv, key.hd_v, "v_offset", kVOffset);
+    auto out = token_major_input(*graph, key, "out", kOut, key.hq, key.hd_v, "out_offset", kOutOffset);
+    auto dout = token_major_input(*graph, key, "dout", kDout, key.hq, key.hd_v, "dout_offset", kDoutOffset);
     fe::graph::Tensor_attributes lse_attributes;
     lse_attributes.set_name("lse").set_uid(kLse);
     set_lse_layout(lse_attributes, *graph, key);
@@ -182,16 +200,16 @@ std::shared_ptr<fe::graph::Graph> backward_graph(const AttentionKey& key, int sm
     set_masking(options, *graph, key);
     auto [dq, dk, dv] = graph->sdpa_backward(q, k, v, out, dout, lse, options);
     dq->set_output(true).set_uid(kDq);
-    set_token_major(*dq, *graph, key, key.hq, "dq_offset", kDqOffset);
+    set_token_major(*dq, *graph, key, key.hq, key.hd_qk, "dq_offset", kDqOffset);
     dk->set_output(true).set_uid(kDk);
-    set_token_major(*dk, *graph, key, key.hkv, "dk_offset", kDkOffset);
+    set_token_major(*dk, *graph, key, key.hkv, key.hd_qk, "dk_offset", kDkOffset);
     dv->set_output(true).set_uid(kDv);
-    set_token_major(*dv, *graph, key, key.hkv, "dv_offset", kDvOffset);
+    set_token_major(*dv, *graph, key, key.hkv, key.hd_v, "dv_offset", kDvOffset);
     return graph;
 }
 
 void check_key(const AttentionKey& key) {
-    FRUGAL_CHECK(key.b > 0 && key.s > 0 && key.hq > 0 && key.hkv > 0 && key.hd > 0,
+    FRUGAL_CHECK(key.b > 0 && key.s > 0 && key.hq > 0 && key.hkv > 0 && key.hd_qk > 0 && key.hd_v > 0,
                  "attention dims must be positive: ", describe(key));
     FRUGAL_CHECK(key.hq % key.hkv == 0, "attention: the query heads (", key.hq,
                  ") must be a multiple of the key/value heads (", key.hkv, "): set model.num_kv_heads to a divisor of ",
@@ -202,18 +220,47 @@ void check_key(const AttentionKey& key) {
                  "document-masked attention needs at least one slot per window: ", describe(key));
 }
 
+// Head dims cuDNN has no plan for although its validate() may pass them (the BF16 forward checks only multiples of
+// 8 there): on Hopper either above 256; on Blackwell Dqk != Dv other than 192/128 with either above 128. The
+// multiples of 8 are cuDNN's own validate() checks, whose reason check_status passes on.
+void check_head_dims(const AttentionKey& key, int sm_version) {
+    const char* fix =
+        "; fix: set model.qk_nope_head_dim + model.qk_rope_head_dim (queries/keys) and model.v_head_dim (values), "
+        "or the head dim,";
+    if (sm_version / 10 == 9)
+        FRUGAL_CHECK(key.hd_qk <= 256 && key.hd_v <= 256, "the CUDA attention on Hopper (sm ", sm_version,
+                     ") takes head dims up to 256, got hd_qk ", key.hd_qk, " and hd_v ", key.hd_v, " (", describe(key),
+                     ")", fix, " to at most 256");
+    if (sm_version / 10 != 10 || key.hd_qk == key.hd_v) return;
+    const bool deepseek = key.hd_qk == 192 && key.hd_v == 128;
+    FRUGAL_CHECK(deepseek || (key.hd_qk <= 128 && key.hd_v <= 128), "the CUDA attention on Blackwell (sm ", sm_version,
+                 ") takes query/key and value head dims that differ only as 192/128 or both <= 128, got hd_qk ",
+                 key.hd_qk, " and hd_v ", key.hd_v, " (", describe(key), ")", fix,
+                 " to 192 and 128 or both to at most 128");
+}
+
+// The SM version of the current device (major * 10 + minor).
+int current_sm_version() {
+    int device = 0, major = 0, minor = 0;
+    FRUGAL_CUDA_CHECK(cudaGetDevice(&device));
+    FRUGAL_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    FRUGAL_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    return major * 10 + minor;
+}
+
 // The device pointers of a document-masked graph's index tensors, from the one index buffer.
 void add_document_index(std::unordered_map<int64_t, void*>& pack, const AttentionKey& key, const int32_t* index_I) {
     FRUGAL_CHECK(index_I != nullptr, "the document-masked attention (", describe(key),
                  ") needs the device copy of pack_documents(...).index_I");
-    const int64_t p = key.num_doc_slots;
-    const int64_t q_at = round_up4(p), kv_at = q_at + round_up4(p + 1), lse_at = kv_at + round_up4(p + 1);
+    const auto at = index_sections(key.num_doc_slots);
     auto* base = const_cast<int32_t*>(index_I);
-    pack[kSeqLenQ] = base;
-    pack[kSeqLenKv] = base;
-    for (int64_t uid : {kQOffset, kOutOffset, kDoutOffset, kDqOffset}) pack[uid] = base + q_at;
-    for (int64_t uid : {kKOffset, kVOffset, kDkOffset, kDvOffset}) pack[uid] = base + kv_at;
-    pack[kLseOffset] = base + lse_at;
+    pack[kSeqLenQ] = base + at[kSeqLen];
+    pack[kSeqLenKv] = base + at[kSeqLen];
+    for (int64_t uid : {kQOffset, kDqOffset}) pack[uid] = base + at[kQSection];
+    for (int64_t uid : {kKOffset, kDkOffset}) pack[uid] = base + at[kKSection];
+    for (int64_t uid : {kVOffset, kDvOffset}) pack[uid] = base + at[kVSection];
+    for (int64_t uid : {kOutOffset, kDoutOffset}) pack[uid] = base + at[kOSection];
+    pack[kLseOffset] = base + at[kLseSection];
 }
 
 }  // namespace
@@ -241,28 +288,31 @@ int64_t AttentionGraph::workspace_bytes() const { return impl_->workspace_bytes;
 
 float default_attention_scale(int64_t hd) { return float(1.0 / std::sqrt(double(hd))); }
 
-AttentionKey causal_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, float scale,
-                                  AttentionDirection direction) {
+AttentionKey causal_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd_qk, int64_t hd_v,
+                                  float scale, AttentionDirection direction) {
     AttentionKey key;
-    key.b = b, key.s = s, key.hq = hq, key.hkv = hkv, key.hd = hd, key.scale = scale, key.direction = direction;
+    key.b = b, key.s = s, key.hq = hq, key.hkv = hkv, key.hd_qk = hd_qk, key.hd_v = hd_v;
+    key.scale = scale, key.direction = direction;
     return key;
 }
 
-AttentionKey document_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, float scale,
-                                    const DocumentPacking& packing, AttentionDirection direction) {
-    AttentionKey key = causal_attention_key(b, s, hq, hkv, hd, scale, direction);
+AttentionKey document_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd_qk, int64_t hd_v,
+                                    float scale, const DocumentPacking& packing, AttentionDirection direction) {
+    AttentionKey key = causal_attention_key(b, s, hq, hkv, hd_qk, hd_v, scale, direction);
     key.is_document_masked = true;
     key.num_doc_slots = packing.num_doc_slots;
     return key;
 }
 
-DocumentPacking pack_documents(const int32_t* doc_start_BS, int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd) {
-    FRUGAL_CHECK(b > 0 && s > 0 && hq > 0 && hkv > 0 && hd > 0, "pack_documents: dims must be positive (b ", b, ", s ",
-                 s, ", hq ", hq, ", hkv ", hkv, ", hd ", hd, ")");
-    const int64_t n = b * s;
-    FRUGAL_CHECK(n * std::max(hq, hkv) * hd <= INT32_MAX, "data.document_mask is not supported by the CUDA attention ",
-                 "for ", n, " tokens of ", std::max(hq, hkv), " heads of ", hd,
-                 ": element offsets pass int32; fix: lower train.micro_batch or train.seq_len");
+DocumentPacking pack_documents(const int32_t* doc_start_BS, int64_t b, int64_t s, int64_t hq, int64_t hkv,
+                               int64_t hd_qk, int64_t hd_v) {
+    FRUGAL_CHECK(b > 0 && s > 0 && hq > 0 && hkv > 0 && hd_qk > 0 && hd_v > 0,
+                 "pack_documents: dims must be positive (b ", b, ", s ", s, ", hq ", hq, ", hkv ", hkv, ", hd_qk ",
+                 hd_qk, ", hd_v ", hd_v, ")");
+    const int64_t n = b * s, widest = std::max(hq, hkv) * std::max(hd_qk, hd_v);
+    FRUGAL_CHECK(n * widest <= INT32_MAX, "data.document_mask is not supported by the CUDA attention for ", n,
+                 " tokens of ", std::max(hq, hkv), " heads of up to ", std::max(hd_qk, hd_v),
+                 " values: element offsets pass int32; fix: lower train.micro_batch or train.seq_len");
     std::vector<int32_t> first_token, length;
     for (int64_t r = 0; r < b; ++r) {
         for (int64_t i = 0; i < s; ++i) {
@@ -286,17 +336,22 @@ DocumentPacking pack_documents(const int32_t* doc_start_BS, int64_t b, int64_t s
     packing.num_docs = int64_t(first_token.size());
     const int64_t p = next_pow2(std::max(b, packing.num_docs));
     packing.num_doc_slots = p;
-    packing.q_offset_at = round_up4(p);
-    packing.kv_offset_at = packing.q_offset_at + round_up4(p + 1);
-    packing.lse_offset_at = packing.kv_offset_at + round_up4(p + 1);
-    packing.index_I.assign(size_t(packing.lse_offset_at + round_up4(p + 1)), 0);
+    const auto at = index_sections(p);
+    packing.q_offset_at = at[kQSection];
+    packing.k_offset_at = at[kKSection];
+    packing.v_offset_at = at[kVSection];
+    packing.o_offset_at = at[kOSection];
+    packing.lse_offset_at = at[kLseSection];
+    packing.index_I.assign(size_t(at[kSectionCount]), 0);
     int32_t* idx = packing.index_I.data();
     for (int64_t slot = 0; slot <= p; ++slot) {
         const bool is_doc = slot < packing.num_docs;
         const int64_t token = is_doc ? first_token[size_t(slot)] : n;
         if (slot < p) idx[slot] = is_doc ? length[size_t(slot)] : 0;
-        idx[packing.q_offset_at + slot] = int32_t(token * hq * hd);
-        idx[packing.kv_offset_at + slot] = int32_t(token * hkv * hd);
+        idx[packing.q_offset_at + slot] = int32_t(token * hq * hd_qk);
+        idx[packing.k_offset_at + slot] = int32_t(token * hkv * hd_qk);
+        idx[packing.v_offset_at + slot] = int32_t(token * hkv * hd_v);
+        idx[packing.o_offset_at + slot] = int32_t(token * hq * hd_v);
         idx[packing.lse_offset_at + slot] = int32_t(token * hq);
     }
     return packing;
@@ -304,6 +359,8 @@ DocumentPacking pack_documents(const int32_t* doc_start_BS, int64_t b, int64_t s
 
 std::unique_ptr<AttentionGraph> build_attention_graph(const AttentionKey& key, int sm_version) {
     check_key(key);
+    if (sm_version <= 0) sm_version = current_sm_version();
+    check_head_dims(key, sm_version);
     auto impl = std::make_unique<AttentionGraph::Impl>();
     impl->key = key;
     impl->graph = key.direction == AttentionDirection::kForward ? forward_graph(key, sm_version)
@@ -328,7 +385,7 @@ AttentionGraph& AttentionGraphCache::get(cudnnHandle_t handle, const AttentionKe
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = graphs_.find(key);
     if (it != graphs_.end()) return *it->second;
-    auto graph = build_attention_graph(key, 0);  // 0: the SM version of the current device
+    auto graph = build_attention_graph(key, 0);  // 0: the SM version of the current device (handle's)
     finalize_attention_graph(*graph, handle);
     return *graphs_.emplace(key, std::move(graph)).first->second;
 }

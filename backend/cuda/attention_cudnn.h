@@ -3,12 +3,15 @@
 // backend saves for the backward instead of the [B, Hq, S, S] probabilities the CPU backend keeps.
 //
 // Legend: B batch (windows), S sequence (window length), Hq query heads, Hkv key/value heads (Hq a multiple of
-// Hkv: query head h reads key/value head h / (Hq / Hkv)), hd head dim, N = B*S tokens, P document slots.
+// Hkv: query head h reads key/value head h / (Hq / Hkv)), Dqk the query/key head dim, Dv the value (and output)
+// head dim, N = B*S tokens, P document slots. Multi-head latent attention has Dqk != Dv (DeepSeek-V3: 192 and 128).
 //
 // Buffers are Frugal's row-major layout, read in place (the graph's strides say where each element is, so no
 // transpose copy is made), all BF16 except the statistics:
-//   q, out, dq, dout: [B*S, Hq*hd]  = [B, S, Hq, hd]
-//   k, v, dk, dv:     [B*S, Hkv*hd] = [B, S, Hkv, hd]
+//   q, dq:            [B*S, Hq*Dqk]  = [B, S, Hq, Dqk]
+//   k, dk:            [B*S, Hkv*Dqk] = [B, S, Hkv, Dqk]
+//   v, dv:            [B*S, Hkv*Dv]  = [B, S, Hkv, Dv]
+//   out, dout:        [B*S, Hq*Dv]   = [B, S, Hq, Dv]
 //   lse (float):      causal only:       [B, Hq, S, 1], lse = log(sum_j exp(scale * q.k_j)) in natural log
 //                     document masking:  [B*S, Hq] (token-major, the packed-sequence layout cuDNN requires)
 // Both lse layouts hold B*S*Hq floats; the backward reads the layout its forward wrote.
@@ -24,6 +27,11 @@
 // Graph cache: keyed by AttentionKey (shape, scale, masking, slots, direction), so a training step after the first
 // builds nothing. Workspace memory comes from the caller (workspace_bytes()). The cuDNN handle carries the stream.
 // The backward WRITES dq, dk and dv (cuDNN has no accumulate): callers give it buffers it may overwrite.
+//
+// Head dims (cuDNN 9.19's support matrix, BF16): both multiples of 8; Hopper (sm 9x) takes Dqk, Dv <= 256 in the
+// forward and the backward, equal or not (192/128 included); Blackwell (sm 10x) takes Dqk != Dv only as 192/128 or
+// both <= 128. build_attention_graph refuses the rest naming both dims (Frugal's own check where cuDNN's validate
+// would pass a shape that then has no plan, cuDNN's reason otherwise).
 //
 // build_* validate a graph for a given SM version without a device (no handle): that is what the tests on
 // machines without a GPU exercise. finalize/execute need a GPU.
@@ -44,13 +52,16 @@ enum class AttentionDirection { kForward, kBackward };
 
 // Everything a graph depends on; the cache key.
 struct AttentionKey {
-    int64_t b = 0, s = 0, hq = 0, hkv = 0, hd = 0;
-    float scale = 0;  // multiplies q.k before the softmax; usually default_attention_scale(hd)
+    int64_t b = 0, s = 0, hq = 0, hkv = 0;
+    int64_t hd_qk = 0, hd_v = 0;  // Dqk: queries and keys; Dv: values and the output
+    float scale = 0;              // multiplies q.k before the softmax; default_attention_scale(hd_qk) or YaRN's
     bool is_document_masked = false;
     int64_t num_doc_slots = 0;  // P: the graph's batch axis when document masked, else 0
     AttentionDirection direction = AttentionDirection::kForward;
 
-    auto tie() const { return std::tie(b, s, hq, hkv, hd, scale, is_document_masked, num_doc_slots, direction); }
+    auto tie() const {
+        return std::tie(b, s, hq, hkv, hd_qk, hd_v, scale, is_document_masked, num_doc_slots, direction);
+    }
     bool operator<(const AttentionKey& o) const { return tie() < o.tie(); }
 };
 
@@ -58,33 +69,36 @@ struct AttentionKey {
 float default_attention_scale(int64_t hd);
 
 // The key of a causal (not document masked) graph.
-AttentionKey causal_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, float scale,
-                                  AttentionDirection direction);
+AttentionKey causal_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd_qk, int64_t hd_v,
+                                  float scale, AttentionDirection direction);
 
 // Packed documents as cuDNN's ragged layout wants them, built on the host from doc_start_BS (data::document_starts:
 // token i of window r attends to [doc_start_BS[r*S + i], i]; a document is a run of equal starts beginning at its
-// own start). index_I is one int32 buffer of four sections, each padded to a multiple of 4 entries (16 bytes):
+// own start). index_I is one int32 buffer of six sections, each padded to a multiple of 4 entries (16 bytes):
 //   [0, P)                          seq_len_P:       tokens in document slot p (0 past the last document)
-//   [o1, o1 + P + 1)                q_offset_P1:     element offset of slot p's first token in q/out/dq/dout
-//   [o2, o2 + P + 1)                kv_offset_P1:    element offset in k/v/dk/dv
-//   [o3, o3 + P + 1)                lse_offset_P1:   element offset in the [B*S, Hq] lse
-// with o1 = round_up(P, 4), o2 = o1 + round_up(P + 1, 4), o3 = o2 + round_up(P + 1, 4); entry P of each offset
-// section (and the entries of empty slots) is the end of the buffer.
+//   [o1, o1 + P + 1)                q_offset_P1:     element offset of slot p's first token in q/dq (Hq*Dqk a token)
+//   [o2, o2 + P + 1)                k_offset_P1:     element offset in k/dk (Hkv*Dqk a token)
+//   [o3, o3 + P + 1)                v_offset_P1:     element offset in v/dv (Hkv*Dv a token)
+//   [o4, o4 + P + 1)                o_offset_P1:     element offset in out/dout (Hq*Dv a token)
+//   [o5, o5 + P + 1)                lse_offset_P1:   element offset in the [B*S, Hq] lse
+// with o1 = round_up(P, 4) and each next section round_up(P + 1, 4) further; entry P of each offset section (and
+// the entries of empty slots) is the end of the buffer.
 struct DocumentPacking {
     int64_t num_docs = 0;
     int64_t num_doc_slots = 0;  // P
     std::vector<int32_t> index_I;
-    int64_t q_offset_at = 0, kv_offset_at = 0, lse_offset_at = 0;  // o1, o2, o3
+    int64_t q_offset_at = 0, k_offset_at = 0, v_offset_at = 0, o_offset_at = 0, lse_offset_at = 0;  // o1 .. o5
 };
 
 // Throws a frugal::Error naming data.document_mask when doc_start_BS is not a set of contiguous documents (a start
 // after its token, or one that neither begins a document nor continues the previous token's), which cuDNN's packed
 // sequences cannot express, or when an offset would not fit in int32.
-DocumentPacking pack_documents(const int32_t* doc_start_BS, int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd);
+DocumentPacking pack_documents(const int32_t* doc_start_BS, int64_t b, int64_t s, int64_t hq, int64_t hkv,
+                               int64_t hd_qk, int64_t hd_v);
 
 // The key of a document-masked graph for this packing.
-AttentionKey document_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, float scale,
-                                    const DocumentPacking& packing, AttentionDirection direction);
+AttentionKey document_attention_key(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd_qk, int64_t hd_v,
+                                    float scale, const DocumentPacking& packing, AttentionDirection direction);
 
 // One cuDNN graph (cudnn-frontend's graph::Graph behind a pointer, so this header stays light).
 class AttentionGraph {
@@ -103,8 +117,9 @@ class AttentionGraph {
 };
 
 // Builds the forward or backward graph for key.direction and validates it for sm_version (90 Hopper, 100 Blackwell)
-// without a device. Throws a frugal::Error with cuDNN's reason when the shape or masking is not supported (head dim
-// not a multiple of 8, Hq not a multiple of Hkv, ...).
+// without a device (0: the current device's). Throws a frugal::Error naming the dims, with cuDNN's reason when cuDNN
+// refuses, when the shape or masking is not supported (a head dim not a multiple of 8, Dqk != Dv on Blackwell other
+// than 192/128, Hq not a multiple of Hkv, ...).
 std::unique_ptr<AttentionGraph> build_attention_graph(const AttentionKey& key, int sm_version);
 
 // Lowers a validated graph to the backend and picks its plan on handle's device (needs a GPU).

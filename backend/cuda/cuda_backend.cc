@@ -168,17 +168,25 @@ class CudaOps final : public backend::Ops<float> {
                           const float* rstd_N, int64_t n, int64_t d) const override {
         cuda::rmsnorm_backward(st(), dx_ND, dw_D, dout_ND, x_ND, w_D, rstd_N, n, d, alloc_);
     }
-    void rope_apply(float* x, int64_t row_stride, const int32_t* pos_N, const float* cos_PH, const float* sin_PH,
-                    int64_t n, int64_t heads, int64_t head_dim, bool inverse) const override {
-        cuda::rope_apply(st(), x, row_stride, pos_N, cos_PH, sin_PH, n, heads, head_dim, inverse);
+    void rope_apply(float* x, int64_t row_stride, int64_t head_stride, const int32_t* pos_N, const float* cos_PH,
+                    const float* sin_PH, int64_t n, int64_t heads, int64_t rot_dim, bool inverse) const override {
+        cuda::rope_apply(st(), x, row_stride, head_stride, pos_N, cos_PH, sin_PH, n, heads, rot_dim, inverse);
+    }
+    void strided_copy(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                      int64_t src_repeat) const override {
+        cuda::strided_copy(st(), dst, ld_dst, src, ld_src, rows, cols, src_repeat);
+    }
+    void strided_add(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                     int64_t dst_repeat) const override {
+        cuda::strided_add(st(), dst, ld_dst, src, ld_src, rows, cols, dst_repeat);
     }
     // cuDNN keeps the logsumexp of each query row.
     int64_t attention_saved_numel(int64_t b, int64_t s, int64_t hq) const override { return b * hq * s; }
-    void attention_forward(float* out, float* saved, const float* q, const float* k, const float* v, int64_t b,
-                           int64_t s, int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS) const override;
+    void attention_forward(float* out, float* saved, const float* q, const float* k, const float* v,
+                           const backend::AttentionDims& dims, const int32_t* start_BS) const override;
     void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* saved, const float* out,
-                            const float* q, const float* k, const float* v, int64_t b, int64_t s, int64_t hq,
-                            int64_t hkv, int64_t hd, const int32_t* start_BS) const override;
+                            const float* q, const float* k, const float* v, const backend::AttentionDims& dims,
+                            const int32_t* start_BS) const override;
     void swiglu_forward(float* out_NF, const float* gu_N2F, int64_t n, int64_t f) const override {
         cuda::swiglu_forward(st(), out_NF, gu_N2F, n, f);
     }
@@ -208,8 +216,10 @@ class CudaOps final : public backend::Ops<float> {
         cuda::router_scores_forward(st(), scores_TE, lse_T, logits_TE, func, t, e);
     }
     void router_select_forward(int32_t* selected_TK, double* keys_TE, const float* scores_TE, const float* bias_E,
-                               int64_t t, int64_t e, int64_t k) const override {
-        cuda::router_select_forward(st(), selected_TK, keys_TE, scores_TE, bias_E, t, e, k);
+                               int64_t t, int64_t e, int64_t k, int64_t n_group, int64_t topk_group,
+                               GroupScore group_score) const override {
+        cuda::router_select_forward(st(), selected_TK, keys_TE, scores_TE, bias_E, t, e, k, n_group, topk_group,
+                                    group_score);
     }
     void router_weights_forward(float* weight_TK, const float* scores_TE, const int32_t* selected_TK, bool renormalize,
                                 double scale, int64_t t, int64_t e, int64_t k) const override {
@@ -265,8 +275,8 @@ class CudaOps final : public backend::Ops<float> {
   private:
     cudaStream_t st() const { return alloc_.stream(); }
     // The graph of one attention call and, when document masked, its packing uploaded to the device.
-    AttentionGraph& attention_graph(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS,
-                                    AttentionDirection dir, const int32_t** doc_index) const;
+    AttentionGraph& attention_graph(const backend::AttentionDims& dims, const int32_t* start_BS, AttentionDirection dir,
+                                    const int32_t** doc_index) const;
     uint16_t* to_bf16(Scratch& buf, const float* x, int64_t n) const {
         uint16_t* out = buf.get<uint16_t>(alloc_, n);
         cuda::f32_to_bf16(st(), out, x, n);
@@ -281,18 +291,18 @@ class CudaOps final : public backend::Ops<float> {
     mutable Scratch q_, k_, v_, o_, do_, dq_, dk_, dv_, grad_f32_, workspace_, doc_index_;
 };
 
-AttentionGraph& CudaOps::attention_graph(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t hd,
-                                         const int32_t* start_BS, AttentionDirection dir,
-                                         const int32_t** doc_index) const {
-    const float scale = default_attention_scale(hd);
+AttentionGraph& CudaOps::attention_graph(const backend::AttentionDims& dims, const int32_t* start_BS,
+                                         AttentionDirection dir, const int32_t** doc_index) const {
+    const int64_t b = dims.b, s = dims.s, hq = dims.hq, hkv = dims.hkv, hd_qk = dims.hd_qk, hd_v = dims.hd_v;
+    const float scale = float(dims.scale);
     *doc_index = nullptr;
-    AttentionKey key = causal_attention_key(b, s, hq, hkv, hd, scale, dir);
+    AttentionKey key = causal_attention_key(b, s, hq, hkv, hd_qk, hd_v, scale, dir);
     if (start_BS) {
         // The document starts come to the host to be packed (cuDNN takes per-document lengths and offsets).
         std::vector<int32_t> starts(size_t(b * s));
         alloc_.copy_to_host(starts.data(), start_BS, starts.size() * sizeof(int32_t));
-        const DocumentPacking packing = pack_documents(starts.data(), b, s, hq, hkv, hd);
-        key = document_attention_key(b, s, hq, hkv, hd, scale, packing, dir);
+        const DocumentPacking packing = pack_documents(starts.data(), b, s, hq, hkv, hd_qk, hd_v);
+        key = document_attention_key(b, s, hq, hkv, hd_qk, hd_v, scale, packing, dir);
         int32_t* index = doc_index_.get<int32_t>(alloc_, int64_t(packing.index_I.size()));
         alloc_.copy_from_host(index, packing.index_I.data(), packing.index_I.size() * sizeof(int32_t));
         *doc_index = index;
@@ -301,36 +311,42 @@ AttentionGraph& CudaOps::attention_graph(int64_t b, int64_t s, int64_t hq, int64
     return graphs_.get(dnn_, key);
 }
 
-void CudaOps::attention_forward(float* out, float* saved, const float* q, const float* k, const float* v, int64_t b,
-                                int64_t s, int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS) const {
-    const int64_t nq = b * s * hq * hd, nkv = b * s * hkv * hd;
+void CudaOps::attention_forward(float* out, float* saved, const float* q, const float* k, const float* v,
+                                const backend::AttentionDims& dims, const int32_t* start_BS) const {
+    // Element counts: q [N, Hq*Dqk], k [N, Hkv*Dqk], v [N, Hkv*Dv], out [N, Hq*Dv].
+    const int64_t n = dims.b * dims.s;
+    const int64_t nq = n * dims.hq * dims.hd_qk, nk = n * dims.hkv * dims.hd_qk, nv = n * dims.hkv * dims.hd_v,
+                  no = n * dims.hq * dims.hd_v;
     const int32_t* doc_index = nullptr;
-    AttentionGraph& graph = attention_graph(b, s, hq, hkv, hd, start_BS, AttentionDirection::kForward, &doc_index);
-    uint16_t* o = o_.get<uint16_t>(alloc_, nq);
+    AttentionGraph& graph = attention_graph(dims, start_BS, AttentionDirection::kForward, &doc_index);
+    uint16_t* o = o_.get<uint16_t>(alloc_, no);
     void* ws = workspace_.get(alloc_, size_t(std::max<int64_t>(graph.workspace_bytes(), 1)));
-    cuda::attention_forward(graph, dnn_, o, saved, to_bf16(q_, q, nq), to_bf16(k_, k, nkv), to_bf16(v_, v, nkv),
+    cuda::attention_forward(graph, dnn_, o, saved, to_bf16(q_, q, nq), to_bf16(k_, k, nk), to_bf16(v_, v, nv),
                             doc_index, ws, graph.workspace_bytes());
-    cuda::bf16_to_f32(st(), out, o, nq);
+    cuda::bf16_to_f32(st(), out, o, no);
 }
 
 void CudaOps::attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* saved,
-                                 const float* out, const float* q, const float* k, const float* v, int64_t b, int64_t s,
-                                 int64_t hq, int64_t hkv, int64_t hd, const int32_t* start_BS) const {
-    const int64_t nq = b * s * hq * hd, nkv = b * s * hkv * hd;
+                                 const float* out, const float* q, const float* k, const float* v,
+                                 const backend::AttentionDims& dims, const int32_t* start_BS) const {
+    // Element counts: q, dq [N, Hq*Dqk]; k, dk [N, Hkv*Dqk]; v, dv [N, Hkv*Dv]; out, dout [N, Hq*Dv].
+    const int64_t n = dims.b * dims.s;
+    const int64_t nq = n * dims.hq * dims.hd_qk, nk = n * dims.hkv * dims.hd_qk, nv = n * dims.hkv * dims.hd_v,
+                  no = n * dims.hq * dims.hd_v;
     const int32_t* doc_index = nullptr;
-    AttentionGraph& graph = attention_graph(b, s, hq, hkv, hd, start_BS, AttentionDirection::kBackward, &doc_index);
+    AttentionGraph& graph = attention_graph(dims, start_BS, AttentionDirection::kBackward, &doc_index);
     uint16_t* gq = dq_.get<uint16_t>(alloc_, nq);
-    uint16_t* gk = dk_.get<uint16_t>(alloc_, nkv);
-    uint16_t* gv = dv_.get<uint16_t>(alloc_, nkv);
+    uint16_t* gk = dk_.get<uint16_t>(alloc_, nk);
+    uint16_t* gv = dv_.get<uint16_t>(alloc_, nv);
     void* ws = workspace_.get(alloc_, size_t(std::max<int64_t>(graph.workspace_bytes(), 1)));
-    cuda::attention_backward(graph, dnn_, gq, gk, gv, to_bf16(do_, dout, nq), to_bf16(o_, out, nq), saved,
-                             to_bf16(q_, q, nq), to_bf16(k_, k, nkv), to_bf16(v_, v, nkv), doc_index, ws,
+    cuda::attention_backward(graph, dnn_, gq, gk, gv, to_bf16(do_, dout, no), to_bf16(o_, out, no), saved,
+                             to_bf16(q_, q, nq), to_bf16(k_, k, nk), to_bf16(v_, v, nv), doc_index, ws,
                              graph.workspace_bytes());
     // cuDNN writes the gradients; the operation adds them.
-    float* g = grad_f32_.get<float>(alloc_, nq);
-    for (auto [dst, src, n] : {std::tuple{dq, gq, nq}, std::tuple{dk, gk, nkv}, std::tuple{dv, gv, nkv}}) {
-        cuda::bf16_to_f32(st(), g, src, n);
-        cuda::add_inplace(st(), dst, g, n);
+    float* g = grad_f32_.get<float>(alloc_, std::max(nq, std::max(nk, nv)));
+    for (auto [dst, src, count] : {std::tuple{dq, gq, nq}, std::tuple{dk, gk, nk}, std::tuple{dv, gv, nv}}) {
+        cuda::bf16_to_f32(st(), g, src, count);
+        cuda::add_inplace(st(), dst, g, count);
     }
 }
 

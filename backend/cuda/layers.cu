@@ -90,17 +90,37 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* tokens, cons
     }
 }
 
-__global__ void rope_kernel(float* x, int64_t row_stride, const int32_t* pos, const float* cos_ph, const float* sin_ph,
-                            int64_t n, int64_t heads, int64_t half, bool inverse) {
+__global__ void rope_kernel(float* x, int64_t row_stride, int64_t head_stride, const int32_t* pos, const float* cos_ph,
+                            const float* sin_ph, int64_t n, int64_t heads, int64_t half, bool inverse) {
     const int64_t per_row = heads * half;
     for (int64_t i = thread_index(); i < n * per_row; i += thread_count()) {
         const int64_t r = i / per_row, rest = i - r * per_row, h = rest / half, j = rest - h * half;
         const int64_t table = int64_t(pos[r]) * half + j;
-        float* v = x + r * row_stride + h * 2 * half;
+        float* v = x + r * row_stride + h * head_stride;
         float a = v[j], b = v[j + half];
         lm::rope_rotate(a, b, cos_ph[table], sin_ph[table], inverse);
         v[j] = a;
         v[j + half] = b;
+    }
+}
+
+__global__ void strided_copy_kernel(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows,
+                                    int64_t cols, int64_t src_repeat) {
+    for (int64_t i = thread_index(); i < rows * cols; i += thread_count()) {
+        const int64_t r = i / cols, c = i - r * cols;
+        dst[r * ld_dst + c] = src[(r / src_repeat) * ld_src + c];
+    }
+}
+
+__global__ void strided_add_kernel(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows,
+                                   int64_t cols, int64_t dst_repeat) {
+    const int64_t dst_rows = (rows + dst_repeat - 1) / dst_repeat;
+    for (int64_t i = thread_index(); i < dst_rows * cols; i += thread_count()) {
+        const int64_t q = i / cols, c = i - q * cols;
+        float acc = dst[q * ld_dst + c];
+        const int64_t end = q * dst_repeat + dst_repeat < rows ? q * dst_repeat + dst_repeat : rows;
+        for (int64_t r = q * dst_repeat; r < end; ++r) acc = lm::add_rn(acc, src[r * ld_src + c]);
+        dst[q * ld_dst + c] = acc;
     }
 }
 
@@ -400,15 +420,36 @@ void rmsnorm_backward(cudaStream_t stream, float* dx_ND, float* dw_D, const floa
     if (dw_D) column_sums(stream, dw_D, RmsnormDwTerm{dout_ND, x_ND, rstd_N, d}, n, d, alloc);
 }
 
-void rope_apply(cudaStream_t stream, float* x, int64_t row_stride, const int32_t* pos_N, const float* cos_PH,
-                const float* sin_PH, int64_t n, int64_t heads, int64_t head_dim, bool inverse) {
+void rope_apply(cudaStream_t stream, float* x, int64_t row_stride, int64_t head_stride, const int32_t* pos_N,
+                const float* cos_PH, const float* sin_PH, int64_t n, int64_t heads, int64_t rot_dim, bool inverse) {
     check_dims("rope_apply", n, heads);
-    FRUGAL_CHECK(head_dim >= 0 && head_dim % 2 == 0, "rope_apply: head_dim (", head_dim,
-                 ") must be even: set model.dim / model.n_heads to an even head dimension");
-    const int64_t half = head_dim / 2;
+    FRUGAL_CHECK(rot_dim >= 0 && rot_dim % 2 == 0, "rope_apply: the rotated width (", rot_dim,
+                 ") must be even: set an even head dimension (or qk_rope_head_dim)");
+    const int64_t half = rot_dim / 2;
     if (n == 0 || heads == 0 || half == 0) return;
-    rope_kernel<<<grid_for(n * heads * half, kThreads), kThreads, 0, stream>>>(x, row_stride, pos_N, cos_PH, sin_PH, n,
-                                                                               heads, half, inverse);
+    rope_kernel<<<grid_for(n * heads * half, kThreads), kThreads, 0, stream>>>(x, row_stride, head_stride, pos_N,
+                                                                               cos_PH, sin_PH, n, heads, half, inverse);
+    check_launch();
+}
+
+void strided_copy(cudaStream_t stream, float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows,
+                  int64_t cols, int64_t src_repeat) {
+    check_dims("strided_copy", rows, cols);
+    FRUGAL_CHECK(src_repeat >= 1, "strided_copy: src_repeat (", src_repeat, ") must be >= 1");
+    if (rows == 0 || cols == 0) return;
+    strided_copy_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(dst, ld_dst, src, ld_src, rows, cols,
+                                                                                  src_repeat);
+    check_launch();
+}
+
+void strided_add(cudaStream_t stream, float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows,
+                 int64_t cols, int64_t dst_repeat) {
+    check_dims("strided_add", rows, cols);
+    FRUGAL_CHECK(dst_repeat >= 1, "strided_add: dst_repeat (", dst_repeat, ") must be >= 1");
+    if (rows == 0 || cols == 0) return;
+    const int64_t dst_rows = (rows + dst_repeat - 1) / dst_repeat;
+    strided_add_kernel<<<grid_for(dst_rows * cols, kThreads), kThreads, 0, stream>>>(dst, ld_dst, src, ld_src, rows,
+                                                                                     cols, dst_repeat);
     check_launch();
 }
 

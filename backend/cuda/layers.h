@@ -15,6 +15,7 @@
 //                       of the token ids, then each id's rows summed in row order into its weight row),
 //                       f32_to_bf16, bf16_to_f32, sigmoid_gate_backward's d_shared
 //   CPU FMAs            rope_apply
+//   bitwise the CPU's   strided_copy, strided_add (one thread per destination element, rows in order)
 //   exp (and FMAs)      swiglu_forward, swiglu_backward, sigmoid_gate_forward
 //   warp order          rmsnorm_forward, rmsnorm_backward's dx, cross_entropy_forward's per-row losses,
 //                       cross_entropy_backward, sigmoid_gate_backward's d_logit: one warp per row, lane l sums the
@@ -71,10 +72,17 @@ void rmsnorm_forward(cudaStream_t stream, float* out_ND, float* rstd_N, const fl
 // dx_ND += the input gradient; dw_D += sum over rows of dout x rstd (dw_D may be null to skip it)
 void rmsnorm_backward(cudaStream_t stream, float* dx_ND, float* dw_D, const float* dout_ND, const float* x_ND,
                       const float* w_D, const float* rstd_N, int64_t n, int64_t d, frugal::Allocator& alloc);
-// In place on x viewed as [N, heads, head_dim] with row stride row_stride; cos_PH, sin_PH [P, head_dim / 2]; inverse
-// applies the transposed rotation (the backward).
-void rope_apply(cudaStream_t stream, float* x, int64_t row_stride, const int32_t* pos_N, const float* cos_PH,
-                const float* sin_PH, int64_t n, int64_t heads, int64_t head_dim, bool inverse);
+// In place on the first rot_dim values of each head (head h of row r at x + r * row_stride + h * head_stride);
+// cos_PH, sin_PH [P, rot_dim / 2]; inverse applies the transposed rotation (the backward).
+void rope_apply(cudaStream_t stream, float* x, int64_t row_stride, int64_t head_stride, const int32_t* pos_N,
+                const float* cos_PH, const float* sin_PH, int64_t n, int64_t heads, int64_t rot_dim, bool inverse);
+// dst[r * ld_dst + c] = src[(r / src_repeat) * ld_src + c] (bitwise the CPU's)
+void strided_copy(cudaStream_t stream, float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows,
+                  int64_t cols, int64_t src_repeat);
+// dst[(r / dst_repeat) * ld_dst + c] += src[r * ld_src + c], each destination element summing its dst_repeat
+// source rows in row order in one thread (bitwise the CPU's)
+void strided_add(cudaStream_t stream, float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows,
+                 int64_t cols, int64_t dst_repeat);
 // gu_N2F row = [gate(F) | up(F)], out_NF = silu(gate) up
 void swiglu_forward(cudaStream_t stream, float* out_NF, const float* gu_N2F, int64_t n, int64_t f);
 void swiglu_backward(cudaStream_t stream, float* dgu_N2F, const float* dout_NF, const float* gu_N2F, int64_t n,

@@ -41,6 +41,7 @@
 
 namespace frugal::cuda {
 
+using backend::GroupScore;
 using backend::ScoreFunc;
 
 // Tokens per partial of the balancing loss's sums.
@@ -50,8 +51,10 @@ constexpr int64_t kAuxChunk = 256;
 
 void router_scores_forward(cudaStream_t stream, float* scores_TE, float* lse_T, const float* logits_TE, ScoreFunc func,
                            int64_t t, int64_t e);
+// Group-limited when n_group > 1, as backend/cpu/router.h states; the grouping is checked on the host first.
 void router_select_forward(cudaStream_t stream, int32_t* selected_TK, double* keys_TE, const float* scores_TE,
-                           const float* bias_E, int64_t t, int64_t e, int64_t k);
+                           const float* bias_E, int64_t t, int64_t e, int64_t k, int64_t n_group, int64_t topk_group,
+                           GroupScore group_score);
 void router_weights_forward(cudaStream_t stream, float* weight_TK, const float* scores_TE, const int32_t* selected_TK,
                             bool renormalize, double scale, int64_t t, int64_t e, int64_t k);
 // Returns the loss (synchronizes). alloc: scratch of 2 (C + G) E 8-byte words, C = G ceil((T/G) / kAuxChunk).

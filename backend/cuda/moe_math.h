@@ -13,8 +13,8 @@
 //     the CPU (built with -std=c++20, hence -ffp-contract=off, and without -ffast-math) computes, operation for
 //     operation. The only differences on the device are expf/logf against glibc's (CUDA's expf is within 2 ulps,
 //     logf within 1) and the block-tree order of combine_backward's dot product (block_dot_order states it).
-//   - The selection (topk_row) compares doubles only: given the same scores and bias it equals the CPU's bit for bit,
-//     ties to the lower expert index.
+//   - The selection (topk_row, exclude_groups_row) compares doubles only: given the same scores and bias it equals
+//     the CPU's bit for bit, ties to the lower expert index (and to the lower group index).
 //   - The translation unit must not be compiled with --use_fast_math or -ftz=true.
 #pragma once
 
@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cuda/fp8_math.h"
 #include "core/error.h"
 
@@ -119,10 +120,43 @@ FRUGAL_HD inline void topk_row(int32_t* out_K, const double* keys_E, int64_t e, 
     }
 }
 
-// keys_E = double(score) + double(bias); selected_K = top-k of keys_E.
+// Group-limited routing's step between keys and top-k (backend/cpu/router.h's router_select_forward): the keys of
+// experts outside the topk_group best of n_group consecutive groups become -infinity. A group scores the sum of its
+// two largest keys (top2_sum) or its largest; it is chosen when fewer than topk_group groups rank above it (higher
+// score, or equal and a lower index). n_group <= backend::kMaxRouterGroups (the group scores are on the stack).
+FRUGAL_HD inline void exclude_groups_row(double* keys_E, int64_t e, int64_t n_group, int64_t topk_group,
+                                         bool top2_sum) {
+    const int64_t per = e / n_group;
+    const double minus_inf = -double(INFINITY);
+    double score_G[backend::kMaxRouterGroups];
+    for (int64_t g = 0; g < n_group; ++g) {
+        const double* x = keys_E + g * per;
+        double first = x[0], second = minus_inf;
+        for (int64_t j = 1; j < per; ++j) {
+            if (x[j] > first) {
+                second = first;
+                first = x[j];
+            } else if (x[j] > second) {
+                second = x[j];
+            }
+        }
+        score_G[g] = top2_sum ? dadd(first, second) : first;
+    }
+    for (int64_t g = 0; g < n_group; ++g) {
+        int64_t num_above = 0;
+        for (int64_t h = 0; h < n_group; ++h)
+            num_above += score_G[h] > score_G[g] || (score_G[h] == score_G[g] && h < g);
+        if (num_above >= topk_group)
+            for (int64_t j = 0; j < per; ++j) keys_E[g * per + j] = minus_inf;
+    }
+}
+
+// keys_E = double(score) + double(bias); the groups' exclusion when topk_group < n_group; selected_K = top-k of
+// keys_E.
 FRUGAL_HD inline void select_row(int32_t* selected_K, double* keys_E, const float* scores_E, const float* bias_E,
-                                 int64_t e, int64_t k) {
+                                 int64_t e, int64_t k, int64_t n_group, int64_t topk_group, bool top2_sum) {
     for (int64_t j = 0; j < e; ++j) keys_E[j] = dadd(double(scores_E[j]), double(bias_E[j]));
+    if (topk_group < n_group) exclude_groups_row(keys_E, e, n_group, topk_group, top2_sum);
     topk_row(selected_K, keys_E, e, k);
 }
 

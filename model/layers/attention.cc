@@ -1,5 +1,7 @@
 #include "model/layers/attention.h"
 
+#include "model/layers/mla.h"
+
 namespace frugal::model {
 
 template <typename T>
@@ -10,6 +12,8 @@ Attention<T>::Attention(const Ops<T>& ops, ParamStore& store, const ModelConfig&
       hq_(cfg.n_heads),
       hkv_(cfg.kv_heads()),
       hd_(cfg.hd()),
+      rot_(cfg.rope_dim()),
+      scale_(cfg.attention_scale()),
       qk_norm_(cfg.qk_norm),
       q_norm_rows_(cfg.qk_norm_scope == "head" ? cfg.n_heads : 1),
       k_norm_rows_(cfg.qk_norm_scope == "head" ? cfg.kv_heads() : 1),
@@ -44,11 +48,11 @@ void Attention<T>::forward(T* out_ND, const T* x_ND, const int32_t* pos_N, int64
         wk_.forward(k, x_ND, n);
     }
     wv_.forward(v, x_ND, n);
-    ops_.rope_apply(q, qw, pos_N, rope_->cos(), rope_->sin(), n, hq_, hd_, false);
-    ops_.rope_apply(k, kw, pos_N, rope_->cos(), rope_->sin(), n, hkv_, hd_, false);
+    ops_.rope_apply(q, qw, hd_, pos_N, rope_->cos(), rope_->sin(), n, hq_, rot_, false);
+    ops_.rope_apply(k, kw, hd_, pos_N, rope_->cos(), rope_->sin(), n, hkv_, rot_, false);
     T* att = ensure<T>(ops_, att_, n * qw);
-    ops_.attention_forward(att, ensure<T>(ops_, saved_, ops_.attention_saved_numel(b, s, hq_)), q, k, v, b, s, hq_,
-                           hkv_, hd_, start_N);
+    ops_.attention_forward(att, ensure<T>(ops_, saved_, ops_.attention_saved_numel(b, s, hq_)), q, k, v, dims(b, s),
+                           start_N);
     wo_.forward(out_ND, att, n);
 }
 
@@ -62,10 +66,10 @@ void Attention<T>::backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int
     T* dk = ensure_zero<T>(ops_, dk_, n * kw);
     T* dv = ensure_zero<T>(ops_, dv_, n * kw);
     ops_.attention_backward(dq, dk, dv, d_att, saved_.data<T>(), att_.data<T>(), q_.data<T>(), k_.data<T>(),
-                            v_.data<T>(), b, s, hq_, hkv_, hd_, start_N);
+                            v_.data<T>(), dims(b, s), start_N);
     // The rotation is orthogonal: its backward is the inverse rotation.
-    ops_.rope_apply(dq, qw, pos_N, rope_->cos(), rope_->sin(), n, hq_, hd_, true);
-    ops_.rope_apply(dk, kw, pos_N, rope_->cos(), rope_->sin(), n, hkv_, hd_, true);
+    ops_.rope_apply(dq, qw, hd_, pos_N, rope_->cos(), rope_->sin(), n, hq_, rot_, true);
+    ops_.rope_apply(dk, kw, hd_, pos_N, rope_->cos(), rope_->sin(), n, hkv_, rot_, true);
     if (qk_norm_) {
         T* dq_raw = ensure_zero<T>(ops_, dq_raw_, n * qw);
         T* dk_raw = ensure_zero<T>(ops_, dk_raw_, n * kw);
@@ -79,7 +83,18 @@ void Attention<T>::backward(T* dx_ND, const T* dout_ND, const T* x_ND, const int
     wv_.backward(dx_ND, dv, x_ND, n);
 }
 
+template <typename T>
+std::unique_ptr<AttentionLayer<T>> make_attention(const Ops<T>& ops, ParamStore& store, const ModelConfig& cfg,
+                                                  const std::string& prefix, const RopeTable<T>* rope) {
+    if (cfg.is_mla()) return std::make_unique<MLA<T>>(ops, store, cfg, prefix, rope);
+    return std::make_unique<Attention<T>>(ops, store, cfg, prefix, rope);
+}
+
 template class Attention<float>;
 template class Attention<double>;
+template std::unique_ptr<AttentionLayer<float>> make_attention(const Ops<float>&, ParamStore&, const ModelConfig&,
+                                                               const std::string&, const RopeTable<float>*);
+template std::unique_ptr<AttentionLayer<double>> make_attention(const Ops<double>&, ParamStore&, const ModelConfig&,
+                                                                const std::string&, const RopeTable<double>*);
 
 }  // namespace frugal::model

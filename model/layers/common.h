@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "core/tensor.h"
+#include "model/config.h"
 #include "model/params.h"
 #include "precision/recipe.h"
 
@@ -104,22 +105,32 @@ struct RMSNorm {
     }
 };
 
-// cos/sin of position p times inv_freq_j = theta^(-2j/hd), j < hd/2, computed on the host in double, rounded once
-// and copied to the backend's device: cos_PH, sin_PH [max_pos, hd/2].
+// The rotary frequencies of cfg, inv_freq_j for j < rope_dim / 2, in double: theta^(-2j/r) (r = rope_dim), or with
+// rope_scaling yarn the blend transformers' _compute_yarn_parameters computes (model/config.h).
+std::vector<double> rope_inv_freq(const ModelConfig& cfg);
+
+// cos/sin of position p times inv_freq_j (rope_inv_freq), times the YaRN attention factor, computed on the host in
+// double, rounded once and copied to the backend's device: cos_PH, sin_PH [max_pos, rot_dim/2].
 template <typename T>
 struct RopeTable {
     Tensor cos_PH, sin_PH;
-    int64_t head_dim = 0;
+    int64_t rot_dim = 0;
 
     RopeTable() = default;
-    RopeTable(backend::Backend& be, int64_t max_pos, int64_t hd, double theta) : head_dim(hd) {
-        const int64_t half = hd / 2;
+    RopeTable(backend::Backend& be, const ModelConfig& cfg)
+        : RopeTable(be, cfg.max_seq_len, rope_inv_freq(cfg), cfg.rope_attention_factor()) {}
+    // Unscaled: inv_freq_j = theta^(-2j/rot_dim).
+    RopeTable(backend::Backend& be, int64_t max_pos, int64_t rot, double theta)
+        : RopeTable(be, max_pos, plain_inv_freq(rot, theta), 1.0) {}
+    RopeTable(backend::Backend& be, int64_t max_pos, const std::vector<double>& inv_freq, double factor)
+        : rot_dim(2 * int64_t(inv_freq.size())) {
+        const int64_t half = rot_dim / 2;
         std::vector<T> c(size_t(max_pos * half)), s(size_t(max_pos * half));
         for (int64_t p = 0; p < max_pos; ++p)
             for (int64_t j = 0; j < half; ++j) {
-                double angle = double(p) * std::pow(theta, -2.0 * double(j) / double(hd));
-                c[size_t(p * half + j)] = T(std::cos(angle));
-                s[size_t(p * half + j)] = T(std::sin(angle));
+                const double angle = double(p) * inv_freq[size_t(j)];
+                c[size_t(p * half + j)] = T(std::cos(angle) * factor);
+                s[size_t(p * half + j)] = T(std::sin(angle) * factor);
             }
         cos_PH = Tensor::empty({max_pos, half}, DTypeOf<T>::value, be.allocator());
         sin_PH = Tensor::empty({max_pos, half}, DTypeOf<T>::value, be.allocator());
@@ -128,6 +139,12 @@ struct RopeTable {
     }
     const T* cos() const { return cos_PH.data<T>(); }
     const T* sin() const { return sin_PH.data<T>(); }
+
+    static std::vector<double> plain_inv_freq(int64_t rot, double theta) {
+        std::vector<double> f(size_t(rot / 2));
+        for (int64_t j = 0; j < rot / 2; ++j) f[size_t(j)] = std::pow(theta, -2.0 * double(j) / double(rot));
+        return f;
+    }
 };
 
 }  // namespace frugal::model

@@ -20,6 +20,15 @@ AuxLoss parse_aux_loss(const std::string& name) {
     return AuxLoss::kBatch;
 }
 
+GroupScore parse_group_score(const std::string& name) {
+    if (name == "top2_sum") return GroupScore::kTop2Sum;
+    FRUGAL_CONFIG_CHECK(name == "max", "moe.group_score (", name, ") is not a group score: use top2_sum or max");
+    return GroupScore::kMax;
+}
+
+static_assert(MoEConfig::kMaxGroups == backend::kMaxRouterGroups,
+              "moe.n_group's limit must be the backends' bound on router groups");
+
 void MoEStats::reset(int64_t n_experts) {
     tokens_per_expert.assign(size_t(n_experts), 0);
     selected_per_expert.assign(size_t(n_experts), 0);
@@ -52,10 +61,12 @@ Router<T>::Router(const Ops<T>& ops, ParamStore& store, const ModelConfig& cfg, 
       d_(cfg.d_model),
       cfg_(cfg.moe),
       score_func_(parse_score_func(cfg.moe.score_func)),
-      aux_kind_(parse_aux_loss(cfg.moe.aux_loss)) {
+      aux_kind_(parse_aux_loss(cfg.moe.aux_loss)),
+      group_score_(parse_group_score(cfg.moe.group_score)) {
     gate_ = Linear<T>(ops, store.add(prefix + "weight", {n_experts_, d_}, ParamKind::kRouter, cfg.init_std), d_,
                       n_experts_);
     bias_E_ = Tensor::zeros({n_experts_}, DType::kF32, be_.allocator());
+    store.add_buffer(prefix + "bias", bias_E_);  // "layers.L.moe.router.bias": read and written by HF import/export
     num_kept_E_.assign(size_t(n_experts_), 0);
     num_selected_E_.assign(size_t(n_experts_), 0);
     stats_.reset(n_experts_);
@@ -90,7 +101,8 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
 
     gate_.forward(logits, x_TD, t);
     ops_.router_scores_forward(scores, lse, logits, score_func_, t, e);
-    ops_.router_select_forward(selected, keys, scores, bias_E_.data<float>(), t, e, k);
+    ops_.router_select_forward(selected, keys, scores, bias_E_.data<float>(), t, e, k, cfg_.n_group, cfg_.topk_group,
+                               group_score_);
     ops_.router_weights_forward(weight, scores, selected, cfg_.norm_topk_prob, cfg_.routed_scaling_factor, t, e, k);
 
     const int64_t dropped = be_.router_capacity(expert, num_kept_E_.data(), num_selected_E_.data(), selected,

@@ -15,7 +15,8 @@
 // say they write them), so that each can become a device kernel with the same signature:
 //   gate          logits_TE = x_TD gate^T                     (the Linear)
 //   scores        scores_TE = softmax(logits) or sigmoid(logits); lse_T = logsumexp(logits) either way
-//   select        selected_TK = top-k of keys_TE = score + bias, in double
+//   select        selected_TK = top-k of keys_TE = score + bias, in double; with moe.n_group > 1 only among the
+//                 experts of the moe.topk_group best groups (group-limited routing, backend/cpu/router.h)
 //   weights       weight_TK = c * score (/ sum of the chosen scores when renormalizing), c the scaling factor
 //   capacity      expert_TK, num_kept_E, num_selected_E, num_dropped: keep the first `capacity` per expert
 //   aux loss      Switch Transformers section 2.2 (batch) or DeepSeek-V3 eq. 17-20 (seq), on the choice before dropping
@@ -31,11 +32,13 @@
 
 namespace frugal::model {
 
-// moe.score_func and moe.aux_loss resolved once (MoEConfig keeps the strings it was parsed from).
+// moe.score_func, moe.aux_loss and moe.group_score resolved once (MoEConfig keeps the strings they were parsed from).
+using backend::GroupScore;
 using backend::ScoreFunc;
 enum class AuxLoss { kNone, kBatch, kSeq };
-ScoreFunc parse_score_func(const std::string& name);  // throws ConfigError naming moe.score_func
-AuxLoss parse_aux_loss(const std::string& name);      // throws ConfigError naming moe.aux_loss
+ScoreFunc parse_score_func(const std::string& name);    // throws ConfigError naming moe.score_func
+AuxLoss parse_aux_loss(const std::string& name);        // throws ConfigError naming moe.aux_loss
+GroupScore parse_group_score(const std::string& name);  // throws ConfigError naming moe.group_score
 
 // Statistics of one MoE layer, accumulated over the micro-batches of a step.
 struct MoEStats {
@@ -95,6 +98,7 @@ class Router {
     MoEConfig cfg_;
     ScoreFunc score_func_;
     AuxLoss aux_kind_;
+    GroupScore group_score_;
     Linear<T> gate_;
     Tensor bias_E_;                                                                            // float [E]
     Tensor logits_TE_, scores_TE_, weight_TK_, lse_T_, d_logits_TE_, d_scores_TE_, d_aux_GE_;  // T

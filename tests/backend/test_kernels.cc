@@ -33,14 +33,15 @@ TEST(Kernels, GemmAllTransposesAndStridesMatchReference) {
 TEST(Kernels, AttentionForwardBackwardMatchReferenceWithGQA) {
     const int64_t b = 2, s = 19, hq = 4, hkv = 2, hd = 8;
     const int64_t n = b * s;
+    const backend::AttentionDims dims{b, s, hq, hkv, hd, hd, 1.0 / std::sqrt(double(hd))};
     auto q = test::random_vec<double>(n * hq * hd, 11);
     auto k = test::random_vec<double>(n * hkv * hd, 12);
     auto v = test::random_vec<double>(n * hkv * hd, 13);
     auto dout = test::random_vec<double>(n * hq * hd, 14);
     std::vector<double> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()),
         probs(static_cast<size_t>(b * hq * s * s));
-    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
-    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
+    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), dims);
+    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), dims);
     test::expect_close(out_f.data(), out_r.data(), int64_t(out_f.size()), 1e-12, 1e-10, "attention forward");
     // Causality: probabilities above the diagonal are exactly zero, rows sum to one.
     for (int64_t i = 0; i < s; ++i) {
@@ -55,9 +56,8 @@ TEST(Kernels, AttentionForwardBackwardMatchReferenceWithGQA) {
     }
     std::vector<double> dq_f(q.size()), dk_f(k.size()), dv_f(v.size()), dq_r(q.size()), dk_r(k.size()), dv_r(v.size());
     fast::attention_backward(dq_f.data(), dk_f.data(), dv_f.data(), dout.data(), probs.data(), q.data(), k.data(),
-                             v.data(), b, s, hq, hkv, hd);
-    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), b, s, hq,
-                            hkv, hd);
+                             v.data(), dims);
+    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), dims);
     test::expect_close(dq_f.data(), dq_r.data(), int64_t(dq_f.size()), 1e-12, 1e-10, "attention dq");
     test::expect_close(dk_f.data(), dk_r.data(), int64_t(dk_f.size()), 1e-12, 1e-10, "attention dk");
     test::expect_close(dv_f.data(), dv_r.data(), int64_t(dv_f.size()), 1e-12, 1e-10, "attention dv");
@@ -67,6 +67,7 @@ TEST(Kernels, AttentionForwardBackwardMatchReferenceWithGQA) {
 // takes each token's document start, the reference each token's document id.
 TEST(Kernels, DocumentMaskedAttentionMatchesReference) {
     const int64_t b = 2, s = 19, hq = 4, hkv = 2, hd = 8, n = b * s;
+    const backend::AttentionDims dims{b, s, hq, hkv, hd, hd, 1.0 / std::sqrt(double(hd))};
     std::vector<int32_t> start(static_cast<size_t>(n), 0), doc(static_cast<size_t>(n), 0);
     for (int64_t i = 0; i < s; ++i) {
         start[static_cast<size_t>(i)] = i < 5 ? 0 : i < 12 ? 5 : 12;
@@ -78,8 +79,8 @@ TEST(Kernels, DocumentMaskedAttentionMatchesReference) {
     auto dout = test::random_vec<double>(n * hq * hd, 54);
     std::vector<double> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()),
         probs(static_cast<size_t>(b * hq * s * s));
-    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd, start.data());
-    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd, doc.data());
+    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), dims, start.data());
+    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), dims, doc.data());
     test::expect_close(out_f.data(), out_r.data(), int64_t(out_f.size()), 1e-12, 1e-10, "masked attention forward");
     // No probability crosses a document boundary; rows still sum to one.
     for (int64_t h = 0; h < hq; ++h)
@@ -96,9 +97,9 @@ TEST(Kernels, DocumentMaskedAttentionMatchesReference) {
         }
     std::vector<double> dq_f(q.size()), dk_f(k.size()), dv_f(v.size()), dq_r(q.size()), dk_r(k.size()), dv_r(v.size());
     fast::attention_backward(dq_f.data(), dk_f.data(), dv_f.data(), dout.data(), probs.data(), q.data(), k.data(),
-                             v.data(), b, s, hq, hkv, hd, start.data());
-    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), b, s, hq,
-                            hkv, hd, doc.data());
+                             v.data(), dims, start.data());
+    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), dims,
+                            doc.data());
     test::expect_close(dq_f.data(), dq_r.data(), int64_t(dq_f.size()), 1e-12, 1e-10, "masked attention dq");
     test::expect_close(dk_f.data(), dk_r.data(), int64_t(dk_f.size()), 1e-12, 1e-10, "masked attention dk");
     test::expect_close(dv_f.data(), dv_r.data(), int64_t(dv_f.size()), 1e-12, 1e-10, "masked attention dv");
@@ -106,14 +107,64 @@ TEST(Kernels, DocumentMaskedAttentionMatchesReference) {
 
 TEST(Kernels, AttentionFloatMatchesReference) {
     const int64_t b = 3, s = 64, hq = 4, hkv = 1, hd = 16, n = b * s;
+    const backend::AttentionDims dims{b, s, hq, hkv, hd, hd, 1.0 / std::sqrt(double(hd))};
     auto q = test::random_vec<float>(n * hq * hd, 21);
     auto k = test::random_vec<float>(n * hkv * hd, 22);
     auto v = test::random_vec<float>(n * hkv * hd, 23);
     std::vector<float> out_f(static_cast<size_t>(n * hq * hd)), out_r(out_f.size()),
         probs(static_cast<size_t>(b * hq * s * s));
-    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
-    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), b, s, hq, hkv, hd);
+    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), dims);
+    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), dims);
     test::expect_close(out_f.data(), out_r.data(), int64_t(out_f.size()), 1e-5, 1e-4, "attention forward f32");
+}
+
+// MLA's shape: queries and keys wider than values (dn + dr = 12 vs dv = 6), every query head its own key head, and
+// a softmax scale that is not 1 / sqrt(hd_qk) (YaRN's correction).
+TEST(Kernels, AttentionWithValueWidthAndScaleOfItsOwnMatchesReference) {
+    const int64_t b = 2, s = 9, hq = 3, hkv = 3, dqk = 12, dv = 6, n = b * s;
+    const backend::AttentionDims dims{b, s, hq, hkv, dqk, dv, 0.37};
+    auto q = test::random_vec<double>(n * hq * dqk, 61);
+    auto k = test::random_vec<double>(n * hkv * dqk, 62);
+    auto v = test::random_vec<double>(n * hkv * dv, 63);
+    auto dout = test::random_vec<double>(n * hq * dv, 64);
+    std::vector<double> out_f(static_cast<size_t>(n * hq * dv)), out_r(out_f.size()),
+        probs(static_cast<size_t>(b * hq * s * s));
+    fast::attention_forward(out_f.data(), probs.data(), q.data(), k.data(), v.data(), dims);
+    ref::attention_forward(out_r.data(), q.data(), k.data(), v.data(), dims);
+    test::expect_close(out_f.data(), out_r.data(), int64_t(out_f.size()), 1e-12, 1e-10, "mla-shaped forward");
+    std::vector<double> dq_f(q.size()), dk_f(k.size()), dv_f(v.size()), dq_r(q.size()), dk_r(k.size()), dv_r(v.size());
+    fast::attention_backward(dq_f.data(), dk_f.data(), dv_f.data(), dout.data(), probs.data(), q.data(), k.data(),
+                             v.data(), dims);
+    ref::attention_backward(dq_r.data(), dk_r.data(), dv_r.data(), dout.data(), q.data(), k.data(), v.data(), dims);
+    test::expect_close(dq_f.data(), dq_r.data(), int64_t(dq_f.size()), 1e-12, 1e-10, "mla-shaped dq");
+    test::expect_close(dk_f.data(), dk_r.data(), int64_t(dk_f.size()), 1e-12, 1e-10, "mla-shaped dk");
+    test::expect_close(dv_f.data(), dv_r.data(), int64_t(dv_f.size()), 1e-12, 1e-10, "mla-shaped dv");
+    // The scale is used, not 1 / sqrt(dqk): the default scale gives other outputs.
+    const backend::AttentionDims plain{b, s, hq, hkv, dqk, dv, 1.0 / std::sqrt(double(dqk))};
+    std::vector<double> out_p(out_f.size());
+    ref::attention_forward(out_p.data(), q.data(), k.data(), v.data(), plain);
+    double diff = 0;
+    for (size_t i = 0; i < out_p.size(); ++i) diff = std::max(diff, std::abs(out_p[i] - out_r[i]));
+    EXPECT_GT(diff, 1e-3);
+}
+
+// strided_copy broadcasts a source row over src_repeat destination rows; strided_add sums dst_repeat source rows
+// into one, in order: the shared rotary key of MLA and its gradient.
+TEST(Kernels, StridedCopyAndAddBroadcastAndSumRows) {
+    const int64_t rows = 6, cols = 3, rep = 3;
+    std::vector<double> src = {1, 2, 3, 9, 4, 5, 6, 9};  // two rows of stride 4
+    std::vector<double> dst(size_t(rows * 5), -1.0);
+    fast::strided_copy(dst.data(), 5, src.data(), 4, rows, cols, rep);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(dst[size_t(r * 5 + c)], src[size_t((r / rep) * 4 + c)]);
+        EXPECT_EQ(dst[size_t(r * 5 + 3)], -1.0);  // outside cols untouched
+    }
+    std::vector<double> acc(size_t(2 * 4), 10.0);
+    fast::strided_add(acc.data(), 4, dst.data(), 5, rows, cols, rep);
+    for (int64_t q = 0; q < 2; ++q) {
+        for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(acc[size_t(q * 4 + c)], 10.0 + 3 * src[size_t(q * 4 + c)]);
+        EXPECT_EQ(acc[size_t(q * 4 + 3)], 10.0);
+    }
 }
 
 TEST(Kernels, RmsnormMatchesReference) {

@@ -9,6 +9,7 @@
 #include "checkpoint/hf.h"
 #include "checkpoint/safetensors.h"
 #include "core/bf16.h"
+#include "model/hf_config.h"
 #include "model/transformer.h"
 #include "tests/util.h"
 
@@ -160,8 +161,8 @@ TEST_F(Hf, ImportedWeightsAreTheSafetensorsValuesAndShardsReadOnlyTheirExperts) 
     std::ifstream in(dir_ / "src" / "model.safetensors.index.json");
     std::stringstream ss;
     ss << in.rdbuf();
-    std::string index = std::regex_replace(ss.str(), std::regex("(\"[^\"]*mlp\\.experts\\.[23]\\.[^\"]*\": )\"[^\"]*\""),
-                                           "$1\"absent.safetensors\"");
+    std::string index = std::regex_replace(
+        ss.str(), std::regex("(\"[^\"]*mlp\\.experts\\.[23]\\.[^\"]*\": )\"[^\"]*\""), "$1\"absent.safetensors\"");
     std::ofstream(dir_ / "src" / "model.safetensors.index.json") << index;
     model::Transformer<float> first(cfg, {0, 2});
     EXPECT_NO_THROW(checkpoint::load_hf_weights((dir_ / "src").string(), first.params()));
@@ -224,20 +225,20 @@ TEST_F(Hf, BadInputIsNamedWithExitCodeTwo) {
         EXPECT_NE(r.output.find("'" + ts.front().name + "' is I16; F32, BF16 and F16 are supported"), std::string::npos)
             << r.output;
     }
-    // An unsupported model_type.
-    fs::copy(dir_ / "src", dir_ / "glm", fs::copy_options::recursive);
+    // A model_type whose config Frugal reads (for estimates) but whose weights it cannot import.
+    fs::copy(dir_ / "src", dir_ / "minimax", fs::copy_options::recursive);
     {
-        std::ifstream in(dir_ / "glm" / "config.json");
+        std::ifstream in(dir_ / "minimax" / "config.json");
         std::stringstream ss;
         ss << in.rdbuf();
-        std::string t = std::regex_replace(ss.str(), std::regex("\"qwen3_moe\""), "\"glm4_moe\"");
-        t = std::regex_replace(t, std::regex("\"num_experts\": 4"), "\"n_routed_experts\": 4");
-        std::ofstream(dir_ / "glm" / "config.json") << t;
+        std::string t = std::regex_replace(ss.str(), std::regex("\"qwen3_moe\""), "\"minimax_m2\"");
+        std::ofstream(dir_ / "minimax" / "config.json") << t;
     }
-    r = test::run_frugal("import-hf " + (dir_ / "glm").string() + " --out " + out);
+    r = test::run_frugal("import-hf " + (dir_ / "minimax").string() + " --out " + out);
     EXPECT_EQ(r.code, 2) << r.output;
-    EXPECT_NE(r.output.find("model_type 'glm4_moe' cannot be imported"), std::string::npos) << r.output;
-    EXPECT_NE(r.output.find("importable: qwen3_moe, qwen2_moe, mixtral, olmoe"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("model_type 'minimax_m2' cannot be imported"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("importable: qwen3_moe, qwen2_moe, mixtral, olmoe, deepseek_v3"), std::string::npos)
+        << r.output;
     // A truncated safetensors header.
     fs::copy(dir_ / "src", dir_ / "trunc", fs::copy_options::recursive);
     fs::resize_file(dir_ / "trunc" / shards[0], 20);
@@ -517,6 +518,199 @@ TEST_F(Hf, ScoreWithAStrideGivesEveryTokenItsSlidingContext) {
     auto bad = test::run_frugal(base + " --stride 33");
     EXPECT_EQ(bad.code, 2) << bad.output;
     EXPECT_NE(bad.output.find("--stride 33 is longer than the window (32 tokens)"), std::string::npos) << bad.output;
+}
+
+// config.json of a golden family (tests/golden/hf/FAMILY) with regex edits applied.
+std::string golden_config(const std::string& family,
+                          const std::vector<std::pair<std::string, std::string>>& edits = {}) {
+    std::ifstream in(std::string(FRUGAL_SOURCE_DIR) + "/tests/golden/hf/" + family + "/config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string t = ss.str();
+    for (const auto& [from, to] : edits) {
+        const std::string before = t;
+        t = std::regex_replace(t, std::regex(from), to);
+        EXPECT_NE(t, before) << family << ": no match for " << from;
+    }
+    return t;
+}
+
+model::ModelConfig read_config(const std::string& text) {
+    return model::model_from_hf_config_text(text, "config.json");
+}
+
+TEST(HfFamilies, DeepseekV3ConfigReadsEveryFieldItsModelNeeds) {
+    const model::ModelConfig m = read_config(golden_config("deepseek_v3"));
+    EXPECT_EQ(m.attention, "mla");
+    EXPECT_EQ(m.q_lora_rank, 24);
+    EXPECT_EQ(m.kv_lora_rank, 16);
+    EXPECT_EQ(m.qk_nope_head_dim, 8);
+    EXPECT_EQ(m.qk_rope_head_dim, 4);
+    EXPECT_EQ(m.v_head_dim, 8);
+    EXPECT_EQ(m.head_dim, 0);  // config.json's head_dim is the rope width, not Frugal's
+    EXPECT_EQ(m.rope_scaling, "yarn");
+    EXPECT_EQ(m.rope_factor, 4.0);
+    EXPECT_EQ(m.rope_original_max_seq_len, 16);
+    EXPECT_EQ(m.yarn_mscale, 1.0);
+    EXPECT_EQ(m.yarn_mscale_all_dim, 1.0);
+    EXPECT_EQ(m.moe.score_func, "sigmoid");
+    EXPECT_EQ(m.moe.n_group, 4);
+    EXPECT_EQ(m.moe.topk_group, 2);
+    EXPECT_EQ(m.moe.group_score, "top2_sum");
+    EXPECT_EQ(m.moe.routed_scaling_factor, 2.5);
+    EXPECT_EQ(m.moe.n_shared_experts, 1);
+    EXPECT_EQ(m.dense_layers, 1);
+    EXPECT_TRUE(m.moe.norm_topk_prob);
+    EXPECT_EQ(m.mtp_modules, 0);
+}
+
+TEST(HfFamilies, AbsentFieldsTakeTheTransformersDefaults) {
+    const model::ModelConfig v3 =
+        read_config(golden_config("deepseek_v3", {{"\\s*\"n_group\": 4,", ""},
+                                                  {"\\s*\"topk_group\": 2,", ""},
+                                                  {"\\s*\"routed_scaling_factor\": 2.5,", ""},
+                                                  {"\\s*\"first_k_dense_replace\": 1,", ""},
+                                                  {"\"num_hidden_layers\": 2", "\"num_hidden_layers\": 4"},
+                                                  {"\"n_routed_experts\": 8", "\"n_routed_experts\": 16"}}));
+    EXPECT_EQ(v3.moe.n_group, 8);
+    EXPECT_EQ(v3.moe.topk_group, 4);
+    EXPECT_EQ(v3.moe.routed_scaling_factor, 2.5);
+    EXPECT_EQ(v3.dense_layers, 3);
+    const model::ModelConfig glm = read_config(golden_config(
+        "glm4_moe", {{"\"rope_parameters\": \\{[^}]*\\}", "\"rope_parameters\": {\"rope_theta\": 10000.0}"}}));
+    EXPECT_EQ(glm.partial_rotary_factor, 0.5);
+    EXPECT_EQ(glm.rope_dim(), 4);
+    const model::ModelConfig v2 = read_config(golden_config("deepseek_v2"));
+    EXPECT_EQ(v2.q_lora_rank, 0);  // null
+    EXPECT_EQ(v2.moe.group_score, "max");
+    EXPECT_EQ(v2.moe.score_func, "softmax");
+    const model::ModelConfig greedy = read_config(golden_config("deepseek_v2", {{"group_limited_greedy", "greedy"}}));
+    EXPECT_EQ(greedy.moe.n_group, 1);  // greedy ignores the groups
+}
+
+TEST(HfFamilies, KimiK2AndADeepseekV3ArchitectureReadAsDeepseekV3) {
+    std::string type;
+    model::model_from_hf_config_text(
+        golden_config("deepseek_v3", {{"\"model_type\": \"deepseek_v3\"", "\"model_type\": \"kimi_k2\""}}),
+        "config.json", &type);
+    EXPECT_EQ(type, "deepseek_v3");
+    model::model_from_hf_config_text(
+        golden_config("deepseek_v3", {{"\"model_type\": \"deepseek_v3\"", "\"model_type\": \"kimi_k25_text\""}}),
+        "config.json", &type);
+    EXPECT_EQ(type, "deepseek_v3");
+}
+
+TEST(HfFamilies, YarnWithoutAFactorTakesTheRatioOfTheContextLengths) {
+    const model::ModelConfig m = read_config(golden_config("deepseek_v3", {{"\"factor\": 4.0,", ""}}));
+    EXPECT_EQ(m.rope_factor, 64.0 / 16.0);
+    // The legacy spelling: rope_scaling with "type".
+    const model::ModelConfig legacy = read_config(
+        golden_config("deepseek_v3", {{"\"rope_parameters\"", "\"rope_scaling\""}, {"\"rope_type\"", "\"type\""}}));
+    EXPECT_EQ(legacy.rope_scaling, "yarn");
+    EXPECT_EQ(legacy.rope_factor, 4.0);
+}
+
+TEST(HfFamilies, WhatTheModelCannotExpressIsRefusedByName) {
+    using test::config_error;
+    using test::expect_has;
+    expect_has(
+        config_error([] {
+            read_config(golden_config("deepseek_v3", {{"\"attention_bias\": false", "\"attention_bias\": true"}}));
+        }),
+        {"\"attention_bias\": true cannot be imported", "Frugal's MLA has none"});
+    expect_has(
+        config_error([] {
+            read_config(golden_config(
+                "deepseek_v3", {{"\"topk_group\"", "\"topk_method\": \"group_limited_greedy\", \"topk_group\""}}));
+        }),
+        {"\"topk_method\": \"group_limited_greedy\" cannot be imported for deepseek_v3", "noaux_tc"});
+    expect_has(config_error([] {
+                   read_config(golden_config("deepseek_v2", {{"group_limited_greedy", "best_effort"}}));
+               }),
+               {"\"topk_method\": \"best_effort\" cannot be imported for deepseek_v2"});
+    expect_has(config_error([] {
+                   read_config(golden_config("deepseek_v3",
+                                             {{"\"topk_group\"", "\"scoring_func\": \"softmax\", \"topk_group\""}}));
+               }),
+               {"\"scoring_func\": \"softmax\" cannot be imported for deepseek_v3"});
+    expect_has(
+        config_error([] {
+            read_config(golden_config("deepseek_v2", {{"\"norm_topk_prob\": false", "\"norm_topk_prob\": true"}}));
+        }),
+        {"\"norm_topk_prob\": true cannot be imported for deepseek_v2"});
+    expect_has(config_error([] {
+                   read_config(golden_config("deepseek_v3", {{"\"yarn\"", "\"longrope\""}}));
+               }),
+               {"rope_parameters.rope_type \"longrope\" cannot be imported"});
+    expect_has(config_error([] {
+                   read_config(golden_config("deepseek_v3",
+                                             {{"\"mscale\": 1.0", "\"mscale\": 1.0, \"attention_factor\": 2.0"}}));
+               }),
+               {"rope_parameters.attention_factor cannot be imported"});
+    expect_has(config_error([] {
+                   read_config(golden_config("dots1", {{"\"attention_bias\": false", "\"attention_bias\": true"}}));
+               }),
+               {"dots1 would put a bias on o_proj too"});
+    expect_has(config_error([] {
+                   read_config(golden_config("dots1", {{"\"full_attention\"\\s*\\]", "\"sliding_attention\"]"}}));
+               }),
+               {"\"layer_types\": \"sliding_attention\" cannot be imported"});
+    // Groups that do not divide the experts: the model's own check, naming config.json's field.
+    expect_has(config_error([] {
+                   read_config(golden_config("deepseek_v3", {{"\"n_group\": 4", "\"n_group\": 3"}}));
+               }),
+               {"moe.n_group (3) must divide moe.n_experts (8)", "\"n_group\""});
+}
+
+TEST(HfFamilies, ExportRefusesWhatTheFamilyCannotHold) {
+    using test::config_error;
+    using test::expect_has;
+    model::ModelConfig v3 = read_config(golden_config("deepseek_v3"));
+    EXPECT_EQ(checkpoint::hf_model_type(v3), "deepseek_v3");
+    expect_has(config_error([&] { checkpoint::check_exportable(v3, "deepseek_v2"); }),
+               {"moe.score_func sigmoid has no deepseek_v2 equivalent"});
+    expect_has(config_error([&] { checkpoint::check_exportable(v3, "glm4_moe"); }),
+               {"model.attention: mla has no glm4_moe equivalent"});
+    expect_has(config_error([&] { checkpoint::check_exportable(v3, "qwen3_moe"); }), {"has no qwen3_moe equivalent"});
+    model::ModelConfig glm = read_config(golden_config("glm4_moe"));
+    EXPECT_EQ(checkpoint::hf_model_type(glm), "glm4_moe");
+    expect_has(config_error([&] { checkpoint::check_exportable(glm, "dots1"); }),
+               {"model.attn_bias has no dots1 equivalent"});
+    model::ModelConfig dots = read_config(golden_config("dots1"));
+    EXPECT_EQ(checkpoint::hf_model_type(dots), "dots1");
+    dots.mtp_modules = 1;
+    expect_has(config_error([&] { checkpoint::check_exportable(dots, "dots1"); }),
+               {"model.mtp_modules (1) has no dots1 equivalent"});
+    model::ModelConfig v2 = read_config(golden_config("deepseek_v2"));
+    v2.moe.bias_update_rate = 0.001;
+    expect_has(config_error([&] { checkpoint::check_exportable(v2, "deepseek_v2"); }),
+               {"moe.bias_update_rate (0.001) learns per-expert routing biases that deepseek_v2 has no place for"});
+}
+
+TEST(HfFamilies, EstimatesLabelMinimaxM2Dots1KimiK2AndGlm4MoeAsSigmoidRouting) {
+    const fs::path dir = test::temp_dir("hf_labels");
+    const std::string minimax = R"({"model_type": "minimax_m2", "vocab_size": 200064, "hidden_size": 3072,
+        "num_hidden_layers": 62, "num_attention_heads": 48, "num_key_value_heads": 8, "head_dim": 128,
+        "intermediate_size": 1536, "num_local_experts": 256, "num_experts_per_tok": 8, "rotary_dim": 64,
+        "scoring_func": "sigmoid", "use_qk_norm": true, "max_position_embeddings": 196608, "rope_theta": 5000000})";
+    std::ofstream(dir / "minimax_m2.json") << minimax;
+    std::ofstream(dir / "kimi_k2.json") << golden_config("deepseek_v3", {{"\"deepseek_v3\"", "\"kimi_k2\""}});
+    std::ofstream(dir / "dots1.json") << golden_config("dots1");
+    std::ofstream(dir / "glm4_moe.json") << golden_config("glm4_moe");
+    for (const auto& [file, label] :
+         std::vector<std::pair<std::string, std::string>>{{"minimax_m2.json", "(minimax_m2, sigmoid routing)"},
+                                                          {"kimi_k2.json", "(deepseek_v3, sigmoid routing)"},
+                                                          {"dots1.json", "(dots1, sigmoid routing)"},
+                                                          {"glm4_moe.json", "(glm4_moe, sigmoid routing)"}}) {
+        auto r = test::run_frugal("estimate " + (dir / file).string() + " --tokens 1T --gpu h800 --gpus 64 --mfu 0.4");
+        EXPECT_EQ(r.code, 0) << file << ": " << r.output;
+        EXPECT_NE(r.output.find(label), std::string::npos) << file << ": " << r.output;
+    }
+    const model::ModelConfig m = read_config(minimax);
+    EXPECT_EQ(m.partial_rotary_factor, 0.5);
+    EXPECT_EQ(m.qk_norm_scope, "projection");
+    EXPECT_TRUE(m.moe.norm_topk_prob);
+    fs::remove_all(dir);
 }
 
 }  // namespace

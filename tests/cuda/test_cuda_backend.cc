@@ -9,7 +9,8 @@
 // permutations, quantizers and AdamW; 1e-6 where the CPU fuses a product into a sum (rotary); 4e-6 where expf
 // differs (SwiGLU, cross-entropy, router scores, the shared-expert gate); 1e-5 where a reduction runs in another
 // order (RMSNorm, bias and gate gradients); FP32 GEMMs within the forward error bound 2 k u sum |a||b| per element
-// (u = 2^-24); 2e-2 for attention, which runs in BF16 on the GPU (cuDNN). Without a GPU everything skips with the
+// (u = 2^-24); 2e-2 for attention, which runs in BF16 on the GPU (cuDNN), with equal and with unequal query/key
+// and value head dims (multi-head latent attention). Without a GPU everything skips with the
 // reason backend::backend_available gives, except the two-rank refusal, which needs none.
 #include <gtest/gtest.h>
 
@@ -349,10 +350,59 @@ TEST(CudaBackend, RopeForwardAndInverseEqualTheCpuBackendOnStridedRows) {
     for (bool inverse : {false, true}) {
         Pair x = both(rnd(n * stride, 50));
         on_both([&](Backend& be, bool g) {
-            be.ops<float>().rope_apply(x.at<float>(g), stride, pos.at<int32_t>(g), cos_t.at<float>(g),
+            be.ops<float>().rope_apply(x.at<float>(g), stride, hd, pos.at<int32_t>(g), cos_t.at<float>(g),
                                        sin_t.at<float>(g), n, heads, hd, inverse);
         });
         expect_pair<float>(x, kFmaTol, inverse ? "rope_apply inverse" : "rope_apply");
+    }
+}
+
+// Partial rotary over strided heads and multi-head latent attention's rope parts: at an offset inside each query
+// head, and the one key rope row shared by all heads (heads = 1).
+TEST(CudaBackend, RopeOnPartialAndOffsetRopePartsEqualsTheCpuBackend) {
+    FRUGAL_REQUIRE_CUDA_BACKEND();
+    struct Layout {
+        const char* name;
+        int64_t n, row_stride, offset, head_stride, heads, rot_dim;
+    };
+    const int64_t max_pos = 50;
+    for (const Layout& l : {Layout{"partial rotary", 37, 3 * 16 + 8, 0, 16, 3, 4},
+                            Layout{"mla query rope part", 41, 4 * 24, 16, 24, 4, 8},
+                            Layout{"mla shared key rope row", 29, 32 + 8, 32, 8, 1, 8}}) {
+        const int64_t half = l.rot_dim / 2;
+        std::vector<int32_t> pos_h(static_cast<size_t>(l.n));
+        for (int64_t i = 0; i < l.n; ++i) pos_h[size_t(i)] = int32_t((i * 11) % max_pos);
+        Pair cos_t = both(rnd(max_pos * half, 51)), sin_t = both(rnd(max_pos * half, 52)), pos = both(pos_h);
+        for (bool inverse : {false, true}) {
+            Pair x = both(rnd(l.n * l.row_stride, 53));
+            on_both([&](Backend& be, bool g) {
+                be.ops<float>().rope_apply(x.at<float>(g) + l.offset, l.row_stride, l.head_stride, pos.at<int32_t>(g),
+                                           cos_t.at<float>(g), sin_t.at<float>(g), l.n, l.heads, l.rot_dim, inverse);
+            });
+            expect_pair<float>(x, kFmaTol, std::string("rope_apply ") + l.name + (inverse ? " inverse" : ""));
+        }
+    }
+}
+
+// Broadcast copies (src_repeat > 1) and grouped adds (dst_repeat > 1) between buffers of different leading dims,
+// with a ragged last group.
+TEST(CudaBackend, StridedCopyAndAddEqualTheCpuBackendBitForBit) {
+    FRUGAL_REQUIRE_CUDA_BACKEND();
+    struct Case {
+        int64_t rows, cols, ld_small, ld_big, repeat;
+    };
+    for (const Case& c : {Case{3, 7, 9, 8, 1}, Case{77, 30, 31, 45, 4}, Case{130, 64, 64, 100, 16}}) {
+        const std::string shape = dims("", c.rows, c.cols) + " repeat " + std::to_string(c.repeat);
+        const int64_t groups = (c.rows + c.repeat - 1) / c.repeat;
+        Pair src = both(rnd(groups * c.ld_small, 54)), dst = both(rnd(c.rows * c.ld_big, 55));
+        Pair add_src = both(rnd(c.rows * c.ld_big, 56)), add_dst = both(rnd(groups * c.ld_small, 57));
+        on_both([&](Backend& be, bool g) {
+            const auto& o = be.ops<float>();
+            o.strided_copy(dst.at<float>(g), c.ld_big, src.at<float>(g), c.ld_small, c.rows, c.cols, c.repeat);
+            o.strided_add(add_dst.at<float>(g), c.ld_small, add_src.at<float>(g), c.ld_big, c.rows, c.cols, c.repeat);
+        });
+        expect_pair<float>(dst, kExact, "strided_copy" + shape);
+        expect_pair<float>(add_dst, kExact, "strided_add" + shape);
     }
 }
 
@@ -388,34 +438,44 @@ std::vector<int32_t> document_starts(int64_t b, int64_t s) {
     return out;
 }
 
-TEST(CudaBackend, AttentionWithAndWithoutDocumentMaskingIsWithinBf16OfTheCpuBackend) {
-    FRUGAL_REQUIRE_CUDA_BACKEND();
-    const int64_t b = 2, s = 37, hq = 4, hkv = 2, hd = 64;
-    const int64_t nq = b * s * hq * hd, nkv = b * s * hkv * hd;
-    EXPECT_EQ(gpu().ops<float>().attention_saved_numel(b, s, hq), b * hq * s);
+// Attention of dims (queries/keys hd_qk wide, values hd_v wide) on both backends, causal and document masked.
+void expect_attention_within_bf16(const backend::AttentionDims& d, const std::string& name) {
+    const int64_t n = d.b * d.s;
+    const int64_t nq = n * d.hq * d.hd_qk, nk = n * d.hkv * d.hd_qk, nv = n * d.hkv * d.hd_v, no = n * d.hq * d.hd_v;
+    EXPECT_EQ(gpu().ops<float>().attention_saved_numel(d.b, d.s, d.hq), d.b * d.hq * d.s);
     for (bool masked : {false, true}) {
-        const char* tag = masked ? "attention (documents)" : "attention (causal)";
-        Pair q = both(rnd(nq, 70)), k = both(rnd(nkv, 71)), v = both(rnd(nkv, 72)), dout = both(rnd(nq, 73));
-        Pair start = both(document_starts(b, s)), out = zeros<float>(nq);
-        Pair dq = both(rnd(nq, 74)), dk = both(rnd(nkv, 75)), dv = both(rnd(nkv, 76));
-        Tensor saved_c = Tensor::zeros({cpu().ops<float>().attention_saved_numel(b, s, hq)}, DType::kF32);
+        const std::string tag = name + (masked ? " (documents)" : " (causal)");
+        Pair q = both(rnd(nq, 70)), k = both(rnd(nk, 71)), v = both(rnd(nv, 72)), dout = both(rnd(no, 73));
+        Pair start = both(document_starts(d.b, d.s)), out = zeros<float>(no);
+        Pair dq = both(rnd(nq, 74)), dk = both(rnd(nk, 75)), dv = both(rnd(nv, 76));
+        Tensor saved_c = Tensor::zeros({cpu().ops<float>().attention_saved_numel(d.b, d.s, d.hq)}, DType::kF32);
         Tensor saved_g =
-            Tensor::zeros({gpu().ops<float>().attention_saved_numel(b, s, hq)}, DType::kF32, gpu().allocator());
+            Tensor::zeros({gpu().ops<float>().attention_saved_numel(d.b, d.s, d.hq)}, DType::kF32, gpu().allocator());
         on_both([&](Backend& be, bool g) {
             const auto& o = be.ops<float>();
             float* saved = (g ? saved_g : saved_c).data<float>();
             const int32_t* st = masked ? start.at<int32_t>(g) : nullptr;
-            o.attention_forward(out.at<float>(g), saved, q.at<float>(g), k.at<float>(g), v.at<float>(g), b, s, hq, hkv,
-                                hd, st);
+            o.attention_forward(out.at<float>(g), saved, q.at<float>(g), k.at<float>(g), v.at<float>(g), d, st);
             o.attention_backward(dq.at<float>(g), dk.at<float>(g), dv.at<float>(g), dout.at<float>(g), saved,
-                                 out.at<float>(g), q.at<float>(g), k.at<float>(g), v.at<float>(g), b, s, hq, hkv, hd,
-                                 st);
+                                 out.at<float>(g), q.at<float>(g), k.at<float>(g), v.at<float>(g), d, st);
         });
-        expect_pair<float>(out, kBf16AttentionTol, std::string(tag) + " out");
-        expect_pair<float>(dq, kBf16AttentionTol, std::string(tag) + " dq");
-        expect_pair<float>(dk, kBf16AttentionTol, std::string(tag) + " dk");
-        expect_pair<float>(dv, kBf16AttentionTol, std::string(tag) + " dv");
+        expect_pair<float>(out, kBf16AttentionTol, tag + " out");
+        expect_pair<float>(dq, kBf16AttentionTol, tag + " dq");
+        expect_pair<float>(dk, kBf16AttentionTol, tag + " dk");
+        expect_pair<float>(dv, kBf16AttentionTol, tag + " dv");
     }
+}
+
+TEST(CudaBackend, AttentionWithAndWithoutDocumentMaskingIsWithinBf16OfTheCpuBackend) {
+    FRUGAL_REQUIRE_CUDA_BACKEND();
+    expect_attention_within_bf16({2, 37, 4, 2, 64, 64, 1.0 / std::sqrt(64.0)}, "attention");
+}
+
+TEST(CudaBackend, LatentAttentionWithWiderQueryKeyThanValueHeadsIsWithinBf16OfTheCpuBackend) {
+    FRUGAL_REQUIRE_CUDA_BACKEND();
+    // DeepSeek-V3's head dims with a YaRN-like scale, and a tiny model's.
+    expect_attention_within_bf16({2, 37, 4, 4, 192, 128, 0.9 / std::sqrt(192.0)}, "mla attention 192/128");
+    expect_attention_within_bf16({2, 37, 4, 4, 24, 16, 0.3}, "mla attention 24/16");
 }
 
 // ---- Router ----
@@ -442,7 +502,7 @@ TEST(CudaBackend, RouterStepsEqualTheCpuBackendForSoftmaxAndSigmoid) {
         on_both([&](Backend& be, bool g) {
             const auto& o = be.ops<float>();
             o.router_select_forward(selected.at<int32_t>(g), keys.at<double>(g), sc.at<float>(g), bias.at<float>(g), t,
-                                    e, k);
+                                    e, k, 1, 1, backend::GroupScore::kTop2Sum);
         });
         expect_pair<int32_t>(selected, kExact, f + "router_select_forward");
         const std::vector<int32_t> sel_h = download<int32_t>(selected.c, selected.n);

@@ -5,9 +5,13 @@
 // sequential bias gradient), and agree within an ulp of the products where one does, since the CPU is compiled with
 // FMA contraction. Composed with the orders the CUDA kernels reduce in (layer_math::warp_order_sum, the chunked column
 // sums of layers.h) they agree within a few ulps of the magnitudes summed: what the reordering alone costs, on which
-// the GPU tests' tolerances rest. Every comparison prints its largest absolute and relative error. Runs without a GPU.
+// the GPU tests' tolerances rest. The rotary and strided-copy kernels' index maps are replayed on the host as well
+// (partial rotary, multi-head latent attention's rope part at an offset inside each head and its one shared key row;
+// copies and adds with src/dst repeats and a ragged last group): the strided ones give the CPU's bits. Every
+// comparison prints its largest absolute and relative error. Runs without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -131,7 +135,7 @@ TEST(LayerMath, RopeRotationAndItsInverseAgreeWithTheCpuWithinItsFusedMultiplyAd
     for (int64_t i = 0; i < n; ++i) pos[i] = int32_t((i * 7) % max_pos);
     for (bool inverse : {false, true}) {
         auto want = x, got = x;
-        cpu::rope_apply(want.data(), stride, pos.data(), cos_t.data(), sin_t.data(), n, heads, hd, inverse);
+        cpu::rope_apply(want.data(), stride, hd, pos.data(), cos_t.data(), sin_t.data(), n, heads, hd, inverse);
         for (int64_t i = 0; i < n; ++i)
             for (int64_t h = 0; h < heads; ++h)
                 for (int64_t j = 0; j < half; ++j) {
@@ -139,6 +143,126 @@ TEST(LayerMath, RopeRotationAndItsInverseAgreeWithTheCpuWithinItsFusedMultiplyAd
                     lm::rope_rotate(v[j], v[j + half], cos_t[pos[i] * half + j], sin_t[pos[i] * half + j], inverse);
                 }
         check(got, want, inverse ? "rope_apply inverse" : "rope_apply", kFmaTol);
+    }
+}
+
+// layers.cu's rope_kernel on the host: thread i of n * heads * rot_dim / 2 rotates pair j of head h of row r.
+void rope_as_the_kernel(float* x, int64_t row_stride, int64_t head_stride, const int32_t* pos, const float* cos_t,
+                        const float* sin_t, int64_t n, int64_t heads, int64_t rot_dim, bool inverse) {
+    const int64_t half = rot_dim / 2, per_row = heads * half;
+    for (int64_t i = 0; i < n * per_row; ++i) {
+        const int64_t r = i / per_row, rest = i - r * per_row, h = rest / half, j = rest - h * half;
+        const int64_t table = int64_t(pos[r]) * half + j;
+        float* v = x + r * row_stride + h * head_stride;
+        lm::rope_rotate(v[j], v[j + half], cos_t[table], sin_t[table], inverse);
+    }
+}
+
+// Every element outside [offset + h * head_stride, + rot_dim) of every row keeps its bits.
+void expect_outside_rotation_untouched(const std::vector<float>& got, const std::vector<float>& x, int64_t n,
+                                       int64_t row_stride, int64_t offset, int64_t head_stride, int64_t heads,
+                                       int64_t rot_dim, const std::string& what) {
+    int64_t touched = 0;
+    for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < row_stride; ++c) {
+            const int64_t rel = c - offset, h = rel >= 0 ? rel / head_stride : -1;
+            const bool rotated = rel >= 0 && h < heads && rel - h * head_stride < rot_dim;
+            const size_t at = size_t(r * row_stride + c);
+            if (!rotated && bits(got[at]) != bits(x[at])) ++touched;
+        }
+    EXPECT_EQ(touched, 0) << what << ": values outside the rotated part changed";
+}
+
+// Partial rotary (rot_dim < head width) and multi-head latent attention's layouts: the rope part at an offset
+// inside each query head (nope first), and the one shared rope row of the keys (heads = 1).
+struct RopeLayout {
+    const char* name;
+    int64_t n, row_stride, offset, head_stride, heads, rot_dim;
+};
+const RopeLayout kRopeLayouts[] = {
+    {"partial rotary", 29, 4 * 20 + 3, 0, 20, 4, 8},
+    {"mla query rope part", 23, 3 * 24, 16, 24, 3, 8},
+    {"mla shared key rope row", 31, 40 + 6, 40, 6, 1, 6},
+};
+
+TEST(LayerMath, RopeOnPartialAndOffsetRopePartsAgreesWithTheCpuAndLeavesTheRestOfEachHeadAlone) {
+    const int64_t max_pos = 40;
+    for (const RopeLayout& l : kRopeLayouts) {
+        const int64_t half = l.rot_dim / 2;
+        const auto x = randn(l.n * l.row_stride, 30), cos_t = randn(max_pos * half, 31),
+                   sin_t = randn(max_pos * half, 32);
+        std::vector<int32_t> pos(static_cast<size_t>(l.n));
+        for (int64_t i = 0; i < l.n; ++i) pos[size_t(i)] = int32_t((i * 3 + 1) % max_pos);
+        for (bool inverse : {false, true}) {
+            auto want = x, got = x;
+            cpu::rope_apply(want.data() + l.offset, l.row_stride, l.head_stride, pos.data(), cos_t.data(), sin_t.data(),
+                            l.n, l.heads, l.rot_dim, inverse);
+            rope_as_the_kernel(got.data() + l.offset, l.row_stride, l.head_stride, pos.data(), cos_t.data(),
+                               sin_t.data(), l.n, l.heads, l.rot_dim, inverse);
+            const std::string what = std::string("rope_apply ") + l.name + (inverse ? " inverse" : "");
+            check(got, want, what, kFmaTol);
+            expect_outside_rotation_untouched(got, x, l.n, l.row_stride, l.offset, l.head_stride, l.heads, l.rot_dim,
+                                              what);
+            expect_outside_rotation_untouched(want, x, l.n, l.row_stride, l.offset, l.head_stride, l.heads, l.rot_dim,
+                                              what + " (cpu)");
+        }
+    }
+}
+
+// layers.cu's strided_copy_kernel and strided_add_kernel on the host: one thread per destination element; the add
+// sums its dst_repeat source rows in row order.
+void strided_copy_as_the_kernel(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows,
+                                int64_t cols, int64_t src_repeat) {
+    for (int64_t i = 0; i < rows * cols; ++i) {
+        const int64_t r = i / cols, c = i - r * cols;
+        dst[r * ld_dst + c] = src[(r / src_repeat) * ld_src + c];
+    }
+}
+void strided_add_as_the_kernel(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols,
+                               int64_t dst_repeat) {
+    const int64_t dst_rows = (rows + dst_repeat - 1) / dst_repeat;
+    for (int64_t i = 0; i < dst_rows * cols; ++i) {
+        const int64_t q = i / cols, c = i - q * cols;
+        float acc = dst[q * ld_dst + c];
+        const int64_t end = std::min(rows, q * dst_repeat + dst_repeat);
+        for (int64_t r = q * dst_repeat; r < end; ++r) acc = lm::add_rn(acc, src[r * ld_src + c]);
+        dst[q * ld_dst + c] = acc;
+    }
+}
+
+// rows x cols between buffers of leading dims ld_small (the side with one row per repeat) and ld_big; repeat > 1
+// with rows not a multiple of it leaves a ragged last group.
+struct StridedCase {
+    int64_t rows, cols, ld_small, ld_big, repeat;
+};
+const StridedCase kStridedCases[] = {
+    {1, 1, 1, 1, 1}, {7, 5, 9, 6, 1}, {13, 6, 8, 11, 4}, {33, 40, 40, 57, 16}, {5, 3, 3, 3, 8}};
+
+std::string strided_tag(const char* op, const StridedCase& c) {
+    return std::string(op) + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols) + " repeat " +
+           std::to_string(c.repeat);
+}
+
+TEST(LayerMath, StridedCopyAndAddWithBroadcastAndRaggedRepeatsAreTheCpusBits) {
+    for (const StridedCase& c : kStridedCases) {
+        const int64_t groups = (c.rows + c.repeat - 1) / c.repeat;
+        // copy: src has one row per group (ld_small), dst one per row (ld_big)
+        const auto src = randn(groups * c.ld_small, 40), dst0 = randn(c.rows * c.ld_big, 41);
+        auto want = dst0, got = dst0;
+        cpu::strided_copy(want.data(), c.ld_big, src.data(), c.ld_small, c.rows, c.cols, c.repeat);
+        strided_copy_as_the_kernel(got.data(), c.ld_big, src.data(), c.ld_small, c.rows, c.cols, c.repeat);
+        check(got, want, strided_tag("strided_copy", c), 0);
+        // add: src one row per row (ld_big), dst one per group (ld_small); sums of up to 16 rows round every step
+        const auto add_src = randn(c.rows * c.ld_big, 42), add_dst0 = randn(groups * c.ld_small, 43);
+        auto want_a = add_dst0, got_a = add_dst0;
+        cpu::strided_add(want_a.data(), c.ld_small, add_src.data(), c.ld_big, c.rows, c.cols, c.repeat);
+        strided_add_as_the_kernel(got_a.data(), c.ld_small, add_src.data(), c.ld_big, c.rows, c.cols, c.repeat);
+        check(got_a, want_a, strided_tag("strided_add", c), 0);
+        // Columns past cols keep their bits on both.
+        for (int64_t q = 0; q < groups; ++q)
+            for (int64_t col = c.cols; col < c.ld_small; ++col)
+                EXPECT_EQ(bits(got_a[size_t(q * c.ld_small + col)]), bits(add_dst0[size_t(q * c.ld_small + col)]))
+                    << strided_tag("strided_add", c) << " wrote column " << col;
     }
 }
 

@@ -5,8 +5,9 @@
 // compiler fuses a product into a sum (rotary); 4e-6 where exp differs too (the device's expf is within 2 ulps of
 // glibc's); 1e-5 where a reduction runs in another order (tests/cuda/test_layer_math.cc measures what the reordering
 // alone costs, on the host). Every comparison prints its largest absolute and relative error. Each launcher runs twice
-// on the same inputs and must give the same bits both times. Without a GPU the tests skip with the CUDA runtime's
-// reason.
+// on the same inputs and must give the same bits both times. Rotary runs on partial and offset rope parts too
+// (multi-head latent attention's layouts) and the strided copies with src/dst repeats and ragged last groups,
+// bitwise. Without a GPU the tests skip with the CUDA runtime's reason.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -183,13 +184,93 @@ TEST(LayersGpu, RopeAndItsInverseAgreeWithTheCpuWithinItsFusedMultiplyAdds) {
     DeviceBuffer<float> cos_d(cos_t), sin_d(sin_t);
     for (bool inverse : {false, true}) {
         auto want = x;
-        cpu_ops().rope_apply(want.data(), stride, pos.data(), cos_t.data(), sin_t.data(), n, heads, hd, inverse);
+        cpu_ops().rope_apply(want.data(), stride, hd, pos.data(), cos_t.data(), sin_t.data(), n, heads, hd, inverse);
         check(run_twice(x, "rope_apply",
                         [&](float* y) {
-                            cuda::rope_apply(gpu.stream, y, stride, pos_d.get(), cos_d.get(), sin_d.get(), n, heads, hd,
-                                             inverse);
+                            cuda::rope_apply(gpu.stream, y, stride, hd, pos_d.get(), cos_d.get(), sin_d.get(), n, heads,
+                                             hd, inverse);
                         }),
               want, inverse ? "rope_apply inverse" : "rope_apply", kFmaTol);
+    }
+}
+
+// Partial rotary (rot_dim < head width) and multi-head latent attention's layouts: the rope part at an offset
+// inside each query head, and the one shared key rope row (heads = 1). The rest of each row keeps its bits.
+TEST(LayersGpu, RopeOnPartialAndOffsetRopePartsAgreesWithTheCpuWithinItsFusedMultiplyAdds) {
+    FRUGAL_REQUIRE_GPU();
+    Gpu gpu;
+    struct Layout {
+        const char* name;
+        int64_t n, row_stride, offset, head_stride, heads, rot_dim;
+    };
+    const int64_t max_pos = 64;
+    for (const Layout& l : {Layout{"partial rotary", 301, 5 * 18 + 6, 0, 18, 5, 8},
+                            Layout{"mla query rope part", 77, 16 * 24, 16, 24, 16, 8},
+                            Layout{"mla shared key rope row", 130, 72 + 64, 72, 64, 1, 64}}) {
+        const int64_t half = l.rot_dim / 2;
+        const auto x = randn(l.n * l.row_stride, 50), cos_t = randn(max_pos * half, 51),
+                   sin_t = randn(max_pos * half, 52);
+        std::vector<int32_t> pos(static_cast<size_t>(l.n));
+        for (int64_t i = 0; i < l.n; ++i) pos[size_t(i)] = int32_t((i * 7 + 3) % max_pos);
+        DeviceBuffer<int32_t> pos_d(pos);
+        DeviceBuffer<float> cos_d(cos_t), sin_d(sin_t);
+        for (bool inverse : {false, true}) {
+            auto want = x;
+            cpu_ops().rope_apply(want.data() + l.offset, l.row_stride, l.head_stride, pos.data(), cos_t.data(),
+                                 sin_t.data(), l.n, l.heads, l.rot_dim, inverse);
+            const std::string what = std::string("rope_apply ") + l.name + (inverse ? " inverse" : "");
+            const auto got = run_twice(x, what, [&](float* y) {
+                cuda::rope_apply(gpu.stream, y + l.offset, l.row_stride, l.head_stride, pos_d.get(), cos_d.get(),
+                                 sin_d.get(), l.n, l.heads, l.rot_dim, inverse);
+            });
+            check(got, want, what, kFmaTol);
+            int64_t touched = 0;
+            for (int64_t r = 0; r < l.n; ++r)
+                for (int64_t c = 0; c < l.row_stride; ++c) {
+                    const int64_t rel = c - l.offset, h = rel >= 0 ? rel / l.head_stride : -1;
+                    const bool rotated = rel >= 0 && h < l.heads && rel - h * l.head_stride < l.rot_dim;
+                    if (!rotated && bits(got[size_t(r * l.row_stride + c)]) != bits(x[size_t(r * l.row_stride + c)]))
+                        ++touched;
+                }
+            EXPECT_EQ(touched, 0) << what << ": values outside the rotated part changed";
+        }
+    }
+}
+
+// Rows x cols between a buffer of one row per repeat group (leading dim ld_small) and one of one row per row
+// (ld_big); a repeat that does not divide rows leaves a ragged last group.
+TEST(LayersGpu, StridedCopyAndAddWithBroadcastAndRaggedRepeatsEqualTheCpuBitForBit) {
+    FRUGAL_REQUIRE_GPU();
+    Gpu gpu;
+    struct Case {
+        int64_t rows, cols, ld_small, ld_big, repeat;
+    };
+    for (const Case& c : {Case{1, 1, 1, 1, 1}, Case{77, 300, 301, 320, 1}, Case{130, 64, 64, 200, 16},
+                          Case{1000, 33, 40, 35, 3}, Case{5, 3, 3, 3, 8}}) {
+        const std::string shape =
+            std::to_string(c.rows) + "x" + std::to_string(c.cols) + " repeat " + std::to_string(c.repeat);
+        const int64_t groups = (c.rows + c.repeat - 1) / c.repeat;
+        const auto src = randn(groups * c.ld_small, 60), dst0 = randn(c.rows * c.ld_big, 61);
+        DeviceBuffer<float> src_d(src);
+        auto want = dst0;
+        cpu_ops().strided_copy(want.data(), c.ld_big, src.data(), c.ld_small, c.rows, c.cols, c.repeat);
+        check(run_twice(dst0, "strided_copy",
+                        [&](float* y) {
+                            cuda::strided_copy(gpu.stream, y, c.ld_big, src_d.get(), c.ld_small, c.rows, c.cols,
+                                               c.repeat);
+                        }),
+              want, "strided_copy " + shape, 0);
+
+        const auto add_src = randn(c.rows * c.ld_big, 62), add_dst0 = randn(groups * c.ld_small, 63);
+        DeviceBuffer<float> add_src_d(add_src);
+        auto want_a = add_dst0;
+        cpu_ops().strided_add(want_a.data(), c.ld_small, add_src.data(), c.ld_big, c.rows, c.cols, c.repeat);
+        check(run_twice(add_dst0, "strided_add",
+                        [&](float* y) {
+                            cuda::strided_add(gpu.stream, y, c.ld_small, add_src_d.get(), c.ld_big, c.rows, c.cols,
+                                              c.repeat);
+                        }),
+              want_a, "strided_add " + shape, 0);
     }
 }
 

@@ -83,11 +83,13 @@ TEST_F(CudaMoe, SelectionAndWeightsEqualTheCpu) {
         for (size_t j = 0; j < bias.size(); j += 2) bias[j] = 0.0f;
         std::vector<int32_t> want(size_t(s.t * s.k));
         std::vector<double> want_keys(scores.size());
-        cpu().router_select_forward(want.data(), want_keys.data(), scores.data(), bias.data(), s.t, s.e, s.k);
+        cpu().router_select_forward(want.data(), want_keys.data(), scores.data(), bias.data(), s.t, s.e, s.k, 1, 1,
+                                    backend::GroupScore::kTop2Sum);
         DeviceBuffer<float> sc(scores), b(bias);
         DeviceBuffer<int32_t> sel(want.size());
         DeviceBuffer<double> keys(scores.size());
-        cuda::router_select_forward(stream_, sel.get(), keys.get(), sc.get(), b.get(), s.t, s.e, s.k);
+        cuda::router_select_forward(stream_, sel.get(), keys.get(), sc.get(), b.get(), s.t, s.e, s.k, 1, 1,
+                                    backend::GroupScore::kTop2Sum);
         EXPECT_EQ(sel.download(), want) << tag("select", s) << " (seed " << kSeed << ")";
         EXPECT_EQ(keys.download(), want_keys) << tag("keys", s);
 

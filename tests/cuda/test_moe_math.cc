@@ -6,6 +6,7 @@
 // 1e-13 relative; combine_backward's tree-ordered dot product within 1e-5 of sum |dout * row|. Runs without a GPU.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -57,10 +58,11 @@ TEST(CudaMoeMath, SelectionEqualsTheCpuAndBreaksTiesTowardTheLowerExpert) {
         for (size_t j = 0; j < bias.size(); j += 2) bias[j] = 0.0f;
         std::vector<int32_t> want(size_t(s.t * s.k)), got(want.size());
         std::vector<double> want_keys(scores.size()), got_keys(scores.size());
-        backend::cpu::router_select_forward(want.data(), want_keys.data(), scores.data(), bias.data(), s.t, s.e, s.k);
+        backend::cpu::router_select_forward(want.data(), want_keys.data(), scores.data(), bias.data(), s.t, s.e, s.k, 1,
+                                            1, backend::GroupScore::kTop2Sum);
         for (int64_t i = 0; i < s.t; ++i)
             moe::select_row(got.data() + i * s.k, got_keys.data() + i * s.e, scores.data() + i * s.e, bias.data(), s.e,
-                            s.k);
+                            s.k, 1, 1, true);
         EXPECT_EQ(got, want) << tag("select", s) << " (seed " << kSeed << ")";
         EXPECT_EQ(got_keys, want_keys) << tag("keys", s);
     }
@@ -69,6 +71,45 @@ TEST(CudaMoeMath, SelectionEqualsTheCpuAndBreaksTiesTowardTheLowerExpert) {
     int32_t top[3];
     moe::topk_row(top, flat.data(), 5, 3);
     EXPECT_EQ(std::vector<int32_t>(top, top + 3), (std::vector<int32_t>{0, 1, 2}));
+}
+
+TEST(CudaMoeMath, GroupLimitedSelectionEqualsTheCpuInBothGroupScores) {
+    struct GroupShape {
+        int64_t t, e, k, n_group, topk_group;
+    };
+    // DeepSeek-V3's 8 groups choosing 4 of 256 experts; one expert per group (max only); a single group kept; all
+    // groups kept (no exclusion); the 64-group limit.
+    const GroupShape shapes[] = {{70, 256, 8, 8, 4}, {129, 8, 2, 4, 2}, {50, 16, 4, 16, 4},
+                                 {37, 12, 3, 3, 1},  {40, 6, 2, 2, 2},  {20, 128, 6, 64, 5}};
+    for (const auto& s : shapes)
+        for (backend::GroupScore how : {backend::GroupScore::kTop2Sum, backend::GroupScore::kMax})
+            for (bool tied : {false, true}) {
+                if (how == backend::GroupScore::kTop2Sum && s.e / s.n_group < 2) continue;
+                const uint64_t seed = kSeed + uint64_t(s.e * 7 + s.n_group);
+                const auto scores =
+                    tied ? moe_test::tied_scores(s.t * s.e, seed) : moe_test::normal_floats(s.t * s.e, 1.0f, seed);
+                std::vector<float> bias = moe_test::normal_floats(s.e, tied ? 0.0f : 0.05f, seed + 1);
+                std::vector<int32_t> want(size_t(s.t * s.k)), got(want.size());
+                std::vector<double> want_keys(scores.size()), got_keys(scores.size());
+                backend::cpu::router_select_forward(want.data(), want_keys.data(), scores.data(), bias.data(), s.t, s.e,
+                                                    s.k, s.n_group, s.topk_group, how);
+                for (int64_t i = 0; i < s.t; ++i)
+                    moe::select_row(got.data() + i * s.k, got_keys.data() + i * s.e, scores.data() + i * s.e,
+                                    bias.data(), s.e, s.k, s.n_group, s.topk_group,
+                                    how == backend::GroupScore::kTop2Sum);
+                const std::string what = tag("grouped select", moe_test::RouterShape{s.t, s.e, s.k}) + " G" +
+                                         std::to_string(s.n_group) + " top " + std::to_string(s.topk_group) +
+                                         (how == backend::GroupScore::kMax ? " max" : " top2_sum") +
+                                         (tied ? " tied" : "");
+                EXPECT_EQ(got, want) << what << " (seed " << seed << ")";
+                EXPECT_EQ(got_keys, want_keys) << what;
+                if (s.topk_group < s.n_group) {
+                    int64_t excluded = 0;
+                    for (double x : got_keys) excluded += std::isinf(x);
+                    EXPECT_EQ(excluded, s.t * (s.n_group - s.topk_group) * (s.e / s.n_group))
+                        << what << ": every token excludes the experts of n_group - topk_group groups";
+                }
+            }
 }
 
 TEST(CudaMoeMath, WeightsAndTheirBackwardEqualTheCpuBitForBit) {

@@ -3,20 +3,29 @@
 `transformers` (PyPI; only here, the test suite needs neither it nor torch).
 
     pip install torch transformers
-    python3 tests/golden/make_hf_golden.py
+    python3 tests/golden/make_hf_golden.py [FAMILY ...]      (no FAMILY: all of them)
 
-For qwen3_moe, qwen2_moe, mixtral and olmoe it writes tests/golden/hf/FAMILY/ (config.json and model.safetensors in float32, from
-save_pretrained) and tests/golden/hf/FAMILY.golden (the FRGLGOLD named-tensor file of tests/golden/tensor_file.h):
-the batch (`tokens`, `targets`), the logits, the mean cross-entropy over the non-ignored targets (`loss`) and the
-gradient of that loss for every parameter, under its Hugging Face name (`grad/NAME`).
+For qwen3_moe, qwen2_moe, mixtral, olmoe, deepseek_v3, deepseek_v2, glm4_moe and dots1 it writes
+tests/golden/hf/FAMILY/ (config.json and model.safetensors in float32, from save_pretrained) and
+tests/golden/hf/FAMILY.golden (the FRGLGOLD named-tensor file of tests/golden/tensor_file.h): the batch (`tokens`,
+`targets`), the logits, the mean cross-entropy over the non-ignored targets (`loss`) and the gradient of that loss
+for every parameter, under its Frugal name (`grad/NAME`).
+
+DeepSeek lays each head's rotary query/key values out in interleaved pairs (rope_interleave); Frugal rotates
+halves, so the import reorders those rows of q_proj / q_b_proj / kv_a_proj_with_mqa (evens, then odds) and the
+golden gradients are reordered the same way. The routers' e_score_correction_bias buffers are drawn away from zero
+so that they change which experts are chosen. transformers has no multi-token-prediction layers: the models are
+saved with num_nextn_predict_layers 0.
 """
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import (MixtralConfig, MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM, Qwen2MoeConfig,
-                          Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
+from transformers import (DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
+                          Dots1Config, Dots1ForCausalLM, Glm4MoeConfig, Glm4MoeForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
+                          Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 from golden_io import write  # tests/golden/golden_io.py
 
@@ -47,8 +56,43 @@ def frugal_name(hf):
         "mlp.shared_expert.gate_proj.weight": "moe.shared.w13.weight",
         "mlp.shared_expert.up_proj.weight": "moe.shared.w13.weight",
         "mlp.shared_expert.down_proj.weight": "moe.shared.w2.weight",
+        "mlp.shared_experts.gate_proj.weight": "moe.shared.w13.weight",
+        "mlp.shared_experts.up_proj.weight": "moe.shared.w13.weight",
+        "mlp.shared_experts.down_proj.weight": "moe.shared.w2.weight",
+        "mlp.gate_proj.weight": "mlp.w13.weight", "mlp.up_proj.weight": "mlp.w13.weight",
+        "mlp.down_proj.weight": "mlp.w2.weight",
+        "self_attn.q_a_proj.weight": "attn.wq_a.weight", "self_attn.q_a_layernorm.weight": "attn.q_a_norm.weight",
+        "self_attn.q_b_proj.weight": "attn.wq_b.weight", "self_attn.kv_a_proj_with_mqa.weight": "attn.wkv_a.weight",
+        "self_attn.kv_a_layernorm.weight": "attn.kv_a_norm.weight", "self_attn.kv_b_proj.weight": "attn.wkv_b.weight",
     }
     return "layers." + layer + "." + table[rest]
+
+
+def rope_rows(config, hf):
+    """The rows of an MLA weight that hold interleaved rotary values, in Frugal's order (evens, then odds of each
+    head's rope part), or None when the tensor has none or the family does not interleave."""
+    if not hasattr(config, "kv_lora_rank") or not getattr(config, "rope_interleave", True):
+        return None
+    nope, rope, h = config.qk_nope_head_dim, config.qk_rope_head_dim, config.num_attention_heads
+    half = list(range(0, rope, 2)) + list(range(1, rope, 2))
+    if hf.endswith("self_attn.q_proj.weight") or hf.endswith("self_attn.q_b_proj.weight"):
+        order = []
+        for head in range(h):
+            base = head * (nope + rope)
+            order += list(range(base, base + nope)) + [base + nope + i for i in half]
+        return order
+    if hf.endswith("self_attn.kv_a_proj_with_mqa.weight"):
+        r = config.kv_lora_rank
+        return list(range(r)) + [r + i for i in half]
+    return None
+
+
+def set_router_biases(model):
+    """e_score_correction_bias away from zero: it then changes the experts chosen (not their weights)."""
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            if n.endswith("e_score_correction_bias"):
+                b.copy_(0.05 * torch.randn_like(b))
 
 
 def perturb(model):
@@ -75,7 +119,10 @@ def run(name, model):
            "logits": logits.detach().double().reshape(b * s, v).numpy(), "loss": np.array([loss.item()])}
     for pname, p in model.named_parameters():
         key, g = "grad/" + frugal_name(pname), p.grad.double().numpy()
-        if pname.endswith("shared_expert.up_proj.weight"):  # second half of w13, after gate_proj
+        order = rope_rows(model.config, pname)
+        if order is not None:
+            g = g[order]
+        if pname.endswith("up_proj.weight") and ".experts." not in pname:  # second half of w13, after gate_proj
             out[key] = np.concatenate([out[key], g], axis=0)
         else:
             out[key] = g
@@ -83,8 +130,16 @@ def run(name, model):
     print(name, "loss", loss.item())
 
 
-def main():
+def main(only):
     os.makedirs(HERE, exist_ok=True)
+    if only:
+        for name, model in new_families():
+            if name in only:
+                perturb(model)
+                set_router_biases(model)
+                run(name, model)
+        check_export_loads(only)
+        return
     torch.manual_seed(0)
     qwen = Qwen3MoeConfig(vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=24,
                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
@@ -121,21 +176,77 @@ def main():
                         sliding_window=None, output_router_logits=False, torch_dtype="float32")
     m = MixtralForCausalLM(mix).float()
     run("mixtral", m)
-    check_export_loads()
+    for name, model in new_families():
+        perturb(model)
+        set_router_biases(model)
+        run(name, model)
+    check_export_loads(None)
 
 
-def check_export_loads():
-    """With build/frugal present: import each model, export it again (config.json generated by Frugal), load the
+def new_families():
+    """deepseek_v3 (query compression, YaRN, group-limited sigmoid routing with a correction bias, a dense first
+    layer, a shared expert, interleaved rope), deepseek_v2 (no query compression, group_limited_greedy softmax
+    routing; top-3 of 2 groups, as with top-2 the best group maxima always hold the two best experts), glm4_moe
+    (half-rotary heads, QKV biases, per-head QK-norm, groups) and dots1 (per-head QK-norm, sigmoid routing with a
+    bias, one group)."""
+    torch.manual_seed(0)
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16,
+            "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
+    v3 = DeepseekV3Config(vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
+                          n_routed_experts=8, routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=24,
+                          qk_rope_head_dim=4, v_head_dim=8, qk_nope_head_dim=8, n_group=4, topk_group=2,
+                          num_experts_per_tok=2, first_k_dense_replace=1, norm_topk_prob=True,
+                          max_position_embeddings=64, rope_parameters=yarn, rope_interleave=True, num_mtp_layers=0,
+                          tie_word_embeddings=False, torch_dtype="float32")
+    yield "deepseek_v3", DeepseekV3ForCausalLM(v3).float()
+    torch.manual_seed(0)
+    v2 = DeepseekV2Config(vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, n_shared_experts=2,
+                          n_routed_experts=8, routed_scaling_factor=1.5, kv_lora_rank=16, q_lora_rank=None,
+                          qk_rope_head_dim=4, v_head_dim=8, qk_nope_head_dim=8, n_group=4, topk_group=2,
+                          topk_method="group_limited_greedy", num_experts_per_tok=3, first_k_dense_replace=1,
+                          norm_topk_prob=False, max_position_embeddings=64,
+                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False,
+                          torch_dtype="float32")
+    yield "deepseek_v2", DeepseekV2ForCausalLM(v2).float()
+    torch.manual_seed(0)
+    glm = Glm4MoeConfig(vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                        n_shared_experts=1, n_routed_experts=8, routed_scaling_factor=1.8, n_group=2, topk_group=1,
+                        num_experts_per_tok=2, first_k_dense_replace=1, norm_topk_prob=True, use_qk_norm=True,
+                        attention_bias=True, max_position_embeddings=64,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                         "partial_rotary_factor": 0.5},
+                        num_mtp_layers=0, tie_word_embeddings=False, torch_dtype="float32")
+    yield "glm4_moe", Glm4MoeForCausalLM(glm).float()
+    torch.manual_seed(0)
+    dots = Dots1Config(vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                       n_shared_experts=1, n_routed_experts=8, routed_scaling_factor=2.0, n_group=1, topk_group=1,
+                       num_experts_per_tok=2, first_k_dense_replace=1, norm_topk_prob=True,
+                       max_position_embeddings=64, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                       sliding_window=None, tie_word_embeddings=False, torch_dtype="float32")
+    yield "dots1", Dots1ForCausalLM(dots).float()
+
+
+def check_export_loads(only):
+    """With build/frugal (or $FRUGAL) present: import each model, export it again (config.json generated by
+    Frugal), load the
     export with transformers and check it gives the same logits (the C++ tests check the round trip bit for
     bit)."""
     import subprocess
     import tempfile
-    frugal = os.path.join(os.path.dirname(HERE), "..", "..", "build", "frugal")
+    frugal = os.environ.get("FRUGAL", os.path.join(os.path.dirname(HERE), "..", "..", "build", "frugal"))
     if not os.path.exists(frugal):
         print("build/frugal not found: export check skipped")
         return
     for name, cls in (("qwen3_moe", Qwen3MoeForCausalLM), ("qwen2_moe", Qwen2MoeForCausalLM),
-                      ("mixtral", MixtralForCausalLM), ("olmoe", OlmoeForCausalLM)):
+                      ("mixtral", MixtralForCausalLM), ("olmoe", OlmoeForCausalLM),
+                      ("deepseek_v3", DeepseekV3ForCausalLM), ("deepseek_v2", DeepseekV2ForCausalLM),
+                      ("glm4_moe", Glm4MoeForCausalLM), ("dots1", Dots1ForCausalLM)):
+        if only and name not in only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(HERE, name)
             subprocess.run([frugal, "import-hf", src, "--out", os.path.join(tmp, "m.h5")], check=True)
@@ -151,4 +262,5 @@ def check_export_loads():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(sys.argv[1:])

@@ -82,12 +82,12 @@ TEST(Gradients, RopeInverseRotationMatchesCentralDifferences) {
     std::vector<double> out;
     auto loss = [&] {
         out = x;
-        ops::rope_apply(out.data(), h * hd, pos.data(), rope.cos(), rope.sin(), n, h, hd, false);
+        ops::rope_apply(out.data(), h * hd, hd, pos.data(), rope.cos(), rope.sin(), n, h, hd, false);
         return dot(out, r);
     };
     loss();
     std::vector<double> dx = r;
-    ops::rope_apply(dx.data(), h * hd, pos.data(), rope.cos(), rope.sin(), n, h, hd, true);
+    ops::rope_apply(dx.data(), h * hd, hd, pos.data(), rope.cos(), rope.sin(), n, h, hd, true);
     test::check_gradient(loss, x.data(), dx.data(), n * h * hd, "rope x", 100);
 }
 
@@ -99,7 +99,7 @@ void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope =
     cfg.attn_bias = bias;
     cfg.n_kv_heads = n_kv_heads;
     const int64_t b = 2, s = 5, n = b * s, d = cfg.d_model;
-    model::RopeTable<double> rope(backend::cpu_backend(), cfg.max_seq_len, cfg.hd(), 10000.0);
+    model::RopeTable<double> rope(backend::cpu_backend(), cfg);
     ParamStore store;
     model::Attention<double> attn(backend::cpu_backend().ops<double>(), store, cfg, "attn.", &rope);
     store.allocate(DType::kF64);

@@ -18,6 +18,7 @@
 namespace frugal {
 namespace {
 
+using model::GroupScore;
 using model::ScoreFunc;
 
 constexpr ScoreFunc kBothFuncs[] = {ScoreFunc::kSoftmax, ScoreFunc::kSigmoid};
@@ -106,7 +107,8 @@ TEST(RouterSteps, SelectionIsTheTopKOfScorePlusBiasWithTiesTowardTheLowerExpert)
     std::vector<float> bias = {0.f, 0.125f, 0.f, -0.25f, 0.f, 0.f, 0.375f, 0.f, -0.125f};
     std::vector<int32_t> selected(at(t * k));
     std::vector<double> keys(at(t * e));
-    backend::cpu::router_select_forward(selected.data(), keys.data(), scores.data(), bias.data(), t, e, k);
+    backend::cpu::router_select_forward(selected.data(), keys.data(), scores.data(), bias.data(), t, e, k, 1, 1,
+                                        GroupScore::kTop2Sum);
     EXPECT_EQ(selected, reference_topk(scores, bias, t, e, k));
     int64_t tied_rows = 0;
     for (int64_t i = 0; i < t; ++i)
@@ -116,7 +118,8 @@ TEST(RouterSteps, SelectionIsTheTopKOfScorePlusBiasWithTiesTowardTheLowerExpert)
     // The float kernel selects on the same double keys.
     std::vector<float> scores_f(scores.begin(), scores.end());
     std::vector<int32_t> selected_f(at(t * k));
-    backend::cpu::router_select_forward(selected_f.data(), keys.data(), scores_f.data(), bias.data(), t, e, k);
+    backend::cpu::router_select_forward(selected_f.data(), keys.data(), scores_f.data(), bias.data(), t, e, k, 1, 1,
+                                        GroupScore::kTop2Sum);
     EXPECT_EQ(selected_f, selected);
 }
 
@@ -150,8 +153,10 @@ TEST(RouterSteps, TheBiasChangesTheSelectionButNeverTheWeights) {
     const std::vector<float> no_bias(at(e), 0.f), bias = {0.f, 0.f, 0.f, 0.f, 0.f, 0.6f};  // favours expert 5
     std::vector<double> keys(at(t * e));
     std::vector<int32_t> plain(at(t * k)), biased(at(t * k));
-    backend::cpu::router_select_forward(plain.data(), keys.data(), scores.data(), no_bias.data(), t, e, k);
-    backend::cpu::router_select_forward(biased.data(), keys.data(), scores.data(), bias.data(), t, e, k);
+    backend::cpu::router_select_forward(plain.data(), keys.data(), scores.data(), no_bias.data(), t, e, k, 1, 1,
+                                        GroupScore::kTop2Sum);
+    backend::cpu::router_select_forward(biased.data(), keys.data(), scores.data(), bias.data(), t, e, k, 1, 1,
+                                        GroupScore::kTop2Sum);
     EXPECT_NE(plain, biased) << "the bias should change some token's choice";
     EXPECT_EQ(biased, reference_topk(scores, bias, t, e, k));
     std::vector<double> w(at(t * k));

@@ -107,6 +107,44 @@ TEST_F(Checkpoint, ResumeWithStatelessFp8RecipesIsBitwiseIdentical) {
     for (const char* recipe : {"fp8-tensorwise", "fp8-blockwise", "bf16"}) resume_case(*this, recipe);
 }
 
+// A DeepSeek-V3-style model (MLA with compressed queries, group-limited sigmoid routing with the expert bias, a
+// shared expert, an MTP module whose block is MoE, fp8-blockwise): the MTP parameters and the MTP block's expert
+// bias are checkpoint state, so a resume is bitwise identical too, main and MTP losses alike.
+TEST_F(Checkpoint, ResumeOfADeepSeekStyleModelWithMtpIsBitwiseIdentical) {
+    auto config = [&](const std::string& name, int64_t steps) {
+        trainer::TrainConfig c = small(name);
+        c.model.attention = "mla";
+        c.model.q_lora_rank = 32;
+        c.model.kv_lora_rank = 32;
+        c.model.qk_nope_head_dim = 16;
+        c.model.qk_rope_head_dim = 8;
+        c.model.v_head_dim = 16;
+        c.model.mtp_modules = 1;
+        c.model.moe.score_func = "sigmoid";
+        c.model.moe.n_group = 2;
+        c.model.moe.topk_group = 1;
+        c.model.moe.n_shared_experts = 1;
+        c.model.moe.routed_scaling_factor = 2.5;
+        c.precision.recipe = "fp8-blockwise";
+        c.train.steps = steps;
+        return c;
+    };
+    trainer::TrainConfig full = config("ds_full", 6);
+    auto ref = trainer::train(full);
+    trainer::TrainConfig first = config("ds_resumed", 3);
+    trainer::train(first);
+    trainer::TrainConfig second = config("ds_resumed", 6);
+    second.checkpoint.resume = "auto";
+    auto rest = trainer::train(second);
+    ASSERT_EQ(rest.history.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(std::memcmp(&rest.history[i].loss, &ref.history[i + 3].loss, sizeof(double)), 0) << "step " << i + 4;
+        EXPECT_EQ(std::memcmp(&rest.history[i].mtp_loss, &ref.history[i + 3].mtp_loss, sizeof(double)), 0)
+            << "step " << i + 4 << ": " << rest.history[i].mtp_loss << " vs " << ref.history[i + 3].mtp_loss;
+        EXPECT_GT(rest.history[i].mtp_loss, 0);
+    }
+}
+
 TEST_F(Checkpoint, ReshardsFourToTwoToOneAndOneToFour) {
     // Uninterrupted reference on one rank.
     test::CliResult r =

@@ -49,6 +49,42 @@ class Launch : public ::testing::Test {
 };
 fs::path* Launch::dir_ = nullptr;
 
+// configs/deepseek-demo.yaml (MLA, a dense first block, sigmoid + bias + group-limited routing, a shared expert, one
+// MTP module, fp8-blockwise) as its comment says to run it, on 4 ranks with ep 4: the loss falls, and the MTP loss is
+// in every metrics line and in the progress lines beside the main loss, falling too. In FP32 the same model on one
+// rank gives the same losses (expert parallelism changes nothing for MLA, MTP and group routing).
+TEST_F(Launch, TheDeepSeekDemoTrainsOnFourRanksAndReportsItsMtpLoss) {
+    auto deepseek = [](const std::string& name, const std::string& extra) {
+        return std::string(FRUGAL_SOURCE_DIR) +
+               "/configs/deepseek-demo.yaml --set data.dir=" + test::test_corpus().string() +
+               " --set run.out_dir=" + (*dir_ / name).string() +
+               " --set train.threads=1 --set train.eval_every=0 --set checkpoint.every=0 " + extra;
+    };
+    test::CliResult r =
+        test::run_frugal("launch -n 4 " + deepseek("ds4", "--set train.steps=30 --set run.log_every=1"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto loss = losses("ds4"), mtp = losses("ds4", "mtp_loss");
+    ASSERT_EQ(loss.size(), 30u);
+    ASSERT_EQ(mtp.size(), 30u);
+    EXPECT_LT(loss.back(), 0.6 * loss.front()) << "first " << loss.front() << ", last " << loss.back();
+    EXPECT_LT(mtp.back(), 0.7 * mtp.front()) << "first " << mtp.front() << ", last " << mtp.back();
+    EXPECT_TRUE(std::regex_search(r.output, std::regex("step +30/30  loss [0-9.]+  mtp [0-9.]+"))) << r.output;
+    const std::string fp32 = "--set precision.recipe=fp32 --set train.steps=6 --set run.log_every=1 ";
+    test::CliResult a = test::run_frugal("train " + deepseek("ds1", fp32 + "--set parallel.ep=1"));
+    ASSERT_EQ(a.code, 0) << a.output;
+    test::CliResult b = test::run_frugal("launch -n 4 " + deepseek("ds4f", fp32));
+    ASSERT_EQ(b.code, 0) << b.output;
+    const auto l1 = losses("ds1"), l4 = losses("ds4f"), m1 = losses("ds1", "mtp_loss"), m4 = losses("ds4f", "mtp_loss");
+    ASSERT_EQ(l1.size(), 6u);
+    ASSERT_EQ(l4.size(), 6u);
+    ASSERT_EQ(m1.size(), 6u);
+    ASSERT_EQ(m4.size(), 6u);
+    for (size_t i = 0; i < 6; ++i) {
+        EXPECT_NEAR(l4[i], l1[i], 1e-5 * l1[i]) << "step " << i + 1;
+        EXPECT_NEAR(m4[i], m1[i], 1e-5 * m1[i]) << "step " << i + 1;
+    }
+}
+
 TEST_F(Launch, OneTwoAndFourRanksAgreeOnTheDemoModel) {
     const std::string common =
         "--set train.steps=30 --set run.log_every=1 --set train.eval_every=5 --set train.eval_batches=3 "

@@ -23,9 +23,9 @@ void gemm(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t ldb, i
 
 // Probabilities of one (batch, head): p[i][j] for j <= i, straight from the definition.
 template <typename T>
-static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_t h, int64_t s, int64_t hq, int64_t hkv,
-                                      int64_t hd, const int32_t* doc_BS) {
-    const int64_t kvh = h / (hq / hkv);
+static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_t h, const AttentionDims& d,
+                                      const int32_t* doc_BS) {
+    const int64_t s = d.s, kvh = h / (d.hq / d.hkv), ldq = d.hq * d.hd_qk, ldk = d.hkv * d.hd_qk;
     std::vector<double> p(size_t(s * s), 0.0);
     // Key j is visible to query i when j <= i and, with document ids, both belong to the same document.
     auto visible = [&](int64_t i, int64_t j) {
@@ -36,10 +36,10 @@ static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_
         for (int64_t j = 0; j <= i; ++j) {
             if (!visible(i, j)) continue;
             double dot = 0;
-            for (int64_t x = 0; x < hd; ++x)
+            for (int64_t x = 0; x < d.hd_qk; ++x)
                 dot +=
-                    double(q[(bi * s + i) * hq * hd + h * hd + x]) * double(k[(bi * s + j) * hkv * hd + kvh * hd + x]);
-            p[i * s + j] = dot / std::sqrt(double(hd));
+                    double(q[(bi * s + i) * ldq + h * d.hd_qk + x]) * double(k[(bi * s + j) * ldk + kvh * d.hd_qk + x]);
+            p[i * s + j] = dot * d.scale;
             mx = std::max(mx, p[i * s + j]);
         }
         double sum = 0;
@@ -51,47 +51,51 @@ static std::vector<double> head_probs(const T* q, const T* k, int64_t bi, int64_
 }
 
 template <typename T>
-void attention_forward(T* out, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq, int64_t hkv,
-                       int64_t hd, const int32_t* doc_BS) {
-    for (int64_t bi = 0; bi < b; ++bi)
-        for (int64_t h = 0; h < hq; ++h) {
-            const int64_t kvh = h / (hq / hkv);
-            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd, doc_BS);
+void attention_forward(T* out, const T* q, const T* k, const T* v, const AttentionDims& d, const int32_t* doc_BS) {
+    const int64_t s = d.s, ldv = d.hkv * d.hd_v, ldo = d.hq * d.hd_v;
+    for (int64_t bi = 0; bi < d.b; ++bi)
+        for (int64_t h = 0; h < d.hq; ++h) {
+            const int64_t kvh = h / (d.hq / d.hkv);
+            std::vector<double> p = head_probs(q, k, bi, h, d, doc_BS);
             for (int64_t i = 0; i < s; ++i)
-                for (int64_t x = 0; x < hd; ++x) {
+                for (int64_t x = 0; x < d.hd_v; ++x) {
                     double acc = 0;
                     for (int64_t j = 0; j <= i; ++j)
-                        acc += p[i * s + j] * double(v[(bi * s + j) * hkv * hd + kvh * hd + x]);
-                    out[(bi * s + i) * hq * hd + h * hd + x] = T(acc);
+                        acc += p[i * s + j] * double(v[(bi * s + j) * ldv + kvh * d.hd_v + x]);
+                    out[(bi * s + i) * ldo + h * d.hd_v + x] = T(acc);
                 }
         }
 }
 
 template <typename T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, int64_t b, int64_t s,
-                        int64_t hq, int64_t hkv, int64_t hd, const int32_t* doc_BS) {
-    const double scale = 1.0 / std::sqrt(double(hd));
-    for (int64_t bi = 0; bi < b; ++bi)
-        for (int64_t h = 0; h < hq; ++h) {
-            const int64_t kvh = h / (hq / hkv);
-            std::vector<double> p = head_probs(q, k, bi, h, s, hq, hkv, hd, doc_BS);
-            auto Q = [&](int64_t i, int64_t x) -> int64_t { return (bi * s + i) * hq * hd + h * hd + x; };
-            auto KV = [&](int64_t j, int64_t x) -> int64_t { return (bi * s + j) * hkv * hd + kvh * hd + x; };
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const AttentionDims& d,
+                        const int32_t* doc_BS) {
+    const int64_t s = d.s;
+    for (int64_t bi = 0; bi < d.b; ++bi)
+        for (int64_t h = 0; h < d.hq; ++h) {
+            const int64_t kvh = h / (d.hq / d.hkv);
+            std::vector<double> p = head_probs(q, k, bi, h, d, doc_BS);
+            auto Q = [&](int64_t i, int64_t x) -> int64_t { return (bi * s + i) * d.hq * d.hd_qk + h * d.hd_qk + x; };
+            auto K = [&](int64_t j, int64_t x) -> int64_t {
+                return (bi * s + j) * d.hkv * d.hd_qk + kvh * d.hd_qk + x;
+            };
+            auto O = [&](int64_t i, int64_t x) -> int64_t { return (bi * s + i) * d.hq * d.hd_v + h * d.hd_v + x; };
+            auto V = [&](int64_t j, int64_t x) -> int64_t { return (bi * s + j) * d.hkv * d.hd_v + kvh * d.hd_v + x; };
             for (int64_t i = 0; i < s; ++i) {
                 std::vector<double> dp(size_t(i + 1));
                 double dot = 0;
                 for (int64_t j = 0; j <= i; ++j) {
                     double g = 0;
-                    for (int64_t x = 0; x < hd; ++x) g += double(dout[Q(i, x)]) * double(v[KV(j, x)]);
+                    for (int64_t x = 0; x < d.hd_v; ++x) g += double(dout[O(i, x)]) * double(v[V(j, x)]);
                     dp[j] = g;
                     dot += p[i * s + j] * g;
                 }
                 for (int64_t j = 0; j <= i; ++j) {
-                    double ds = p[i * s + j] * (dp[j] - dot) * scale;
-                    for (int64_t x = 0; x < hd; ++x) {
-                        dv[KV(j, x)] += T(p[i * s + j] * double(dout[Q(i, x)]));
-                        dq[Q(i, x)] += T(ds * double(k[KV(j, x)]));
-                        dk[KV(j, x)] += T(ds * double(q[Q(i, x)]));
+                    const double ds = p[i * s + j] * (dp[j] - dot) * d.scale;
+                    for (int64_t x = 0; x < d.hd_v; ++x) dv[V(j, x)] += T(p[i * s + j] * double(dout[O(i, x)]));
+                    for (int64_t x = 0; x < d.hd_qk; ++x) {
+                        dq[Q(i, x)] += T(ds * double(k[K(j, x)]));
+                        dk[K(j, x)] += T(ds * double(q[Q(i, x)]));
                     }
                 }
             }
@@ -108,13 +112,12 @@ void rmsnorm_forward(T* out_ND, const T* x_ND, const T* w_D, int64_t n, int64_t 
     }
 }
 
-#define FRUGAL_INSTANTIATE(T)                                                                                          \
-    template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool,    \
-                          T);                                                                                          \
-    template void attention_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t,  \
-                                       const int32_t*);                                                                \
-    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, \
-                                        int64_t, int64_t, const int32_t*);                                             \
+#define FRUGAL_INSTANTIATE(T)                                                                                       \
+    template void gemm<T>(T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, bool, bool, \
+                          T);                                                                                       \
+    template void attention_forward<T>(T*, const T*, const T*, const T*, const AttentionDims&, const int32_t*);     \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const AttentionDims&,   \
+                                        const int32_t*);                                                            \
     template void rmsnorm_forward<T>(T*, const T*, const T*, int64_t, int64_t, double);
 
 FRUGAL_INSTANTIATE(float)

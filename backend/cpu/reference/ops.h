@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "backend/backend.h"
+
 namespace frugal::backend::reference {
 
 template <typename T>
@@ -12,11 +14,11 @@ void gemm(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t ldb, i
 
 // doc_BS (optional): each token's document id; keys of another document are invisible (document masking).
 template <typename T>
-void attention_forward(T* out, const T* q, const T* k, const T* v, int64_t b, int64_t s, int64_t hq, int64_t hkv,
-                       int64_t hd, const int32_t* doc_BS = nullptr);
+void attention_forward(T* out, const T* q, const T* k, const T* v, const AttentionDims& dims,
+                       const int32_t* doc_BS = nullptr);
 template <typename T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, int64_t b, int64_t s,
-                        int64_t hq, int64_t hkv, int64_t hd, const int32_t* doc_BS = nullptr);
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
+                        const AttentionDims& dims, const int32_t* doc_BS = nullptr);
 
 template <typename T>
 void rmsnorm_forward(T* out_ND, const T* x_ND, const T* w_D, int64_t n, int64_t d, double eps);
