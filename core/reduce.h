@@ -10,7 +10,7 @@ namespace frugal {
 inline double sum_squares(const float* x, int64_t n) {
     constexpr int64_t kChunks = 64;
     double partial[kChunks] = {};
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= (int64_t(1) << 15))
     for (int64_t c = 0; c < kChunks; ++c) {
         const int64_t begin = n * c / kChunks, end = n * (c + 1) / kChunks;
         double s = 0;

@@ -74,7 +74,7 @@ static void fill(Param& p, uint64_t seed) {
         return;
     }
     rng::Stream stream(seed, p.name);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= (int64_t(1) << 12))
     for (int64_t i = 0; i < n; ++i) v[i] = T(p.init_std * stream.normal(uint64_t(p.global_offset + i)));
 }
 

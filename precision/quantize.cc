@@ -144,14 +144,14 @@ void fake_quant_blocks(float* out, const float* in, int64_t rows, int64_t cols, 
 }
 
 void round_bf16(float* out, const float* in, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) out[i] = decode_bf16(encode_bf16(in[i]));
 }
 
 void quantize_row_tiles(uint8_t* codes, float* scales, const float* in, int64_t rows, int64_t cols, int64_t tile,
                         Fp8Format fmt, bool power_of_2) {
     const int64_t groups = (cols + tile - 1) / tile;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t g = 0; g < groups; ++g) {
             const int64_t c0 = g * tile, n = std::min(tile, cols - c0);
@@ -169,7 +169,7 @@ void quantize_row_tiles(uint8_t* codes, float* scales, const float* in, int64_t 
 void dequantize_row_tiles(float* out, const uint8_t* codes, const float* scales, int64_t rows, int64_t cols,
                           int64_t tile, Fp8Format fmt) {
     const int64_t groups = (cols + tile - 1) / tile;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t g = 0; g < groups; ++g) {
             const int64_t c0 = g * tile, n = std::min(tile, cols - c0);

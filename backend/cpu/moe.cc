@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/cpu/threads.h"
 #include "core/error.h"
 
 namespace frugal::backend::cpu {
@@ -37,13 +38,13 @@ int64_t build_permutation(int32_t* row_of_TK, int32_t* token_of_row_R, int64_t* 
 
 template <typename T>
 void permute_rows(T* rows_RD, const T* x_TD, const int32_t* token_of_row_R, int64_t num_rows, int64_t d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(num_rows * d))
     for (int64_t r = 0; r < num_rows; ++r) std::copy_n(x_TD + int64_t(token_of_row_R[r]) * d, d, rows_RD + r * d);
 }
 
 template <typename T>
 void permute_rows_backward(T* dx_TD, const T* drows_RD, const int32_t* row_of_TK, int64_t t, int64_t k, int64_t d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * k * d))
     for (int64_t i = 0; i < t; ++i) {
         T* dst = dx_TD + i * d;
         for (int64_t j = 0; j < k; ++j) {
@@ -58,7 +59,7 @@ void permute_rows_backward(T* dx_TD, const T* drows_RD, const int32_t* row_of_TK
 template <typename T>
 void unpermute_combine(T* out_TD, const T* rows_RD, const T* weight_TK, const int32_t* row_of_TK, int64_t t, int64_t k,
                        int64_t d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * k * d))
     for (int64_t i = 0; i < t; ++i) {
         T* dst = out_TD + i * d;
         for (int64_t j = 0; j < k; ++j) {
@@ -74,7 +75,7 @@ void unpermute_combine(T* out_TD, const T* rows_RD, const T* weight_TK, const in
 template <typename T>
 void unpermute_combine_backward(T* drows_RD, T* dweight_TK, const T* dout_TD, const T* rows_RD, const T* weight_TK,
                                 const int32_t* row_of_TK, int64_t t, int64_t k, int64_t d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * k * d))
     for (int64_t i = 0; i < t; ++i) {
         const T* g = dout_TD + i * d;
         for (int64_t j = 0; j < k; ++j) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/threads.h"
 #include "core/error.h"
 
 namespace frugal::backend::cpu {
@@ -58,7 +59,7 @@ void gemm(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t ldb, i
 
 template <typename T>
 void embedding_forward(T* out_ND, const int32_t* tokens_N, const T* wte_VD, int64_t n, int64_t d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * d))
     for (int64_t i = 0; i < n; ++i) std::copy_n(wte_VD + int64_t(tokens_N[i]) * d, d, out_ND + i * d);
 }
 
@@ -74,7 +75,7 @@ void embedding_backward(T* dwte_VD, const T* dout_ND, const int32_t* tokens_N, i
 
 template <typename T>
 void rmsnorm_forward(T* out_ND, T* rstd_N, const T* x_ND, const T* w_D, int64_t n, int64_t d, double eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * d))
     for (int64_t i = 0; i < n; ++i) {
         const T* x = x_ND + i * d;
         T* o = out_ND + i * d;
@@ -90,7 +91,7 @@ template <typename T>
 void rmsnorm_backward(T* dx_ND, T* dw_D, const T* dout_ND, const T* x_ND, const T* w_D, const T* rstd_N, int64_t n,
                       int64_t d) {
     // y_j = w_j x_j r, r = (mean x^2 + eps)^-1/2  =>  dx_j = r w_j g_j - x_j r^3 / d * sum_k w_k g_k x_k
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * d))
     for (int64_t i = 0; i < n; ++i) {
         const T* x = x_ND + i * d;
         const T* g = dout_ND + i * d;
@@ -116,7 +117,7 @@ void rope_apply(T* x, int64_t row_stride, int64_t head_stride, const int32_t* po
                 int64_t n, int64_t heads, int64_t rot_dim, bool inverse) {
     const int64_t half = rot_dim / 2;
     const T sign = inverse ? T(-1) : T(1);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * heads * rot_dim))
     for (int64_t i = 0; i < n; ++i) {
         const T* c = cos_PH + int64_t(pos_N[i]) * half;
         const T* s = sin_PH + int64_t(pos_N[i]) * half;
@@ -138,7 +139,7 @@ void attention_forward(T* out, T* probs_BHSS, const T* q, const T* k, const T* v
     const int64_t group = hq / dims.hkv;
     const int64_t ldq = hq * dqk, ldk = dims.hkv * dqk, ldv = dims.hkv * dv, ldo = hq * dv;
     const T scale = T(dims.scale);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (worth_a_team(b * hq * s * s * (dqk + dv)))
     for (int64_t bi = 0; bi < b; ++bi) {
         for (int64_t h = 0; h < hq; ++h) {
             const int64_t kvh = h / group;
@@ -177,7 +178,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS,
     const T scale = T(dims.scale);
     // Parallel over (batch, kv head): the query heads of one group all add into the same dk/dv slice, so they run
     // in one thread, in a fixed order.
-#pragma omp parallel
+#pragma omp parallel if (worth_a_team(b * hq * s * s * (dqk + dvw)))
     {
         thread_local std::vector<T> dp;  // [S, S] scratch; grows once, reused across steps
         if (dp.size() < size_t(s * s)) dp.resize(size_t(s * s));
@@ -219,7 +220,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs_BHSS,
 template <typename T>
 void strided_copy(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols,
                   int64_t src_repeat) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(rows * cols))
     for (int64_t r = 0; r < rows; ++r) {
         const T* in = src + (r / src_repeat) * ld_src;
         T* out = dst + r * ld_dst;
@@ -231,7 +232,7 @@ template <typename T>
 void strided_add(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols, int64_t dst_repeat) {
     // One destination row per iteration, its dst_repeat source rows added in order: no two threads share a row.
     const int64_t dst_rows = (rows + dst_repeat - 1) / dst_repeat;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(rows * cols))
     for (int64_t q = 0; q < dst_rows; ++q) {
         T* out = dst + q * ld_dst;
         for (int64_t r = q * dst_repeat; r < std::min(rows, (q + 1) * dst_repeat); ++r) {
@@ -243,7 +244,7 @@ void strided_add(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t r
 
 template <typename T>
 void swiglu_forward(T* out_NF, const T* gu_N2F, int64_t n, int64_t f) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * f))
     for (int64_t i = 0; i < n; ++i) {
         const T* g = gu_N2F + i * 2 * f;
         const T* u = g + f;
@@ -255,7 +256,7 @@ void swiglu_forward(T* out_NF, const T* gu_N2F, int64_t n, int64_t f) {
 template <typename T>
 void swiglu_backward(T* dgu_N2F, const T* dout_NF, const T* gu_N2F, int64_t n, int64_t f) {
     // silu(g) = g s(g), silu'(g) = s(g) (1 + g (1 - s(g)))
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * f))
     for (int64_t i = 0; i < n; ++i) {
         const T* g = gu_N2F + i * 2 * f;
         const T* u = g + f;
@@ -274,7 +275,7 @@ void swiglu_backward(T* dgu_N2F, const T* dout_NF, const T* gu_N2F, int64_t n, i
 template <typename T>
 double cross_entropy_forward(T* loss_N, const T* logits_NV, const int32_t* targets_N, int64_t n, int64_t v,
                              int32_t ignore_index) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * v))
     for (int64_t i = 0; i < n; ++i) {
         if (targets_N[i] == ignore_index) {
             loss_N[i] = 0;
@@ -297,7 +298,7 @@ double cross_entropy_forward(T* loss_N, const T* logits_NV, const int32_t* targe
 template <typename T>
 void cross_entropy_backward(T* dlogits_NV, const T* logits_NV, const int32_t* targets_N, T scale, int64_t n, int64_t v,
                             int32_t ignore_index) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * v))
     for (int64_t i = 0; i < n; ++i) {
         if (targets_N[i] == ignore_index) continue;
         const T* row = logits_NV + i * v;
@@ -314,13 +315,13 @@ void cross_entropy_backward(T* dlogits_NV, const T* logits_NV, const int32_t* ta
 
 template <typename T>
 void add_inplace(T* y, const T* x, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n))
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
 template <typename T>
 void add(T* out, const T* a, const T* b, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n))
     for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
@@ -331,7 +332,7 @@ void fill(T* x, int64_t n, T value) {
 
 template <typename T>
 void bias_add(T* y_NO, const T* b_O, int64_t n, int64_t out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n * out))
     for (int64_t r = 0; r < n; ++r)
         for (int64_t o = 0; o < out; ++o) y_NO[r * out + o] += b_O[o];
 }
@@ -344,7 +345,7 @@ void bias_backward(T* db_O, const T* dy_NO, int64_t n, int64_t out) {
 
 template <typename T>
 void sigmoid_gate_forward(T* out_TD, T* gate_T, const T* shared_TD, int64_t t, int64_t d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * d))
     for (int64_t i = 0; i < t; ++i) {
         gate_T[i] = T(1) / (T(1) + std::exp(-gate_T[i]));
         for (int64_t j = 0; j < d; ++j) out_TD[i * d + j] = gate_T[i] * shared_TD[i * d + j];
@@ -354,7 +355,7 @@ void sigmoid_gate_forward(T* out_TD, T* gate_T, const T* shared_TD, int64_t t, i
 template <typename T>
 void sigmoid_gate_backward(T* d_shared_TD, T* d_logit_T, const T* dout_TD, const T* shared_TD, const T* gate_T,
                            int64_t t, int64_t d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * d))
     for (int64_t i = 0; i < t; ++i) {
         T dot = 0;
         for (int64_t j = 0; j < d; ++j) {

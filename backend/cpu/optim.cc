@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/threads.h"
 #include "core/bf16.h"
 
 namespace frugal::backend::cpu {
@@ -17,7 +18,7 @@ inline void store(uint16_t* s, int64_t j, float v) { s[j] = float_to_bf16_bits(v
 template <typename M>
 void adamw_update(float* value, const float* grad, M* m, M* v, int64_t n, float b1, float b2, float step_size,
                   float inv_sqrt_bc2, float eps, float decay) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n))
     for (int64_t j = 0; j < n; ++j) {
         const float g = grad[j];
         const float mj = b1 * load(m, j) + (1.0f - b1) * g;
@@ -30,7 +31,7 @@ void adamw_update(float* value, const float* grad, M* m, M* v, int64_t n, float 
 }
 
 void scale(float* x, int64_t n, float factor) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(n))
     for (int64_t j = 0; j < n; ++j) x[j] *= factor;
 }
 

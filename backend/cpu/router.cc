@@ -5,12 +5,14 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/threads.h"
+
 namespace frugal::backend::cpu {
 
 template <typename T>
 void router_scores_forward(T* scores_TE, T* lse_T, const T* logits_TE, ScoreFunc func, int64_t t, int64_t e) {
     const bool softmax = func == ScoreFunc::kSoftmax;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {
         const T* l = logits_TE + i * e;
         T* sc = scores_TE + i * e;
@@ -94,7 +96,7 @@ void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* score
                            int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score) {
     check_groups(e, k, n_group, topk_group, group_score);
     const bool grouped = topk_group < n_group;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {
         const T* sc = scores_TE + i * e;
         double* keys = keys_TE + i * e;
@@ -108,7 +110,7 @@ template <typename T>
 void router_weights_forward(T* weight_TK, const T* scores_TE, const int32_t* selected_TK, bool renormalize,
                             double scale, int64_t t, int64_t e, int64_t k) {
     const T c = T(scale);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {
         const T* sc = scores_TE + i * e;
         const int32_t* sel = selected_TK + i * k;
@@ -148,7 +150,7 @@ void router_aux_loss_forward(double* aux_loss, double* score_sum_T, const T* sco
     const bool softmax = func == ScoreFunc::kSoftmax;
     if (!softmax) {
         // One row sum per token (eq. 19's denominator), in double and expert order.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
         for (int64_t i = 0; i < t; ++i) {
             const T* sc = scores_TE + i * e;
             double sum = 0;
@@ -191,7 +193,7 @@ template <typename T>
 void router_weights_backward(T* d_scores_TE, const T* d_weight_TK, const T* scores_TE, const int32_t* selected_TK,
                              bool renormalize, double scale, int64_t t, int64_t e, int64_t k) {
     const T c = T(scale);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {
         const T* sc = scores_TE + i * e;
         T* ds = d_scores_TE + i * e;
@@ -226,7 +228,7 @@ void router_aux_loss_backward(T* d_scores_TE, T* d_aux_GE, const T* scores_TE, c
             d_aux_GE[g * e + j] *= aux_scale * T(coef * double(e) / (double(per * k) * double(per) * double(groups)));
     }
     const bool softmax = func == ScoreFunc::kSoftmax;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {
         const T* sc = scores_TE + i * e;
         T* ds = d_scores_TE + i * e;
@@ -247,7 +249,7 @@ template <typename T>
 void router_scores_backward(T* d_logits_TE, const T* d_scores_TE, const T* scores_TE, ScoreFunc func, int64_t t,
                             int64_t e) {
     const bool softmax = func == ScoreFunc::kSoftmax;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {
         const T* sc = scores_TE + i * e;
         const T* ds = d_scores_TE + i * e;
@@ -266,7 +268,7 @@ template <typename T>
 void router_z_loss_backward(T* d_logits_TE, const T* logits_TE, const T* lse_T, double coef, T aux_scale, int64_t t,
                             int64_t e) {
     const T c0 = aux_scale * T(2.0 * coef / double(t));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {
         // d/dl (coef/T * lse^2) = coef/T * 2 lse softmax(l)
         const T* l = logits_TE + i * e;
