@@ -119,14 +119,21 @@ Estimate estimate(const EstimateInput& in) {
     // Memory per GPU. Parameters: replicated ones split by tensor and pipeline parallelism, experts also by expert
     // parallelism. Bytes per parameter (mixed precision): BF16 weights 2, FP32 gradients 4, FP32 master weights and
     // two FP32 moments 12 (about 18 in all; ZeRO paper, arXiv 1910.02054). ZeRO stage z shards the optimizer (z >= 1),
-    // the gradients (z >= 2) and the weights (z >= 3) over the data-parallel group.
+    // the gradients (z >= 2) and the weights (z >= 3) over the group that replicates them, as parallel.zero does: the
+    // replicated parameters over the data-parallel group (dp ranks), the experts over the expert-data-parallel
+    // group (dp / ep ranks: the other ep ranks hold other experts).
     const double expert_params = routed_expert_params(m);
     const double dense_params = e.params.total - expert_params;
-    const double per_gpu = dense_params / double(in.tp * in.pp) + expert_params / double(in.ep * in.tp * in.pp);
+    const double dense_gpu = dense_params / double(in.tp * in.pp);
+    const double expert_gpu = expert_params / double(in.ep * in.tp * in.pp);
     const double dp = std::max(1.0, double(in.gpus) / double(in.tp * in.pp));
-    e.mem_weights = 2.0 * per_gpu / (in.zero >= 3 ? dp : 1.0);
-    e.mem_grads = 4.0 * per_gpu / (in.zero >= 2 ? dp : 1.0);
-    e.mem_optimizer = 12.0 * per_gpu / (in.zero >= 1 ? dp : 1.0);
+    const double edp = std::max(1.0, dp / double(in.ep));
+    auto per_gpu = [&](int64_t stage) {
+        return in.zero >= stage ? dense_gpu / dp + expert_gpu / edp : dense_gpu + expert_gpu;
+    };
+    e.mem_weights = 2.0 * per_gpu(3);
+    e.mem_grads = 4.0 * per_gpu(2);
+    e.mem_optimizer = 12.0 * per_gpu(1);
     // Activations of one sequence per layer without recomputation, 16-bit (Korthikanti et al., arXiv 2205.05198):
     // s h (34 + 5 a s / h) bytes; the 5 a s / h term is the stored attention-score matrix, which a fused
     // (flash) attention kernel does not keep, so it is counted only with flash_attention = false. Split by tensor
@@ -200,7 +207,9 @@ RankMemory rank_memory(const RankMemoryInput& in) {
     RankMemory r;
     r.params = 4.0 * local;
     r.grads = in.with_grads ? 4.0 * local : 0.0;
-    r.optimizer = in.with_optimizer ? (in.bf16_moments ? 2.0 : 4.0) * 2.0 * local : 0.0;
+    const double sharded = (count_params(m).total - experts) / double(std::max<int64_t>(in.zero_dp, 1)) +
+                           experts / ep / double(std::max<int64_t>(in.zero_edp, 1));
+    r.optimizer = in.with_optimizer ? (in.bf16_moments ? 2.0 : 4.0) * 2.0 * sharded : 0.0;
     if (in.micro_batch <= 0 || in.seq_len <= 0) return r;
 
     const double b = double(in.micro_batch), s = double(in.seq_len), n = b * s, d = double(m.d_model);

@@ -57,7 +57,9 @@ struct RankMemoryInput {
     bool with_grads = true;
     bool with_optimizer = true;  // AdamW's two moments
     bool bf16_moments = false;   // precision.optimizer_state: bf16
-    int64_t micro_batch = 0;     // sequences of one forward + backward; 0: no activations (a conversion)
+    // parallel.zero 1: the moments of the replicated parameters split over dp ranks, the experts' over edp.
+    int64_t zero_dp = 1, zero_edp = 1;
+    int64_t micro_batch = 0;  // sequences of one forward + backward; 0: no activations (a conversion)
     int64_t seq_len = 0;
     bool backward = true;  // false: forward only (scoring), no gradient buffers of the activations
     // The roles (precision.low_precision_layers) whose matmuls a non-FP32 recipe runs: each such Linear keeps an

@@ -267,6 +267,73 @@ uint32_t meta_crc32(const TrainingState& st, int64_t version, const std::string&
     return uint32_t(crc);
 }
 
+// Adds to space's selection the elements [a, b) of the sub-tensor dims[k..] whose leading coordinates are prefix:
+// the partial first index, the whole ones, the partial last one, recursively (at most 2 * rank - 1 boxes).
+void select_flat_range(hid_t space, const std::vector<hsize_t>& dims, size_t k, std::vector<hsize_t>& prefix, int64_t a,
+                       int64_t b, bool& first, const std::string& name) {
+    if (a >= b) return;
+    auto box = [&](hsize_t begin, hsize_t count) {
+        std::vector<hsize_t> start = prefix, extent(prefix.size(), 1);
+        start.push_back(begin);
+        extent.push_back(count);
+        for (size_t j = k + 1; j < dims.size(); ++j) {
+            start.push_back(0);
+            extent.push_back(dims[j]);
+        }
+        FRUGAL_H5_CHECK(H5Sselect_hyperslab(space, first ? H5S_SELECT_SET : H5S_SELECT_OR, start.data(), nullptr,
+                                            extent.data(), nullptr),
+                        name);
+        first = false;
+    };
+    int64_t stride = 1;
+    for (size_t j = k + 1; j < dims.size(); ++j) stride *= int64_t(dims[j]);
+    const int64_t i0 = a / stride, last = (b - 1) / stride;
+    auto recurse = [&](int64_t index, int64_t lo, int64_t hi) {
+        prefix.push_back(hsize_t(index));
+        select_flat_range(space, dims, k + 1, prefix, lo, hi, first, name);
+        prefix.pop_back();
+    };
+    if (k + 1 == dims.size()) return box(hsize_t(a), hsize_t(b - a));
+    if (i0 == last) return recurse(i0, a - i0 * stride, b - i0 * stride);
+    const int64_t whole_begin = a % stride == 0 ? i0 : i0 + 1, whole_end = b / stride;
+    if (a % stride != 0) recurse(i0, a % stride, stride);
+    if (whole_end > whole_begin) box(hsize_t(whole_begin), hsize_t(whole_end - whole_begin));
+    if (b % stride != 0) recurse(whole_end, 0, b % stride);
+}
+
+// Selects this rank's part of slot s in the dataset's space fspace and returns the matching memory space (none
+// selected in either when select is false or the part is empty).
+H5Id select_part(hid_t fspace, const TensorSlot& s, bool select) {
+    const auto gdims = dims_of(s.global_shape);
+    if (s.flat_begin >= 0) {
+        const hsize_t n = hsize_t(std::max<int64_t>(s.flat_count, 1));
+        H5Id mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
+        if (!select || s.flat_count == 0) {
+            H5Sselect_none(fspace);
+            H5Sselect_none(mspace);
+        } else if (gdims.empty()) {
+            H5Sselect_all(fspace);
+        } else {
+            std::vector<hsize_t> prefix;
+            bool first = true;
+            select_flat_range(fspace, gdims, 0, prefix, s.flat_begin, s.flat_begin + s.flat_count, first, s.name);
+        }
+        return mspace;
+    }
+    auto ldims = dims_of(s.local_shape);
+    H5Id mspace(H5Screate_simple(int(ldims.size()), ldims.data(), nullptr), H5Sclose);
+    if (select && !ldims.empty() && ldims[0] > 0) {
+        std::vector<hsize_t> start(gdims.size(), 0);
+        start[0] = hsize_t(s.row_begin);
+        FRUGAL_H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, ldims.data(), nullptr),
+                        s.name);
+    } else {
+        H5Sselect_none(fspace);
+        H5Sselect_none(mspace);
+    }
+    return mspace;
+}
+
 void write_tensor(hid_t file, hid_t lcpl, hid_t dxpl, const TensorSlot& s) {
     const auto gdims = dims_of(s.global_shape);
     const auto chunk = chunk_of(s.global_shape);
@@ -277,17 +344,7 @@ void write_tensor(hid_t file, hid_t lcpl, hid_t dxpl, const TensorSlot& s) {
     H5Id d(H5Dcreate2(file, s.name.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
     FRUGAL_H5_CHECK(d.id, s.name);
     H5Id fspace(H5Dget_space(d), H5Sclose);
-    auto ldims = dims_of(s.local_shape);
-    H5Id mspace(H5Screate_simple(int(ldims.size()), ldims.data(), nullptr), H5Sclose);
-    if (s.writer && !ldims.empty() && ldims[0] > 0) {
-        std::vector<hsize_t> start(gdims.size(), 0);
-        start[0] = hsize_t(s.row_begin);
-        FRUGAL_H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, ldims.data(), nullptr),
-                        s.name);
-    } else {
-        H5Sselect_none(fspace);
-        H5Sselect_none(mspace);
-    }
+    H5Id mspace = select_part(fspace, s, s.writer);
     FRUGAL_H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, s.data), s.name);
 }
 
@@ -530,12 +587,7 @@ void load(const std::string& path, std::vector<TensorSlot>& slots, TrainingState
                                 shape_str(Shape(dims.begin(), dims.end())), " but this model needs ",
                                 shape_str(s.global_shape), ": the checkpoint is of a different model configuration");
         check_allocated(d, path, s.name);
-        auto ldims = dims_of(s.local_shape);
-        std::vector<hsize_t> start(dims.size(), 0);
-        start[0] = hsize_t(s.row_begin);
-        H5Id mspace(H5Screate_simple(int(ldims.size()), ldims.data(), nullptr), H5Sclose);
-        FRUGAL_H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, ldims.data(), nullptr),
-                        s.name);
+        H5Id mspace = select_part(fspace, s, true);
         if (H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, s.data) < 0)
             FRUGAL_CONFIG_ERROR("checkpoint ", path, ": dataset '", s.name,
                                 "' does not read back (checksum mismatch: the file is corrupt)");

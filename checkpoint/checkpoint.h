@@ -55,14 +55,19 @@ struct TrainingState {
     std::string run_id;             // the run that wrote it: retention deletes only its own run's checkpoints
 };
 
-// One global tensor and this rank's part of it: rows [row_begin, row_begin + local_shape[0]) along dimension 0.
+// One global tensor and this rank's part of it: rows [row_begin, row_begin + local_shape[0]) along dimension 0, or,
+// when flat_begin >= 0, the elements [flat_begin, flat_begin + flat_count) of the tensor in row-major order (a
+// ZeRO-1 shard of optimizer state, which need not start or end on a row; local_shape is then unused). Either way the
+// file holds the global tensor, so a checkpoint loads into any layout.
 struct TensorSlot {
     std::string name;  // dataset path, e.g. "params/layers.1.attn.wq.weight"
     Shape global_shape;
     int64_t row_begin = 0;
     Shape local_shape;
-    bool writer = false;    // this rank writes its rows (exactly one writer per row across the job)
-    float* data = nullptr;  // [local_shape] FP32
+    bool writer = false;    // this rank writes its part (exactly one writer per element across the job)
+    float* data = nullptr;  // [local_shape] (or [flat_count]) FP32
+    int64_t flat_begin = -1;
+    int64_t flat_count = 0;
 };
 
 // One slot per parameter ("params/NAME") of a store, for tools; an expert shard's slot covers its rows of the

@@ -43,6 +43,12 @@ AdamW::AdamW(const OptimConfig& cfg, std::vector<OptimParam> params, bool bf16_s
     }
 }
 
+int64_t AdamW::state_bytes() const {
+    int64_t n = 0;
+    for (size_t i = 0; i < m_.size(); ++i) n += int64_t(m_[i].nbytes() + v_[i].nbytes());
+    return n;
+}
+
 void AdamW::step(double lr) {
     ++t_;
     const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_));

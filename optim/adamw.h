@@ -49,6 +49,8 @@ class AdamW {
     // One update with learning rate lr; increments the step count used for bias correction.
     void step(double lr);
     int64_t steps_taken() const { return t_; }
+    // Bytes of the two moments this optimizer holds.
+    int64_t state_bytes() const;
     void set_steps_taken(int64_t t) { t_ = t; }
     bool bf16_state() const { return bf16_state_; }
     std::vector<Tensor>& exp_avg() { return m_; }

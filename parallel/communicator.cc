@@ -23,6 +23,11 @@ void SingleProcessComm::all_gather(const void* send, void* recv, int64_t count, 
     if (send != recv) std::memmove(recv, send, size_t(count) * dtype_size(dtype));
 }
 
+void SingleProcessComm::reduce_scatter(const void* send, void* recv, const int64_t* recv_counts, DType dtype,
+                                       ReduceOp) {
+    if (send != recv) std::memmove(recv, send, size_t(recv_counts[0]) * dtype_size(dtype));
+}
+
 std::unique_ptr<Communicator> SingleProcessComm::split(int, int, const std::string& name) {
     auto c = std::make_unique<SingleProcessComm>();
     c->name_ = name;

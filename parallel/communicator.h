@@ -41,6 +41,12 @@ class Communicator {
                               const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) = 0;
     // recv [size, count] gathers every rank's count elements.
     virtual void all_gather(const void* send, void* recv, int64_t count, DType dtype) = 0;
+    // send holds size consecutive blocks, block i of recv_counts[i] elements; rank i receives into recv the
+    // reduction over all ranks of block i. A fixed algorithm for a given size: the same inputs give the same bits.
+    virtual void reduce_scatter(const void* send, void* recv, const int64_t* recv_counts, DType dtype, ReduceOp op) = 0;
+    // In place: block i of buf (counts[i] elements at displs[i]) is filled from rank i's block, which that rank
+    // already holds at the same place.
+    virtual void all_gather_v(void* buf, const int64_t* counts, const int64_t* displs, DType dtype) = 0;
     virtual void broadcast(void* buf, int64_t count, DType dtype, int root) = 0;
     virtual void barrier() = 0;
     // The underlying MPI_Comm* for libraries that take one (parallel HDF5); nullptr for a single process.
@@ -68,6 +74,8 @@ class SingleProcessComm final : public Communicator {
     void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
                       const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) override;
     void all_gather(const void* send, void* recv, int64_t count, DType dtype) override;
+    void reduce_scatter(const void* send, void* recv, const int64_t* recv_counts, DType dtype, ReduceOp) override;
+    void all_gather_v(void*, const int64_t*, const int64_t*, DType) override {}
     void broadcast(void*, int64_t, DType, int) override {}
     void barrier() override {}
     std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;

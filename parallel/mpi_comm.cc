@@ -176,6 +176,27 @@ void MpiComm::all_gather(const void* send, void* recv, int64_t count, DType dtyp
     wait(req, "all_gather");
 }
 
+void MpiComm::reduce_scatter(const void* send, void* recv, const int64_t* recv_counts, DType dtype, ReduceOp op) {
+    rc_.resize(size_t(size_));
+    for (int i = 0; i < size_; ++i) rc_[size_t(i)] = to_int(recv_counts[i], "reduce_scatter count");
+    MPI_Request req;
+    FRUGAL_MPI_CHECK(MPI_Ireduce_scatter(send, recv, rc_.data(), mpi_type(dtype), mpi_op(op), comm_, &req));
+    wait(req, "reduce_scatter");
+}
+
+void MpiComm::all_gather_v(void* buf, const int64_t* counts, const int64_t* displs, DType dtype) {
+    rc_.resize(size_t(size_));
+    rd_.resize(size_t(size_));
+    for (int i = 0; i < size_; ++i) {
+        rc_[size_t(i)] = to_int(counts[i], "all_gather_v count");
+        rd_[size_t(i)] = to_int(displs[i], "all_gather_v displacement");
+    }
+    MPI_Request req;
+    FRUGAL_MPI_CHECK(
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, rc_.data(), rd_.data(), mpi_type(dtype), comm_, &req));
+    wait(req, "all_gather_v");
+}
+
 void MpiComm::broadcast(void* buf, int64_t count, DType dtype, int root) {
     MPI_Request req;
     FRUGAL_MPI_CHECK(MPI_Ibcast(buf, to_int(count, "broadcast count"), mpi_type(dtype), root, comm_, &req));

@@ -36,6 +36,8 @@ class MpiComm final : public Communicator {
     void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
                       const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) override;
     void all_gather(const void* send, void* recv, int64_t count, DType dtype) override;
+    void reduce_scatter(const void* send, void* recv, const int64_t* recv_counts, DType dtype, ReduceOp op) override;
+    void all_gather_v(void* buf, const int64_t* counts, const int64_t* displs, DType dtype) override;
     void broadcast(void* buf, int64_t count, DType dtype, int root) override;
     void barrier() override;
     std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
@@ -53,7 +55,8 @@ class MpiComm final : public Communicator {
     double timeout_s_;
     std::string name_;
     int rank_ = 0, size_ = 1;
-    // int copies of the 64-bit counts MPI_Ialltoallv takes; they must outlive the request, so they are members.
+    // int copies of the 64-bit counts MPI_Ialltoallv (and the other -v collectives) take; they must outlive the
+    // request, so they are members.
     std::vector<int> sc_, sd_, rc_, rd_;
 };
 

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <unordered_map>
 
 #include "checkpoint/hf.h"
 #include "core/bf16.h"
@@ -47,10 +48,35 @@ Checkpointer::Checkpointer(Session& s) : s_(s), dir_(checkpoint_dir(s.cfg)) {
     const model::ModelConfig& m = s.cfg.model;
     auto& params = s.net.params().params();
     for (model::Param* p : params) add_slot("params/" + p->name, *p, host_data(p->value));
-    for (size_t i = 0; i < params.size(); ++i)
+    // The moments of the part of each parameter this rank updates: all of it without ZeRO, written by the same
+    // ranks as the parameter; under ZeRO-1 a flat range of the global tensor that this rank alone writes (or
+    // nothing, when its shards miss the parameter: every rank still names every dataset, which is created
+    // collectively).
+    std::unordered_map<const model::Param*, size_t> part_of;
+    for (size_t j = 0; j < s.oparts.size(); ++j) part_of[s.oparts[j].param] = j;
+    for (model::Param* p : params)
         for (auto [kind, moments] : {std::pair<const char*, std::vector<Tensor>*>{"exp_avg", &s.opt.exp_avg()},
-                                     {"exp_avg_sq", &s.opt.exp_avg_sq()}})
-            add_slot(std::string("optim/") + kind + "/" + params[i]->name, *params[i], host_data((*moments)[i]));
+                                     {"exp_avg_sq", &s.opt.exp_avg_sq()}}) {
+            const std::string name = std::string("optim/") + kind + "/" + p->name;
+            const auto it = part_of.find(p);
+            if (!s.grad_sync.zero()) {
+                FRUGAL_CHECK(it != part_of.end(), "no optimizer state for ", p->name);
+                add_slot(name, *p, host_data((*moments)[it->second]));
+                continue;
+            }
+            checkpoint::TensorSlot slot;
+            slot.name = name;
+            slot.global_shape = p->global_shape;
+            slot.flat_begin = 0;
+            if (it != part_of.end()) {
+                const Session::OptimPart& part = s.oparts[it->second];
+                slot.flat_begin = p->global_offset + part.begin;
+                slot.flat_count = part.numel;
+                slot.writer = true;
+                slot.data = host_data((*moments)[it->second]);
+            }
+            slots_.push_back(slot);
+        }
     size_t i = 0;
     for (int64_t l : m.moe_block_indices()) {  // the main model's MoE layers, then the MTP modules'
         checkpoint::TensorSlot slot;

@@ -69,6 +69,11 @@ ConfigFields TrainConfig::fields() {
           "expert-parallel ranks that together hold one copy of the experts (n_experts / ep each); must divide the "
           "number of ranks and moe.n_experts",
           1);
+    f.add("parallel.zero", &parallel.zero,
+          "ZeRO stage: 0 = every rank holds the whole optimizer state; 1 = AdamW's moments sharded over the "
+          "data-parallel group (replicated parameters) and the expert-data-parallel group (experts), gradients "
+          "reduce-scattered and the updated parameters all-gathered (docs/parallelism.md)",
+          0, 1);
     f.add("parallel.timeout_s", &parallel.timeout_s,
           "a collective (all-to-all, all-reduce) not finished after this many seconds stops the whole job with a "
           "message naming the step, the layer and the collective; 0 = wait forever",

@@ -42,6 +42,7 @@ struct DataSection {
 
 struct ParallelSection {
     int64_t ep = 1;
+    int64_t zero = 0;        // 1: ZeRO-1, optimizer state sharded over the data-parallel groups
     double timeout_s = 300;  // a collective unfinished after this long stops the job
 };
 

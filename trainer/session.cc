@@ -51,6 +51,10 @@ void check_memory(const TrainConfig& cfg, const parallel::ParallelDims& dims) {
     in.model = cfg.model;
     in.ep = dims.ep;
     in.bf16_moments = cfg.precision.optimizer_state == "bf16";
+    if (cfg.parallel.zero == 1) {
+        in.zero_dp = dims.world;
+        in.zero_edp = dims.edp;
+    }
     in.micro_batch = cfg.train.micro_batch;
     in.seq_len = cfg.train.seq_len;
     if (cfg.precision.recipe != "fp32") in.low_precision_roles = cfg.precision.low_precision_layers;
@@ -95,15 +99,31 @@ std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& ne
     return net.moe_layers();
 }
 
-// AdamW's view of the parameters: weight decay unless optim.no_decay lists the kind, frozen when train.freeze does.
-std::vector<optim::OptimParam> optim_params(model::ParamStore& store, const optim::OptimConfig& cfg,
+// The parts of the parameters this rank's optimizer updates: each parameter's overlap with the rank's shard of its
+// flat range (all of it without ZeRO).
+std::vector<Session::OptimPart> optim_parts(model::ParamStore& store, const parallel::GradSync& sync) {
+    std::vector<Session::OptimPart> out;
+    const float* base = store.flat_values().data<float>();
+    for (model::Param* p : store.params()) {
+        const int64_t begin = p->value.data<float>() - base, end = begin + p->value.numel();
+        const parallel::FlatRange shard = p->is_expert ? sync.expert_shard() : sync.dense_shard();
+        const int64_t lo = std::max(begin, shard.begin), hi = std::min(end, shard.end);
+        if (hi > lo) out.push_back({p, lo - begin, hi - lo});
+    }
+    return out;
+}
+
+// AdamW's view of those parts: weight decay unless optim.no_decay lists the kind, frozen when train.freeze does.
+std::vector<optim::OptimParam> optim_params(const std::vector<Session::OptimPart>& parts, const optim::OptimConfig& cfg,
                                             const std::vector<std::string>& freeze) {
     std::vector<optim::OptimParam> out;
-    for (model::Param* p : store.params()) {
+    for (const Session::OptimPart& part : parts) {
+        model::Param* p = part.param;
         const std::string kind = model::param_kind_name(p->kind);
         const bool decay = std::find(cfg.no_decay.begin(), cfg.no_decay.end(), kind) == cfg.no_decay.end();
         const bool frozen = std::find(freeze.begin(), freeze.end(), kind) != freeze.end();
-        out.push_back({p->value.data<float>(), p->grad.data<float>(), p->value.numel(), decay, frozen});
+        out.push_back(
+            {p->value.data<float>() + part.begin, p->grad.data<float>() + part.begin, part.numel, decay, frozen});
     }
     return out;
 }
@@ -141,17 +161,19 @@ Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parall
       net(checked_model_config(cfg_, dims_, train_data, val_data), dims_.expert_shard(cfg_.model.moe.n_experts), true,
           choose_backend(cfg_, dims_.world)),
       moe_layers(prepare_model(net, cfg_, *ep_comm)),
-      oparams(optim_params(net.params(), cfg_.optim, cfg_.train.freeze)),
+      grad_sync(net.params(), world_, *edp_comm, *ep_comm, net.ops().backend(), cfg_.parallel.zero == 1),
+      oparts(optim_parts(net.params(), grad_sync)),
+      oparams(optim_params(oparts, cfg_.optim, cfg_.train.freeze)),
       opt(cfg_.optim, oparams, cfg_.precision.optimizer_state == "bf16", net.ops().backend()),
-      grad_sync(net.params(), world_, *edp_comm, *ep_comm, net.ops().backend()),
       batch(accum, cfg_.train.micro_batch, cfg_.train.seq_len, cfg_.data.document_mask) {}
 
 void log_session(Session& s) {
     log::info("frugal: ", s.net.params().numel(), " parameters on this rank on ", s.net.ops().backend().name(), " (",
               s.net.params().dense_numel(), " replicated), ", s.moe_layers.size(), " MoE layers, ", s.dims.world,
-              " ranks (ep ", s.dims.ep, ", edp ", s.dims.edp, "), ", s.accum, " micro-batches of ",
-              s.cfg.train.micro_batch, " x ", s.cfg.train.seq_len, " tokens per rank per step, ", s.threads,
-              " threads per rank");
+              " ranks (ep ", s.dims.ep, ", edp ", s.dims.edp, s.grad_sync.zero() ? ", ZeRO-1" : "", "), ", s.accum,
+              " micro-batches of ", s.cfg.train.micro_batch, " x ", s.cfg.train.seq_len, " tokens per rank per step, ",
+              s.threads, " threads per rank; optimizer state ", std::llround(double(s.opt.state_bytes()) / 1e5) / 10.0,
+              " MB on this rank");
 }
 
 }  // namespace frugal::trainer

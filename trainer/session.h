@@ -50,9 +50,16 @@ struct Session {
     data::Loader train_data, val_data;
     model::Transformer<float> net;
     std::vector<model::MoELayer<float>*> moe_layers;
+    parallel::GradSync grad_sync;
+    // What this rank's optimizer updates: every parameter, or with parallel.zero 1 the part of each inside this
+    // rank's shards (oparams[i] is elements [begin, begin + numel) of parameter param).
+    struct OptimPart {
+        model::Param* param;
+        int64_t begin, numel;
+    };
+    std::vector<OptimPart> oparts;
     std::vector<optim::OptimParam> oparams;
     optim::AdamW opt;
-    parallel::GradSync grad_sync;
     StepBuffers batch;
 
     bool is_root() const { return dims.rank == 0; }

@@ -81,6 +81,7 @@ void TrainStep::update(StepMetrics& sm) {
     if (cfg.optim.grad_clip > 0 && sm.grad_norm > cfg.optim.grad_clip)
         optim::scale_grads(s_.oparams, float(cfg.optim.grad_clip / sm.grad_norm), s_.net.ops().backend());
     s_.opt.step(sm.lr);
+    s_.grad_sync.gather_params();
     s_.net.weights_updated();
 }
 

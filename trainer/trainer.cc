@@ -8,6 +8,7 @@
 #include "checkpoint/hf.h"
 #include "core/file_io.h"
 #include "core/log.h"
+#include "core/memory.h"
 #include "core/signals.h"
 #include "trainer/checkpointing.h"
 #include "trainer/cost_meter.h"
@@ -151,6 +152,7 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
               double(result.tokens) / result.seconds, " tokens/s); loss ", std::setprecision(4), result.first_loss,
               " -> ", result.final_loss, ", validation loss ", result.final_val_loss, "; skipped steps ",
               result.skipped_steps, "; outputs in ", cfg.run.out_dir);
+    log::info("memory: peak resident ", std::setprecision(3), double(peak_rss_bytes()) / 1e9, " GB on rank 0");
     log::info(accounting::format_report(report), "  written to ", cost.path());
     return result;
 }

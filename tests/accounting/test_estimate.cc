@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "accounting/estimate.h"
+#include "accounting/flops.h"
 #include "accounting/model_source.h"
 #include "core/error.h"
 #include "tests/util.h"
@@ -101,6 +102,31 @@ TEST(Estimate, DeepSeekV3BudgetIsReproducedExactly) {
     in.tokens_per_gpu_second = -1;
     in.mfu = e.mfu;
     EXPECT_NEAR(accounting::estimate(in).gpu_hours, 2.664e6, 1e-3);
+}
+
+// ZeRO-1 on DeepSeek-V3's layout (2048 GPUs, ep 64, pp 16): the moments of the replicated parameters are split
+// over the data-parallel group and the experts' over the ranks that hold the same experts (dp / ep), as
+// parallel.zero does; weights and gradients stay whole.
+TEST(Estimate, ZeroOneShardsTheReplicatedStateOverDpAndTheExpertsOverDpOverEp) {
+    accounting::EstimateInput in;
+    in.model = accounting::load_model("deepseek-v3", kPresets, nullptr);
+    in.tokens = 1e12;
+    in.device = accounting::find_device(accounting::load_catalogue(), "h800", "--gpu");
+    in.gpus = 2048;
+    in.ep = 64;
+    in.pp = 16;
+    in.mfu = 0.4;
+    in.zero = 0;
+    const auto whole = accounting::estimate(in);
+    in.zero = 1;
+    const auto sharded = accounting::estimate(in);
+    const double experts = accounting::routed_expert_params(in.model);
+    const double dense = whole.params.total - experts, dp = 2048.0 / 16, edp = dp / 64;
+    EXPECT_NEAR(whole.mem_optimizer, 12.0 * (dense / 16 + experts / (64 * 16)), 1.0);
+    EXPECT_NEAR(sharded.mem_optimizer, 12.0 * (dense / 16 / dp + experts / (64 * 16) / edp), 1.0);
+    EXPECT_EQ(sharded.mem_weights, whole.mem_weights);
+    EXPECT_EQ(sharded.mem_grads, whole.mem_grads);
+    EXPECT_LT(sharded.mem_optimizer, whole.mem_optimizer / edp * 1.0001);
 }
 
 TEST(Estimate, CountsAcceptKMBAndTSuffixesAndRefuseNegativeOrUnknownOnes) {

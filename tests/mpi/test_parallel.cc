@@ -1,5 +1,6 @@
 // Expert parallelism under mpirun (2 and 4 ranks): communicator collectives, tagged-token dispatch, count
-// invariants, combine(dispatch(x)) with identity experts and its gradient, empty experts and ranks, gradient sync.
+// invariants, combine(dispatch(x)) with identity experts and its gradient, empty experts and ranks, gradient sync
+// with and without ZeRO-1.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -44,6 +45,25 @@ TEST(Communicator, EveryCollectiveGivesTheExpectedValuesAndSplitGroupsEvenAndOdd
     for (int j = 0; j < n; ++j) send[static_cast<size_t>(j)] = 100 * r + j;
     w.all_to_all(send.data(), recv.data(), 1, DType::kI64);
     for (int i = 0; i < n; ++i) EXPECT_EQ(recv[static_cast<size_t>(i)], 100 * i + r);
+    // reduce_scatter: rank i receives the sum of block i (i + 1 elements); all_gather_v fills block i from rank i.
+    std::vector<int64_t> counts(static_cast<size_t>(n)), displs(static_cast<size_t>(n));
+    int64_t total = 0;
+    for (int i = 0; i < n; ++i) {
+        counts[static_cast<size_t>(i)] = i + 1;
+        displs[static_cast<size_t>(i)] = total;
+        total += i + 1;
+    }
+    std::vector<double> blocks(static_cast<size_t>(total)), mine_sum(static_cast<size_t>(r + 1));
+    for (int64_t j = 0; j < total; ++j) blocks[static_cast<size_t>(j)] = double(r) + double(j);
+    w.reduce_scatter(blocks.data(), mine_sum.data(), counts.data(), DType::kF64, ReduceOp::kSum);
+    for (int64_t j = 0; j <= r; ++j)
+        EXPECT_EQ(mine_sum[static_cast<size_t>(j)], n * (n - 1) / 2.0 + n * double(displs[static_cast<size_t>(r)] + j));
+    std::vector<double> gathered_v(static_cast<size_t>(total), -1.0);
+    for (int64_t j = 0; j <= r; ++j) gathered_v[static_cast<size_t>(displs[static_cast<size_t>(r)] + j)] = 10.0 * r;
+    w.all_gather_v(gathered_v.data(), counts.data(), displs.data(), DType::kF64);
+    for (int i = 0; i < n; ++i)
+        for (int64_t j = 0; j <= i; ++j)
+            EXPECT_EQ(gathered_v[static_cast<size_t>(displs[static_cast<size_t>(i)] + j)], 10.0 * i);
     // Split into even and odd ranks.
     auto sub = w.split(r % 2, r, "parity");
     EXPECT_EQ(sub->size(), (n + 1 - r % 2) / 2);
@@ -198,7 +218,7 @@ TEST(GradSync, SumsReplicatedOverAllAndExpertsOverTheirReplicas) {
     store.allocate(DType::kF32);
     for (int64_t i = 0; i < 5; ++i) dense->grad.data<float>()[i] = float(r + 1) * float(i);
     for (int64_t i = 0; i < 6; ++i) experts->grad.data<float>()[i] = float(r + 1);
-    parallel::GradSync sync(store, w, *edp_comm, *ep_comm, backend::cpu_backend(),
+    parallel::GradSync sync(store, w, *edp_comm, *ep_comm, backend::cpu_backend(), /*zero=*/false,
                             /*bucket_elems=*/2);  // several buckets
     sync.sync();
     const float world_sum = float(n * (n + 1) / 2);
@@ -262,6 +282,63 @@ TEST(Fp8Dispatch, RowsArriveAsTheirE4M3TileQuantizationAndBytesShrink) {
     std::vector<float> xq(x.size());
     precision::fake_quant_row_tiles(xq.data(), x.data(), t, d, 128, precision::Fp8Format::kE4M3, true);
     for (size_t i = 0; i < xq.size(); ++i) ASSERT_FLOAT_EQ(out[i], xq[i]) << "element " << i;
+}
+
+// ZeRO-1: the reduce-scatter leaves each rank the summed gradient of its shard (a quarter of the replicated range
+// on 4 ranks, half of its experts' with 2 replicas), equal to what the all-reduce gives there; the shards tile
+// both ranges; the norm equals the all-reduce's; and the all-gather gives every rank every shard's values.
+TEST(GradSync, ZeroOneReduceScattersIntoShardsAndAllGathersTheUpdatedValues) {
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    const int64_t ep = n >= 4 ? 2 : n;
+    auto dims = parallel::ParallelDims::make(n, r, ep, 4);
+    auto ep_comm = w.split(dims.edp_rank, dims.ep_rank, "ep");
+    auto edp_comm = w.split(dims.ep_rank, dims.edp_rank, "edp");
+    auto build = [&](model::ParamStore& store) {
+        store.add("dense", {7}, model::ParamKind::kWeight, 0.1);
+        store.add("dense2", {2, 3}, model::ParamKind::kWeight, 0.1);
+        store.add("experts", {2, 5}, model::ParamKind::kWeight, 0.1, true, {4, 5}, dims.ep_rank * 10);
+        store.allocate(DType::kF32);
+        float* g = store.flat_grads().data<float>();
+        for (int64_t i = 0; i < store.numel(); ++i) g[i] = float(r + 1) * 0.25f + float(i) * 0.5f;
+    };
+    model::ParamStore plain, sharded;
+    build(plain);
+    build(sharded);
+    parallel::GradSync all(plain, w, *edp_comm, *ep_comm, backend::cpu_backend(), false, 3);
+    parallel::GradSync zero(sharded, w, *edp_comm, *ep_comm, backend::cpu_backend(), true, 3);
+    all.sync();
+    zero.sync();
+    const parallel::FlatRange d = zero.dense_shard(), e = zero.expert_shard();
+    EXPECT_EQ(d.begin, 13 * r / n);
+    EXPECT_EQ(d.end, 13 * (r + 1) / n);
+    EXPECT_EQ(e.begin, 13 + 10 * dims.edp_rank / dims.edp);
+    EXPECT_EQ(e.end, 13 + 10 * (dims.edp_rank + 1) / dims.edp);
+    const float* ga = plain.flat_grads().data<float>();
+    const float* gz = sharded.flat_grads().data<float>();
+    for (const parallel::FlatRange& s : {d, e})
+        for (int64_t i = s.begin; i < s.end; ++i) EXPECT_EQ(gz[i], ga[i]) << "element " << i;  // small integers/4
+    EXPECT_EQ(zero.grad_sq_norm(), all.grad_sq_norm());
+    // The shards of all ranks tile [0, 13), and those of each expert replica group its [13, 23).
+    int64_t covered[2] = {d.size(), e.size()};
+    w.all_reduce(covered, 2, DType::kI64, ReduceOp::kSum);
+    EXPECT_EQ(covered[0], 13);
+    EXPECT_EQ(covered[1], 10 * ep);  // each ep rank's 10 expert elements once
+    // Each rank writes 1000 * rank + i into its shards only; after the gather every rank holds all of them.
+    float* v = sharded.flat_values().data<float>();
+    std::fill_n(v, sharded.numel(), -1.0f);
+    for (const parallel::FlatRange& s : {d, e})
+        for (int64_t i = s.begin; i < s.end; ++i) v[i] = float(1000 * r + i);
+    zero.gather_params();
+    for (int q = 0; q < n; ++q) {
+        const parallel::FlatRange dq = parallel::shard_of({0, 13}, q, n);
+        for (int64_t i = dq.begin; i < dq.end; ++i) EXPECT_EQ(v[i], float(1000 * q + i)) << "dense element " << i;
+    }
+    for (int q = 0; q < n; ++q) {
+        if (q % ep != dims.ep_rank) continue;  // the replicas of this rank's experts
+        const parallel::FlatRange eq = parallel::shard_of({13, 23}, q / int(ep), dims.edp);
+        for (int64_t i = eq.begin; i < eq.end; ++i) EXPECT_EQ(v[i], float(1000 * q + i)) << "expert element " << i;
+    }
 }
 
 }  // namespace

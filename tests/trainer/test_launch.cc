@@ -49,6 +49,34 @@ class Launch : public ::testing::Test {
 };
 fs::path* Launch::dir_ = nullptr;
 
+// ZeRO-1 on 4 ranks (ep 2, edp 2): over 30 steps the losses equal zero 0's to 1e-6 relative, and the optimizer
+// state this rank holds falls to a quarter of the replicated parameters' moments (dp 4) plus half of its experts'
+// (edp 2), as the log reports it; the memory check at start-up predicts the same moments.
+TEST_F(Launch, ZeroOneTrainsLikeZeroZeroWithItsOptimizerStateSharded) {
+    const std::string common =
+        "--set parallel.ep=2 --set train.steps=30 --set train.eval_every=0 --set run.log_every=1 "
+        "--set train.threads=1 --set checkpoint.every=0 ";
+    test::CliResult full = test::run_frugal("launch -n 4 " + demo("zero0", common + "--set parallel.zero=0"));
+    ASSERT_EQ(full.code, 0) << full.output;
+    test::CliResult sharded = test::run_frugal("launch -n 4 " + demo("zero1", common + "--set parallel.zero=1"));
+    ASSERT_EQ(sharded.code, 0) << sharded.output;
+    auto a = losses("zero0"), b = losses("zero1");
+    ASSERT_EQ(a.size(), 30u);
+    ASSERT_EQ(b.size(), 30u);
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-6 * a[i]) << "step " << i + 1;
+    EXPECT_LT(b.back(), 0.8 * b.front());
+    // "N parameters on this rank on cpu (D replicated) ... optimizer state X MB on this rank"
+    std::regex re("([0-9]+) parameters on this rank on cpu \\(([0-9]+) replicated\\).*optimizer state ([0-9.]+) MB");
+    std::smatch m0, m1;
+    ASSERT_TRUE(std::regex_search(full.output, m0, re)) << full.output;
+    ASSERT_TRUE(std::regex_search(sharded.output, m1, re)) << sharded.output;
+    const double total = std::stod(m0[1]), dense = std::stod(m0[2]), experts = total - dense;
+    EXPECT_NEAR(std::stod(m0[3]), 8.0 * total / 1e6, 0.1);  // two FP32 moments of every parameter
+    EXPECT_NEAR(std::stod(m1[3]), 8.0 * (dense / 4 + experts / 2) / 1e6, 0.1);
+    EXPECT_NE(sharded.output.find("ZeRO-1"), std::string::npos);
+    EXPECT_NE(sharded.output.find("peak resident"), std::string::npos);
+}
+
 // configs/deepseek-demo.yaml (MLA, a dense first block, sigmoid + bias + group-limited routing, a shared expert, one
 // MTP module, fp8-blockwise) as its comment says to run it, on 4 ranks with ep 4: the loss falls, and the MTP loss is
 // in every metrics line and in the progress lines beside the main loss, falling too. In FP32 the same model on one
