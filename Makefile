@@ -45,7 +45,8 @@ SANITIZER_ENV = ASAN_OPTIONS=halt_on_error=1:detect_leaks=0:allocator_may_return
 # also run; the two whose wall-clock limits an instrumented run cannot meet; and the one that compares the memory
 # estimate with the measured peak, which ASan's shadow memory inflates; and the three that time the FMA benchmark
 # against the clock's theoretical peak or against itself on more threads, which instrumented code runs at a tenth
-# of the speed and with ten times the spread. `make test` runs them all.
+# of the speed and with ten times the spread; and the two-host test, which times how fast failures end a job and
+# whose launcher code the launch tests also run. `make test` runs them all.
 ASAN_EXCLUDE_TESTS = Launch.OneTwoAndFourRanksAgreeOnTheDemoModel Launch.RestartsAfterAFailureOncePerRunDirectory \
   Launch.ARankThatThrowsStopsTheWholeJob Launch.AHungRankTimesOutWithStepLayerAndCollective \
   Checkpoint.ReshardsFourToTwoToOneAndOneToFour Checkpoint.AKilledRankUnderMaxRestartsEndsWithTheUninterruptedLoss \
@@ -54,7 +55,7 @@ ASAN_EXCLUDE_TESTS = Launch.OneTwoAndFourRanksAgreeOnTheDemoModel Launch.Restart
   Accounting.RunsWriteACostReportThatSumsToRanksTimesWallTime Reliability.ADiskThatFillsDuringACollectiveWrite.* \
   MemoryCheck.EstimateAgreesWithMeasuredPeakResidentMemory \
   CpuPeak.TheMeasuredPeakIsPositiveAndWithinTwiceTheDerivedOne CpuPeak.TwoThreadsOnTwoCoresMeasureTwiceOneThread \
-  CpuPeak.RanksOnOneMachineShareItsPeak
+  CpuPeak.RanksOnOneMachineShareItsPeak multihost.TwoHostsTrainLikeOneAndEveryLostRankHostOrLinkEndsTheJobByName
 empty :=
 space := $(empty) $(empty)
 ASAN_EXCLUDE = ^($(subst $(space),|,$(strip $(ASAN_EXCLUDE_TESTS))))$$

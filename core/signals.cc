@@ -60,6 +60,16 @@ const char* signal_name(int sig) {
             return "SIGKILL";
         case SIGQUIT:
             return "SIGQUIT";
+        case SIGSEGV:
+            return "SIGSEGV";
+        case SIGABRT:
+            return "SIGABRT";
+        case SIGBUS:
+            return "SIGBUS";
+        case SIGFPE:
+            return "SIGFPE";
+        case SIGILL:
+            return "SIGILL";
         default:
             return "a signal";
     }

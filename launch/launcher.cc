@@ -1,11 +1,15 @@
 #include "launch/launcher.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -131,6 +135,14 @@ std::vector<std::string> build_command(const LaunchOptions& opt, const Environme
         if (env.is_root) cmd.push_back("--allow-run-as-root");
         if (!opt.hostfile.empty()) {
             cmd.insert(cmd.end(), {"--hostfile", opt.hostfile});
+            // TCP keepalives on the connections between mpirun and the Open MPI daemons of the other hosts: a host
+            // that dies or a network that goes down and stays down ends the job in about 11 s (Open MPI's default
+            // is 300 + 9 x 20 s; without them a partition can leave mpirun and a remote daemon waiting on each
+            // other for ever). A value given after "--" wins.
+            for (const auto& [key, value] : multi_host_keepalives()) {
+                if (std::find(opt.mpirun_args.begin(), opt.mpirun_args.end(), key) == opt.mpirun_args.end())
+                    cmd.insert(cmd.end(), {"--mca", key, value});
+            }
         } else if (opt.ranks > env.cores) {
             // More ranks than cores: let them share, unbound (binding would pin several ranks to one core).
             cmd.insert(cmd.end(), {"--oversubscribe", "--bind-to", "none"});
@@ -154,6 +166,54 @@ std::vector<std::string> build_command(const LaunchOptions& opt, const Environme
     cmd.insert(cmd.end(), {opt.frugal_binary, "train", fs::absolute(opt.config).string()});
     for (const auto& s : opt.overrides) cmd.insert(cmd.end(), {"--set", s});
     return cmd;
+}
+
+const std::vector<std::pair<std::string, std::string>>& multi_host_keepalives() {
+    static const std::vector<std::pair<std::string, std::string>> kKeepalives = {
+        {"oob_tcp_keepalive_time", "5"}, {"oob_tcp_keepalive_intvl", "2"}, {"oob_tcp_keepalive_probes", "3"}};
+    return kKeepalives;
+}
+
+JobFailure read_job_failure(const std::string& output, int rc) {
+    JobFailure f;
+    auto after = [&](const std::string& key, size_t from) -> std::string {
+        const size_t p = output.find(key, from);
+        if (p == std::string::npos) return {};
+        size_t b = p + key.size(), e = b;
+        while (e < output.size() && !std::isspace(static_cast<unsigned char>(output[e])) && output[e] != ',') ++e;
+        return output.substr(b, e - b);
+    };
+    // mpirun's words for a daemon it lost: the connection to it failed (a partition, a dead host), or the process
+    // that started it (the rsh/ssh agent) died (its processes were killed), which Open MPI reports as a launch
+    // failure.
+    size_t from = std::string::npos;
+    for (const char* words : {"lost communication with a remote daemon", "daemon has unexpectedly failed",
+                              "unable to reliably start one or more daemons"})
+        from = std::min(from, output.find(words));
+    if (from != std::string::npos || rc == 205) {
+        f.lost_host = true;
+        if (from == std::string::npos) from = 0;
+        const size_t remote = output.find("Remote daemon:", from);  // "Remote daemon: [[job,0],1] on node HOST"
+        if (remote != std::string::npos) f.host = after(" on node ", remote);
+        // The TCP transport's "peer hung up" names the host at the other end.
+        const size_t peer = output.find("Peer host:");
+        if (f.host.empty() && peer != std::string::npos) {
+            size_t b = peer + 10;
+            while (b < output.size() && output[b] == ' ') ++b;
+            size_t e = b;
+            while (e < output.size() && !std::isspace(static_cast<unsigned char>(output[e]))) ++e;
+            f.host = output.substr(b, e - b);
+        }
+    }
+    // "mpirun noticed that process rank 3 with PID 123 on node HOST exited on signal 9 (Killed)."
+    const size_t noticed = output.find("noticed that process rank ");
+    if (noticed != std::string::npos) {
+        f.rank = std::atoi(after("process rank ", noticed).c_str());
+        if (f.host.empty()) f.host = after(" on node ", noticed);
+        const std::string sig = after("exited on signal ", noticed);
+        if (!sig.empty()) f.signal = std::atoi(sig.c_str());
+    }
+    return f;
 }
 
 std::string shell_quote(const std::string& arg) {
@@ -207,9 +267,12 @@ void forward_signal(pid_t child, int count, int sig) {
 // Runs cmd, waits, returns its exit code (128 + signal when killed by one). The job runs in its own process group,
 // so a Ctrl-C in the terminal reaches the launcher, which forwards it (forward_signal), and not mpirun directly;
 // its standard input is /dev/null, so a background mpirun never stops on reading the terminal; and it gets SIGTERM
-// if the launcher dies.
-int run_once(const std::vector<std::string>& cmd, int stdout_fd) {
+// if the launcher dies. Its standard error passes through the launcher, which keeps the last 64 KiB in *err_tail
+// to explain a failure (read_job_failure).
+int run_once(const std::vector<std::string>& cmd, int stdout_fd, std::string* err_tail) {
     const pid_t parent = ::getpid();
+    int err_pipe[2] = {-1, -1};
+    FRUGAL_CHECK(::pipe2(err_pipe, O_CLOEXEC) == 0, "pipe failed while starting ", cmd[0]);
     pid_t pid = ::fork();
     FRUGAL_CHECK(pid >= 0, "fork failed while starting ", cmd[0]);
     if (pid == 0) {
@@ -219,6 +282,7 @@ int run_once(const std::vector<std::string>& cmd, int stdout_fd) {
         const int null_fd = ::open("/dev/null", O_RDONLY);
         if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
         if (stdout_fd >= 0) ::dup2(stdout_fd, STDOUT_FILENO);
+        ::dup2(err_pipe[1], STDERR_FILENO);
         for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, SIG_DFL);
         std::vector<char*> argv;
         for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
@@ -229,8 +293,38 @@ int run_once(const std::vector<std::string>& cmd, int stdout_fd) {
         std::_Exit(127);
     }
     ::setpgid(pid, pid);
-    int status = 0, forwarded = 0;
-    while (::waitpid(pid, &status, 0) < 0) {
+    ::close(err_pipe[1]);
+    // Copy the job's standard error through until every writer has closed it, or for at most 2 s after mpirun
+    // exited (a process it left behind may hold the pipe).
+    char buf[4096];
+    int forwarded = 0, status = 0;
+    bool exited = false;
+    auto exited_at = std::chrono::steady_clock::now();
+    for (;;) {
+        while (forwarded < g_signals_received) forward_signal(pid, ++forwarded, int(g_last_signal));
+        if (!exited && ::waitpid(pid, &status, WNOHANG) == pid) {
+            exited = true;
+            exited_at = std::chrono::steady_clock::now();
+        }
+        if (exited && std::chrono::steady_clock::now() - exited_at > std::chrono::seconds(2)) break;
+        pollfd p{err_pipe[0], POLLIN, 0};
+        if (::poll(&p, 1, 200) <= 0) continue;  // a signal (EINTR) or a quiet moment
+        const ssize_t n = ::read(err_pipe[0], buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        for (ssize_t w = 0; w < n;) {
+            const ssize_t k = ::write(STDERR_FILENO, buf + w, size_t(n - w));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) break;
+            w += k;
+        }
+        if (err_tail) {
+            err_tail->append(buf, size_t(n));
+            if (err_tail->size() > (size_t(1) << 16)) err_tail->erase(0, err_tail->size() - (size_t(1) << 15));
+        }
+    }
+    ::close(err_pipe[0]);
+    while (!exited && ::waitpid(pid, &status, 0) < 0) {
         FRUGAL_CHECK(errno == EINTR, "waiting for ", cmd[0], " failed: ", std::strerror(errno));
         while (forwarded < g_signals_received) forward_signal(pid, ++forwarded, int(g_last_signal));
     }
@@ -262,8 +356,25 @@ int run_job(const LaunchOptions& opt) {
             // Relaunches continue from the newest checkpoint that verifies (none yet: from the start).
             cmd.insert(cmd.end(), {"--set", "checkpoint.resume=auto"});
         }
-        const int rc = run_once(cmd, opt.job_stdout_fd);
+        std::string err_tail;
+        int rc = run_once(cmd, opt.job_stdout_fd, &err_tail);
         if (rc == 0) return 0;
+        const JobFailure failure = read_job_failure(err_tail, rc);
+        if (failure.lost_host && g_signals_received == 0) {
+            log::error("launch: host ", failure.host.empty() ? std::string("(unknown)") : failure.host,
+                       " was lost: mpirun stopped hearing from its Open MPI daemon there (mpirun exit code ", rc,
+                       "), so the host died, its processes were killed, or the network to it went down (at "
+                       "start-up: the daemon could not be started there, see mpirun's message above). Every rank "
+                       "has been stopped. Check the host and the network, then relaunch (the run continues from "
+                       "its last checkpoint with --set checkpoint.resume=auto, or pass --max-restarts)");
+            rc = kExitHostLost;
+        } else if (failure.rank >= 0 && g_signals_received == 0) {
+            log::error("launch: rank ", failure.rank, failure.host.empty() ? "" : " on host " + failure.host,
+                       failure.signal > 0 ? " was killed by signal " + std::to_string(failure.signal) + " (" +
+                                                signal_name(failure.signal) + ")"
+                                          : std::string(" failed"),
+                       "; every other rank has been stopped (job exit code ", rc, ")");
+        }
         if (g_signals_received > 0) {
             // Stopped on request: never restarted.
             const int sig = int(g_last_signal);
@@ -284,7 +395,19 @@ int run_job(const LaunchOptions& opt) {
                 log::error("launch: the job failed with exit code ", rc, " after ", attempt, " restart(s); giving up");
             return rc;
         }
-        log::warn("launch: the job failed with exit code ", rc, "; restart ", attempt + 1, " of ", opt.max_restarts);
+        log::warn("launch: the job failed with exit code ", rc, "; restart ", attempt + 1, " of ", opt.max_restarts,
+                  rc == kExitHostLost ? " in " + std::to_string(kHostLostRestartDelaySeconds) +
+                                            " s, for the host or the network to come back"
+                                      : std::string());
+        if (rc == kExitHostLost) {
+            const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(kHostLostRestartDelaySeconds);
+            while (std::chrono::steady_clock::now() < until && g_signals_received == 0)
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (g_signals_received > 0) {
+                log::warn("launch: stopped by ", signal_name(int(g_last_signal)), " before the restart");
+                return stop_exit_code(int(g_last_signal));
+            }
+        }
     }
 }
 

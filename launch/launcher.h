@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/flags.h"
@@ -49,6 +50,25 @@ Environment current_environment();
 std::vector<std::string> build_command(const LaunchOptions& opt, const Environment& env);
 // Quotes an argument for display in a shell.
 std::string shell_quote(const std::string& arg);
+
+// frugal launch's exit code when mpirun lost a host (its Open MPI daemon stopped answering: the host died, its
+// processes were killed, or the network to it failed). docs/launching.md lists every exit code.
+inline constexpr int kExitHostLost = 4;
+// Under --max-restarts, a job that lost a host is relaunched after this long rather than at once.
+inline constexpr int kHostLostRestartDelaySeconds = 10;
+
+// The Open MPI settings a multi-host job (--hostfile) gets unless given after "--": TCP keepalives between mpirun
+// and the remote daemons, so a lost host or a partition ends the job in seconds.
+const std::vector<std::pair<std::string, std::string>>& multi_host_keepalives();
+
+// What mpirun's standard error (and exit code) say about a failed job.
+struct JobFailure {
+    bool lost_host = false;  // mpirun lost a remote daemon (exit code 205, or its message)
+    std::string host;        // the host named, when there is one
+    int rank = -1;           // the rank mpirun noticed failing first
+    int signal = 0;          // the signal that killed it, when one did
+};
+JobFailure read_job_failure(const std::string& mpirun_stderr, int rc);
 
 // Runs the job (with restarts); returns the exit code of the last attempt.
 int run_job(const LaunchOptions& opt);

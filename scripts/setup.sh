@@ -16,6 +16,7 @@ packages=(
   libprotobuf-dev protobuf-compiler   # TensorBoard event records (trainer/tensorboard_event.proto)
   clang libclang-rt-14-dev libomp-dev   # scripts/fuzz.sh: libFuzzer and the sanitizers, OpenMP under clang
   python3-pip   # scripts/fetch_cudnn_frontend.sh: the cudnn-frontend headers' wheel, at configure time
+  iproute2   # tests/multihost: network namespaces and a veth pair as two hosts
 )
 
 missing=()

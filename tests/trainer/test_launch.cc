@@ -9,6 +9,7 @@
 #include <fstream>
 #include <regex>
 
+#include "launch/launcher.h"
 #include "tests/util.h"
 
 namespace frugal {
@@ -206,6 +207,59 @@ TEST_F(Launch, RestartsAfterAFailureOncePerRunDirectory) {
     std::string line, last;
     while (std::getline(m, line)) last = line;
     EXPECT_NE(last.find("\"step\": 4,"), std::string::npos) << last;
+}
+
+// A --hostfile job gets the TCP keepalives that end it when a host or the network is lost, except a setting the user
+// gave after "--"; a one-machine job gets none.
+TEST(LaunchCommand, AMultiHostJobGetsKeepalivesUnlessTheUserSetsThem) {
+    launch::LaunchOptions o;
+    o.ranks = 4;
+    o.config = "c.yaml";
+    o.frugal_binary = "/bin/frugal";
+    launch::Environment env;
+    env.cores = 2;
+    auto joined = [](const std::vector<std::string>& cmd) {
+        std::string s;
+        for (const auto& a : cmd) s += a + " ";
+        return s;
+    };
+    EXPECT_EQ(joined(launch::build_command(o, env)).find("keepalive"), std::string::npos);
+    o.hostfile = "hosts";
+    std::string cmd = joined(launch::build_command(o, env));
+    EXPECT_NE(cmd.find("--hostfile hosts"), std::string::npos) << cmd;
+    for (const auto& [key, value] : launch::multi_host_keepalives())
+        EXPECT_NE(cmd.find("--mca " + key + " " + value + " "), std::string::npos) << cmd;
+    o.mpirun_args = {"--mca", "oob_tcp_keepalive_time", "60"};
+    cmd = joined(launch::build_command(o, env));
+    EXPECT_EQ(cmd.find("--mca oob_tcp_keepalive_time 5"), std::string::npos) << cmd;
+    EXPECT_NE(cmd.find("--mca oob_tcp_keepalive_time 60"), std::string::npos) << cmd;
+    EXPECT_NE(cmd.find("--mca oob_tcp_keepalive_probes 3"), std::string::npos) << cmd;
+}
+
+// What mpirun prints when it loses a daemon (a partition, a dead host) or a rank, as Open MPI 4.1 words it.
+TEST(LaunchCommand, MpirunsFailureMessagesNameTheLostHostOrRank) {
+    const std::string lost =
+        "ORTE has lost communication with a remote daemon.\n\n  HNP daemon   : [[23184,0],0] on node vm\n"
+        "  Remote daemon: [[23184,0],1] on node 10.213.7.2\n\nThis is usually due to ...\n";
+    launch::JobFailure f = launch::read_job_failure(lost, 205);
+    EXPECT_TRUE(f.lost_host);
+    EXPECT_EQ(f.host, "10.213.7.2");
+    // A killed daemon: its agent's death reads as a launch failure; the TCP transport names the peer.
+    f = launch::read_job_failure(
+        "ORTE was unable to reliably start one or more daemons.\n...\n  Local host: vm\n  Local PID:  16719\n"
+        "  Peer host:  10.213.7.2\n",
+        9);
+    EXPECT_TRUE(f.lost_host);
+    EXPECT_EQ(f.host, "10.213.7.2");
+    f = launch::read_job_failure(
+        "mpirun noticed that process rank 3 with PID 0 on node 10.213.7.2 exited on signal 9 (Killed).\n", 137);
+    EXPECT_FALSE(f.lost_host);
+    EXPECT_EQ(f.rank, 3);
+    EXPECT_EQ(f.host, "10.213.7.2");
+    EXPECT_EQ(f.signal, 9);
+    f = launch::read_job_failure("[rank 1] error: something\n", 1);
+    EXPECT_FALSE(f.lost_host);
+    EXPECT_EQ(f.rank, -1);
 }
 
 TEST_F(Launch, ADryRunPrintsTheMpirunLineASlurmScriptAsksForEveryRankAndNoRankCountExitsTwo) {
