@@ -73,6 +73,11 @@ void MoEConfig::register_fields(ConfigFields& f, const std::string& p) {
           "a group's score per token: top2_sum (the sum of its two largest score + bias: DeepSeek-V3, GLM-4.5, "
           "dots.llm1) or max (its largest: DeepSeek-V2 group_limited_greedy)",
           {"top2_sum", "max"});
+    f.add(p + "max_nodes_per_token", &max_nodes_per_token,
+          "node-limited routing (DeepSeek-V3: 4): when the experts of an expert-parallel group span several nodes, a "
+          "token goes to at most this many, chosen by the sum of its top_k / max_nodes_per_token best scores on each "
+          "(1 or 2 of them); 0 = off. Not with moe.n_group > 1",
+          0, kMaxGroups);
 }
 
 void MoEConfig::validate() const {
@@ -103,6 +108,16 @@ void MoEConfig::validate() const {
     FRUGAL_CONFIG_CHECK(top_k <= topk_group * per_group, "moe.top_k (", top_k, ") exceeds the ", topk_group * per_group,
                         " experts in moe.topk_group (", topk_group, ") groups of ", per_group,
                         ": raise moe.topk_group or lower moe.top_k");
+    if (max_nodes_per_token > 0) {
+        FRUGAL_CONFIG_CHECK(n_group == 1, "moe.max_nodes_per_token (", max_nodes_per_token, ") and moe.n_group (",
+                            n_group,
+                            ") both group the experts: node-limited routing groups them by node; set moe.n_group: 1");
+        FRUGAL_CONFIG_CHECK(
+            top_k % max_nodes_per_token == 0 && (top_k / max_nodes_per_token == 1 || top_k / max_nodes_per_token == 2),
+            "moe.max_nodes_per_token (", max_nodes_per_token, ") must be moe.top_k (", top_k,
+            ") or half of it: a node's score is the sum of the token's top_k / max_nodes_per_token "
+            "best scores there, one or two");
+    }
     FRUGAL_CONFIG_CHECK(n_group == 1 || group_score != "top2_sum" || per_group >= 2,
                         "moe.group_score top2_sum needs two experts per group, but moe.n_group (", n_group, ") leaves ",
                         per_group, ": use moe.group_score max or a smaller moe.n_group");

@@ -33,6 +33,11 @@ struct MoEConfig {
     int64_t topk_group = 1;
     std::string group_score = "top2_sum";  // top2_sum (DeepSeek-V3 noaux_tc) | max (DeepSeek-V2 group_limited_greedy)
     static constexpr int64_t kMaxGroups = 64;  // backend::kMaxRouterGroups (model/moe/router.cc checks they agree)
+    // Node-limited routing (DeepSeek-V3 section 2.1.2): when an expert-parallel group spans several nodes, a token's
+    // experts lie on at most max_nodes_per_token of them, the nodes of the best sums of its top_k / M best
+    // score + bias there (group-limited routing whose groups are the nodes, set up by the trainer from the
+    // layout). 0 = off.
+    int64_t max_nodes_per_token = 0;
 
     void register_fields(ConfigFields& f, const std::string& prefix);
     void validate() const;

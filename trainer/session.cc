@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 
 #include "accounting/estimate.h"
@@ -85,9 +86,42 @@ const model::ModelConfig& checked_model_config(const TrainConfig& cfg, const par
     return cfg.model;
 }
 
-// Initial weights (the counter-based RNG, then model.init_from's), the precision recipe and expert parallelism.
+// Node-limited routing: how many nodes an expert-parallel group spans. Ranks are placed by slot (frugal launch,
+// mpirun's default): consecutive ranks share a node, ranks_on_this_machine() of them (mpirun's count per host).
+// Collective.
+int64_t ep_group_nodes(const parallel::ParallelDims& dims, parallel::Communicator& world) {
+    const int64_t per_node = ranks_on_this_machine(dims.world);
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    const int64_t by_slot = !local || std::atoll(local) == dims.rank % per_node ? 1 : 0;
+    int64_t v[3] = {per_node, -per_node, -by_slot};
+    world.set_layer("node layout");
+    world.all_reduce(v, 3, DType::kI64, parallel::ReduceOp::kMax);
+    FRUGAL_CONFIG_CHECK(v[0] == -v[1],
+                        "moe.max_nodes_per_token needs the same number of ranks on every node; this job "
+                        "has between ",
+                        -v[1], " and ", v[0], ": give every host the same slots");
+    FRUGAL_CONFIG_CHECK(v[2] == -1,
+                        "moe.max_nodes_per_token needs consecutive ranks on each node (mpirun's default "
+                        "--map-by slot); this job maps them otherwise: drop the --map-by or --rank-by given to mpirun");
+    if (dims.ep <= per_node) {
+        FRUGAL_CONFIG_CHECK(per_node % dims.ep == 0, "moe.max_nodes_per_token: parallel.ep (", dims.ep,
+                            ") must divide the ", per_node,
+                            " ranks per node, or be a multiple of them, so that each "
+                            "node holds whole expert-parallel groups or whole shares of one");
+        return 1;
+    }
+    FRUGAL_CONFIG_CHECK(dims.ep % per_node == 0, "moe.max_nodes_per_token: parallel.ep (", dims.ep,
+                        ") must be a multiple of the ", per_node,
+                        " ranks per node so that each node holds an equal "
+                        "share of the experts");
+    return dims.ep / per_node;
+}
+
+// Initial weights (the counter-based RNG, then model.init_from's), the precision recipe, expert parallelism and
+// node-limited routing.
 std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& net, const TrainConfig& cfg,
-                                                   parallel::Communicator& ep_comm) {
+                                                   parallel::Communicator& ep_comm, parallel::Communicator& world,
+                                                   const parallel::ParallelDims& dims) {
     net.init(uint64_t(cfg.run.seed));
     if (!cfg.model.init_from.empty()) {
         net.params().with_host_values([&] { checkpoint::load_hf_weights(cfg.model.init_from.substr(3), net.params()); },
@@ -96,6 +130,18 @@ std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& ne
     }
     net.set_precision(cfg.precision);
     parallel::use_expert_parallel(net, ep_comm, cfg.precision.fp8_dispatch);
+    const int64_t m = cfg.model.moe.max_nodes_per_token;
+    if (m > 0) {
+        const int64_t nodes = ep_group_nodes(dims, world);
+        for (auto* layer : net.moe_layers()) layer->router().limit_nodes(nodes);
+        if (dims.rank == 0) {
+            if (nodes > 1)
+                log::info("node-limited routing: the experts of each expert-parallel group are on ", nodes, " nodes (",
+                          cfg.model.moe.n_experts / nodes, " each); a token goes to at most ", std::min(m, nodes));
+            else
+                log::info("moe.max_nodes_per_token changes nothing here: each expert-parallel group is on one node");
+        }
+    }
     return net.moe_layers();
 }
 
@@ -160,7 +206,7 @@ Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parall
       val_data(open_shard(cfg_, "val.bin", false)),
       net(checked_model_config(cfg_, dims_, train_data, val_data), dims_.expert_shard(cfg_.model.moe.n_experts), true,
           choose_backend(cfg_, dims_.world)),
-      moe_layers(prepare_model(net, cfg_, *ep_comm)),
+      moe_layers(prepare_model(net, cfg_, *ep_comm, world_, dims_)),
       grad_sync(net.params(), world_, *edp_comm, *ep_comm, net.ops().backend(), cfg_.parallel.zero == 1),
       oparts(optim_parts(net.params(), grad_sync)),
       oparams(optim_params(oparts, cfg_.optim, cfg_.train.freeze)),

@@ -62,7 +62,9 @@ Router<T>::Router(const Ops<T>& ops, ParamStore& store, const ModelConfig& cfg, 
       cfg_(cfg.moe),
       score_func_(parse_score_func(cfg.moe.score_func)),
       aux_kind_(parse_aux_loss(cfg.moe.aux_loss)),
-      group_score_(parse_group_score(cfg.moe.group_score)) {
+      group_score_(parse_group_score(cfg.moe.group_score)),
+      n_group_(cfg.moe.n_group),
+      topk_group_(cfg.moe.topk_group) {
     gate_ = Linear<T>(ops, store.add(prefix + "weight", {n_experts_, d_}, ParamKind::kRouter, cfg.init_std), d_,
                       n_experts_);
     bias_E_ = Tensor::zeros({n_experts_}, DType::kF32, be_.allocator());
@@ -87,6 +89,22 @@ void Router<T>::set_expert_bias(const std::vector<float>& bias_E) {
 }
 
 template <typename T>
+void Router<T>::limit_nodes(int64_t nodes) {
+    const int64_t m = cfg_.max_nodes_per_token;
+    if (m <= 0 || nodes <= 1) return;
+    FRUGAL_CONFIG_CHECK(nodes <= MoEConfig::kMaxGroups && n_experts_ % nodes == 0, "moe.max_nodes_per_token: the ",
+                        n_experts_, " experts do not split evenly over the ", nodes,
+                        " nodes of an expert-parallel group");
+    n_group_ = nodes;
+    topk_group_ = std::min(m, nodes);
+    group_score_ = top_k_ / m == 1 ? GroupScore::kMax : GroupScore::kTop2Sum;
+    FRUGAL_CONFIG_CHECK(group_score_ == GroupScore::kMax || n_experts_ / nodes >= 2,
+                        "moe.max_nodes_per_token: a node's "
+                        "score is the sum of two of its experts' and each of the ",
+                        nodes, " nodes holds one expert");
+}
+
+template <typename T>
 void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
     const int64_t t = b * s, e = n_experts_, k = top_k_;
     b_ = b;
@@ -101,7 +119,7 @@ void Router<T>::forward(const T* x_TD, int64_t b, int64_t s) {
 
     gate_.forward(logits, x_TD, t);
     ops_.router_scores_forward(scores, lse, logits, score_func_, t, e);
-    ops_.router_select_forward(selected, keys, scores, bias_E_.data<float>(), t, e, k, cfg_.n_group, cfg_.topk_group,
+    ops_.router_select_forward(selected, keys, scores, bias_E_.data<float>(), t, e, k, n_group_, topk_group_,
                                group_score_);
     ops_.router_weights_forward(weight, scores, selected, cfg_.norm_topk_prob, cfg_.routed_scaling_factor, t, e, k);
 

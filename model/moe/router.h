@@ -87,6 +87,11 @@ class Router {
     void update_bias(const std::vector<int64_t>& selected_per_expert);
     MoEStats& stats() { return stats_; }
     Param* gate() const { return gate_.w; }
+    // Node-limited routing (moe.max_nodes_per_token M): the experts are on `nodes` nodes, E / nodes consecutive
+    // experts each; a token then picks at most M nodes, by the best (top_k / M = 1) or the two best (2) of its
+    // score + bias on each, and its top_k experts among them. nodes 1 leaves routing as it was.
+    void limit_nodes(int64_t nodes);
+    int64_t node_groups() const { return n_group_; }
 
   private:
     bool has_aux_loss() const { return aux_kind_ != AuxLoss::kNone && cfg_.aux_loss_coef > 0; }
@@ -99,6 +104,7 @@ class Router {
     ScoreFunc score_func_;
     AuxLoss aux_kind_;
     GroupScore group_score_;
+    int64_t n_group_, topk_group_;  // moe.n_group / topk_group, or the nodes under limit_nodes()
     Linear<T> gate_;
     Tensor bias_E_;                                                                            // float [E]
     Tensor logits_TE_, scores_TE_, weight_TK_, lse_T_, d_logits_TE_, d_scores_TE_, d_aux_GE_;  // T

@@ -254,6 +254,66 @@ TEST(RouterGroups, TheRouterRoutesEveryTokenInsideItsChosenGroups) {
     }
 }
 
+// Node-limited routing (moe.max_nodes_per_token M, DeepSeek-V3 section 2.1.2) on experts spread over `nodes` nodes:
+// each token's experts lie on at most M nodes, and the selection is the reference's with the nodes as groups and a
+// node's score the sum of the token's top_k / M best keys there (the best one for top_k / M = 1, the best two for 2).
+// One node changes nothing.
+TEST(RouterGroups, NodeLimitedRoutingPicksAtMostMNodesByTheirBestTopKOverMKeys) {
+    ModelConfig cfg;
+    cfg.d_model = 16;
+    cfg.n_layers = 2;
+    cfg.init_std = 0.5;
+    cfg.moe.n_experts = 16;
+    cfg.moe.d_expert = 8;
+    cfg.moe.score_func = "sigmoid";
+    const int64_t t = 64;
+    struct Case {
+        int64_t top_k, m, nodes;
+    };
+    for (const Case c : {Case{2, 1, 2}, Case{4, 2, 4}, Case{2, 2, 8}, Case{4, 4, 2}, Case{2, 1, 1}}) {
+        cfg.moe.top_k = c.top_k;
+        cfg.moe.max_nodes_per_token = c.m;
+        cfg.validate();
+        ParamStore store;
+        model::Router<double> router(backend::cpu_backend().ops<double>(), store, cfg, "r.");
+        store.allocate(DType::kF64);
+        store.init(5);
+        std::vector<float> bias(16);
+        for (int64_t j = 0; j < 16; ++j) bias[at(j)] = 0.05f * float((j * 7) % 5) - 0.1f;
+        router.set_expert_bias(bias);
+        router.limit_nodes(c.nodes);
+        EXPECT_EQ(router.node_groups(), c.nodes > 1 ? c.nodes : 1);
+        const auto x = test::random_vec<double>(t * cfg.d_model, 6);
+        router.forward(x.data(), 2, t / 2);
+        const Grouping g{16, c.top_k, c.nodes, std::min(c.m, c.nodes)};
+        const GroupScore how = c.top_k / c.m == 1 ? GroupScore::kMax : GroupScore::kTop2Sum;
+        const std::string what = "top_k " + std::to_string(c.top_k) + ", M " + std::to_string(c.m) + ", " +
+                                 std::to_string(c.nodes) + " nodes";
+        for (int64_t i = 0; i < t; ++i) {
+            std::vector<int32_t> got(router.selected_TK() + i * c.top_k, router.selected_TK() + (i + 1) * c.top_k);
+            std::vector<int32_t> nodes_used;
+            for (int32_t ex : got) nodes_used.push_back(ex / int32_t(16 / c.nodes));
+            std::sort(nodes_used.begin(), nodes_used.end());
+            nodes_used.erase(std::unique(nodes_used.begin(), nodes_used.end()), nodes_used.end());
+            EXPECT_LE(int64_t(nodes_used.size()), c.m) << what << ", token " << i;
+            auto want = reference_row(router.scores_TE() + i * 16, bias, g, how);
+            std::sort(got.begin(), got.end());
+            std::sort(want.begin(), want.end());
+            EXPECT_EQ(got, want) << what << ", token " << i;
+        }
+    }
+    // The rules: not with moe.n_group, and top_k / M of one or two.
+    auto err = [](std::vector<std::string> sets) {
+        sets.insert(sets.begin(), {"moe.n_experts=16", "moe.top_k=4"});
+        return config_error([&] { trainer::load_config("", sets, 1); });
+    };
+    expect_has(err({"moe.max_nodes_per_token=1"}), {"moe.max_nodes_per_token (1)", "moe.top_k (4)", "half"});
+    expect_has(err({"moe.max_nodes_per_token=3"}), {"moe.max_nodes_per_token (3)", "moe.top_k (4)"});
+    expect_has(err({"moe.max_nodes_per_token=2", "moe.n_group=4", "moe.topk_group=2"}),
+               {"moe.max_nodes_per_token (2)", "moe.n_group (4)", "moe.n_group: 1"});
+    EXPECT_NO_THROW(trainer::load_config("", {"moe.n_experts=16", "moe.top_k=4", "moe.max_nodes_per_token=2"}, 1));
+}
+
 TEST(RouterGroups, EachGroupingRuleIsAConfigErrorNamingItsKey) {
     auto err = [](std::vector<std::string> sets) {
         sets.insert(sets.begin(), {"moe.n_experts=16", "moe.top_k=4"});

@@ -3,7 +3,7 @@
 # between them (btl tcp,self; the veth subnet for btl and oob), its remote daemon started by a launch agent that
 # runs it through `ip netns exec` instead of ssh. What a multi-node user of `frugal launch --hostfile` sees:
 #   1. 2 hosts x 2 ranks with ep 4 (every all-to-all crosses hosts): the losses and the final checkpoint are
-#      bitwise those of 4 ranks on one host;
+#      bitwise those of 4 ranks on one host; with moe.max_nodes_per_token 1 the hosts are the routing's 2 nodes;
 #   2. a rank killed on the second host: the job ends with the rank, host and signal named, exit code 137;
 #   3. every process of the second host killed: exit code 4, the host named;
 #   4. the link brought down and left down: exit code 4, the host named (TCP keepalives, frugal launch's default
@@ -143,6 +143,15 @@ for group in /params /optim /moe; do
     h5diff -q "$WORK/one/checkpoints/step_00000006.h5" "$WORK/two/checkpoints/step_00000006.h5" $group $group ||
         fail "the final checkpoints differ in $group"
 done
+
+echo "== 1b. node-limited routing across the two hosts"
+two_hosts $(demo nodes --set train.steps=4 --set moe.max_nodes_per_token=1) > "$WORK/nodes.log" 2>&1 ||
+    { fail "node-limited: exit code $?"; tail -20 "$WORK/nodes.log"; }
+grep -q "experts of each expert-parallel group are on 2 nodes" "$WORK/nodes.log" ||
+    { fail "node-limited: the two hosts were not seen as two nodes"; grep -i node "$WORK/nodes.log"; }
+c=$(grep -o '"loss": [^,]*' "$WORK/nodes/metrics.jsonl" | head -4)
+[[ $(echo "$c" | wc -l) == 4 && $c != "$(echo "$a" | head -4)" ]] ||
+    fail "node-limited: the losses [$c] should exist and differ from unlimited routing's"
 
 echo "== 2. a rank killed on the second host"
 t0=$(now)
