@@ -41,6 +41,22 @@ enum class ScoreFunc { kSoftmax, kSigmoid };
 enum class GroupScore { kTop2Sum, kMax };
 // The most expert groups router_select_forward takes (its per-token group scores live on the stack).
 constexpr int64_t kMaxRouterGroups = 64;
+
+// The grouping router_select_forward accepts, checked by every backend before it selects (model validation gives the
+// same rules as ConfigErrors naming the keys; this catches a caller that skipped it).
+inline void check_router_groups(int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score) {
+    FRUGAL_CHECK(n_group >= 1 && n_group <= kMaxRouterGroups && e % n_group == 0,
+                 "router_select_forward: moe.n_group (", n_group, ") must be in [1, ", kMaxRouterGroups,
+                 "] and divide moe.n_experts (", e, "): set moe.n_group to a divisor of the experts");
+    FRUGAL_CHECK(topk_group >= 1 && topk_group <= n_group, "router_select_forward: moe.topk_group (", topk_group,
+                 ") must be in [1, moe.n_group (", n_group, ")]");
+    FRUGAL_CHECK(k <= topk_group * (e / n_group), "router_select_forward: moe.top_k (", k, ") exceeds the ",
+                 topk_group * (e / n_group), " experts of moe.topk_group (", topk_group,
+                 ") groups: raise moe.topk_group or lower moe.top_k");
+    FRUGAL_CHECK(n_group == 1 || group_score != GroupScore::kTop2Sum || e / n_group >= 2,
+                 "router_select_forward: moe.group_score top2_sum needs two experts per group, and moe.n_group (",
+                 n_group, ") leaves ", e / n_group, ": use moe.group_score max or fewer groups");
+}
 // E4M3 for activations and weights, E5M2 for gradients (precision/fp8.h: the formats, header-only, and with
 // precision/quantize the CPU's reference quantizers, which depend on core only and are built into the CPU backend).
 using precision::Fp8Format;

@@ -144,6 +144,7 @@ RopeRows rope_rows(const model::Param& p, const model::ModelConfig& cfg, bool in
     const size_t dot = p.name.rfind(".attn.");
     if (dot == std::string::npos) return r;
     const std::string rest = p.name.substr(dot + 6);
+    if (p.shape.size() != 2) return r;  // the norms and biases of the attention have no rotary rows
     r.rope = cfg.qk_rope_head_dim;
     r.cols = p.shape[1];
     if (rest == "wq.weight" || rest == "wq_b.weight") {

@@ -75,26 +75,12 @@ void exclude_unchosen_groups(double* keys_E, int64_t e, int64_t n_group, int64_t
     }
 }
 
-void check_groups(int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score) {
-    FRUGAL_CHECK(n_group >= 1 && n_group <= kMaxRouterGroups && e % n_group == 0,
-                 "router_select_forward: moe.n_group (", n_group, ") must be in [1, ", kMaxRouterGroups,
-                 "] and divide moe.n_experts (", e, "): set moe.n_group to a divisor of the experts");
-    FRUGAL_CHECK(topk_group >= 1 && topk_group <= n_group, "router_select_forward: moe.topk_group (", topk_group,
-                 ") must be in [1, moe.n_group (", n_group, ")]");
-    FRUGAL_CHECK(k <= topk_group * (e / n_group), "router_select_forward: moe.top_k (", k, ") exceeds the ",
-                 topk_group * (e / n_group), " experts of moe.topk_group (", topk_group,
-                 ") groups: raise moe.topk_group or lower moe.top_k");
-    FRUGAL_CHECK(n_group == 1 || group_score != GroupScore::kTop2Sum || e / n_group >= 2,
-                 "router_select_forward: moe.group_score top2_sum needs two experts per group, and moe.n_group (",
-                 n_group, ") leaves ", e / n_group, ": use moe.group_score max or fewer groups");
-}
-
 }  // namespace
 
 template <typename T>
 void router_select_forward(int32_t* selected_TK, double* keys_TE, const T* scores_TE, const float* bias_E, int64_t t,
                            int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score) {
-    check_groups(e, k, n_group, topk_group, group_score);
+    check_router_groups(e, k, n_group, topk_group, group_score);
     const bool grouped = topk_group < n_group;
 #pragma omp parallel for schedule(static) if (worth_a_team(t * e))
     for (int64_t i = 0; i < t; ++i) {

@@ -40,21 +40,6 @@ void check_router_shape(const char* what, int64_t t, int64_t e, int64_t k) {
                  ")]: set moe.top_k to at most the number of experts");
 }
 
-// The grouping router_select_forward's kernel assumes (backend/cpu/router.h), in the CPU kernel's words.
-void check_expert_groups(int64_t e, int64_t k, int64_t n_group, int64_t topk_group, GroupScore group_score) {
-    FRUGAL_CHECK(n_group >= 1 && n_group <= backend::kMaxRouterGroups && e % n_group == 0,
-                 "router_select_forward: moe.n_group (", n_group, ") must be in [1, ", backend::kMaxRouterGroups,
-                 "] and divide moe.n_experts (", e, "): set moe.n_group to a divisor of the experts");
-    FRUGAL_CHECK(topk_group >= 1 && topk_group <= n_group, "router_select_forward: moe.topk_group (", topk_group,
-                 ") must be in [1, moe.n_group (", n_group, ")]");
-    FRUGAL_CHECK(k <= topk_group * (e / n_group), "router_select_forward: moe.top_k (", k, ") exceeds the ",
-                 topk_group * (e / n_group), " experts of moe.topk_group (", topk_group,
-                 ") groups: raise moe.topk_group or lower moe.top_k");
-    FRUGAL_CHECK(n_group == 1 || group_score != GroupScore::kTop2Sum || e / n_group >= 2,
-                 "router_select_forward: moe.group_score top2_sum needs two experts per group, and moe.n_group (",
-                 n_group, ") leaves ", e / n_group, ": use moe.group_score max or fewer groups");
-}
-
 void check_groups(const char* what, int64_t groups, int64_t t) {
     FRUGAL_CHECK(groups >= 1 && t % groups == 0, what, ": the ", t, " tokens do not split into ", groups,
                  " aux-loss groups of whole sequences: the groups must be at least 1 and divide the tokens (the "
@@ -252,7 +237,7 @@ void router_select_forward(cudaStream_t stream, int32_t* selected_TK, double* ke
                            const float* bias_E, int64_t t, int64_t e, int64_t k, int64_t n_group, int64_t topk_group,
                            GroupScore group_score) {
     check_router_shape("router_select_forward", t, e, k);
-    check_expert_groups(e, k, n_group, topk_group, group_score);
+    backend::check_router_groups(e, k, n_group, topk_group, group_score);
     if (t == 0) return;
     select_kernel<<<grid_for(t, kThreads), kThreads, 0, stream>>>(
         selected_TK, keys_TE, scores_TE, bias_E, t, e, k, n_group, topk_group, group_score == GroupScore::kTop2Sum);
