@@ -179,13 +179,17 @@ double construction_seconds(int64_t n_layers, int tries) {
 
 // 10 times the layers may take at most 40 times as long: linear is 10 (12-25 measured beside other tests under
 // ctest -j, the small build being a few milliseconds), while one lookup per parameter over all the parameters
-// registered so far made it 100.
+// registered so far made it 100. The two sizes are timed in interleaved pairs and the smallest ratio of a pair
+// counts, so that a burst of load from other tests slows both members of some pair alike.
 TEST(MemoryCheck, ModelConstructionIsLinearInTheLayers) {
-    const double small = construction_seconds(2000, 3);
-    const double large = construction_seconds(20000, 3);
-    std::cout << "construction: 2000 layers " << small << " s, 20000 layers " << large << " s, ratio " << large / small
-              << "\n";
-    EXPECT_LT(large / small, 40.0);
+    double best = 1e30, small = 0, large = 0;
+    for (int pair = 0; pair < 5; ++pair) {
+        const double s = construction_seconds(2000, 1), l = construction_seconds(20000, 1);
+        if (l / s < best) best = l / s, small = s, large = l;
+    }
+    std::cout << "construction: 2000 layers " << small << " s, 20000 layers " << large << " s, ratio " << best
+              << " (the smallest of 5 interleaved pairs)\n";
+    EXPECT_LT(best, 40.0);
 }
 
 }  // namespace
