@@ -179,7 +179,9 @@ JobFailure read_job_failure(const std::string& output, int rc) {
     auto after = [&](const std::string& key, size_t from) -> std::string {
         const size_t p = output.find(key, from);
         if (p == std::string::npos) return {};
-        size_t b = p + key.size(), e = b;
+        size_t b = p + key.size();
+        while (b < output.size() && output[b] == ' ') ++b;  // "Peer host:  HOST"
+        size_t e = b;
         while (e < output.size() && !std::isspace(static_cast<unsigned char>(output[e])) && output[e] != ',') ++e;
         return output.substr(b, e - b);
     };
@@ -196,14 +198,7 @@ JobFailure read_job_failure(const std::string& output, int rc) {
         const size_t remote = output.find("Remote daemon:", from);  // "Remote daemon: [[job,0],1] on node HOST"
         if (remote != std::string::npos) f.host = after(" on node ", remote);
         // The TCP transport's "peer hung up" names the host at the other end.
-        const size_t peer = output.find("Peer host:");
-        if (f.host.empty() && peer != std::string::npos) {
-            size_t b = peer + 10;
-            while (b < output.size() && output[b] == ' ') ++b;
-            size_t e = b;
-            while (e < output.size() && !std::isspace(static_cast<unsigned char>(output[e]))) ++e;
-            f.host = output.substr(b, e - b);
-        }
+        if (f.host.empty()) f.host = after("Peer host:", 0);
     }
     // "mpirun noticed that process rank 3 with PID 123 on node HOST exited on signal 9 (Killed)."
     const size_t noticed = output.find("noticed that process rank ");
