@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
 
     parallel::AllToAllDispatcher<float> disp(backend::cpu_backend().ops<float>(), *world, e, "bench");
     const int reps = 11;
-    std::vector<double> ours, raw;
+    std::vector<double> ours, raw, disp_only, raw_one;
     int64_t sent_rows = 0, recv_rows = 0;
     for (int r = 0; r < reps + 1; ++r) {
         // combine adds into the layer's output, which the MoE layer zeroes (or fills with the shared experts')
@@ -68,9 +68,12 @@ int main(int argc, char** argv) {
         MPI_Barrier(MPI_COMM_WORLD);
         auto t0 = std::chrono::steady_clock::now();
         auto& h = disp.dispatch(x.data(), expert.data(), t, k, e, d);
+        auto t1 = std::chrono::steady_clock::now();
         disp.combine(out.data(), h.expert_rows, w.data());  // identity experts
         MPI_Barrier(MPI_COMM_WORLD);
-        double ours_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        auto t2 = std::chrono::steady_clock::now();
+        const double ours_s = std::chrono::duration<double>(t2 - t0).count();
+        const double disp_s = std::chrono::duration<double>(t1 - t0).count();
 
         // The same rows, raw: there and back with MPI_Alltoallv on prepared buffers.
         const auto& srows = disp.send_rows_per_rank();
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
         t0 = std::chrono::steady_clock::now();
         MPI_Alltoallv(sbuf.data(), sc.data(), sd.data(), MPI_FLOAT, rbuf.data(), rc.data(), rd.data(), MPI_FLOAT,
                       MPI_COMM_WORLD);
+        auto t3 = std::chrono::steady_clock::now();
         MPI_Alltoallv(rbuf.data(), rc.data(), rd.data(), MPI_FLOAT, sbuf.data(), sc.data(), sd.data(), MPI_FLOAT,
                       MPI_COMM_WORLD);
         MPI_Barrier(MPI_COMM_WORLD);
@@ -99,6 +103,8 @@ int main(int argc, char** argv) {
         if (r > 0) {  // the first round grows the buffers
             ours.push_back(ours_s);
             raw.push_back(raw_s);
+            disp_only.push_back(disp_s);
+            raw_one.push_back(std::chrono::duration<double>(t3 - t0).count());
         }
         sent_rows = so / d;
         recv_rows = ro / d;
@@ -121,6 +127,27 @@ int main(int argc, char** argv) {
         }
         fp8_s = median(times);
     }
+    // The local work alone, on this rank's permutation: the gather of every routed row from the tokens and the
+    // weighted un-permute back (what dispatch + combine must do besides moving bytes).
+    double gather_s = 0, scatter_s = 0;
+    {
+        const auto& perm = disp.handle().perm;
+        const auto& ops = backend::cpu_backend().ops<float>();
+        std::vector<float> rows(static_cast<size_t>(std::max<int64_t>(perm.num_rows, 1) * d));
+        std::vector<double> g, c;
+        for (int r = 0; r < 5; ++r) {
+            MPI_Barrier(MPI_COMM_WORLD);
+            auto t0 = std::chrono::steady_clock::now();
+            model::permute_rows(ops, rows.data(), x.data(), perm, d);
+            auto t1 = std::chrono::steady_clock::now();
+            model::unpermute_combine(ops, out.data(), rows.data(), w.data(), perm, d);
+            auto t2 = std::chrono::steady_clock::now();
+            g.push_back(std::chrono::duration<double>(t1 - t0).count());
+            c.push_back(std::chrono::duration<double>(t2 - t1).count());
+        }
+        gather_s = median(g);
+        scatter_s = median(c);
+    }
     // Bytes this rank moves: rows out and in, both directions.
     const double bytes = 2.0 * double(sent_rows + recv_rows) * double(d) * sizeof(float);
     if (rank == 0) {
@@ -128,6 +155,10 @@ int main(int argc, char** argv) {
                     (long long)t, (long long)d, (long long)e, (long long)k);
         std::printf("dispatch+combine  %.3f ms  %.2f GB/s per rank\n", median(ours) * 1e3, bytes / median(ours) / 1e9);
         std::printf("raw alltoallv x2  %.3f ms  %.2f GB/s per rank\n", median(raw) * 1e3, bytes / median(raw) / 1e9);
+        std::printf("  of which         dispatch %.3f ms, combine %.3f ms; raw first call %.3f ms\n",
+                    median(disp_only) * 1e3, (median(ours) - median(disp_only)) * 1e3, median(raw_one) * 1e3);
+        std::printf("  local work       gather of the routed rows %.3f ms, weighted un-permute %.3f ms\n",
+                    gather_s * 1e3, scatter_s * 1e3);
         std::printf("ratio             %.2f (dispatch+combine bandwidth / raw; goal >= 0.8)\n",
                     median(raw) / median(ours));
         std::printf(

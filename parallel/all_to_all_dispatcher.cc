@@ -43,9 +43,12 @@ void AllToAllDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* exper
     FRUGAL_CHECK(e == n_experts_, "dispatcher built for ", n_experts_, " experts, router has ", e);
     auto& h = this->handle_;
     h.d = d;
+    x_TD_ = x_TD;
     model::build_permutation(be_, h.perm, expert_TK, t, k, e);
     T* rows = ensure<T>(this->ops_, h.send_rows_RD, std::max<int64_t>(h.perm.num_rows, 1) * d);
-    model::permute_rows(this->ops_, rows, x_TD, h.perm, d);
+    if (fp8_)
+        model::permute_rows(this->ops_, rows, x_TD, h.perm, d);  // quantized whole; FP32 rows are gathered
+                                                                 // block by block as they are sent
     for (int64_t j = 0; j < ep_; ++j)
         send_rows_[size_t(j)] = h.perm.offset_E[size_t((j + 1) * local_)] - h.perm.offset_E[size_t(j * local_)];
 }
@@ -75,39 +78,69 @@ void AllToAllDispatcher<T>::dispatch_communicate() {
         }
     T* rows = ensure<T>(this->ops_, expert_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
     if (fp8_) {
-        T* recv = ensure<T>(this->ops_, recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
-        exchange_forward_fp8(h.send_rows_RD.template data<T>(), recv);
-        to_expert_major(rows, recv);
+        ensure<T>(this->ops_, recv_rows_RD_, std::max<int64_t>(num_recv_, 1) * d);
+        start_forward_fp8(h.send_rows_RD.template data<T>());
     } else {
-        exchange_direct(h.send_rows_RD.template data<T>(), rows, true);
+        start_dispatch_rows(h.send_rows_RD.template data<T>(), rows);
         dispatch_bytes_sent_ = (h.perm.num_rows - send_rows_[size_t(comm_.rank())]) * d * int64_t(sizeof(T));
     }
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::exchange_direct(const T* send, T* recv, bool forward) {
+void AllToAllDispatcher<T>::set_direct_counts(int64_t e, bool forward, bool skip_self) {
     const auto& perm = this->handle_.perm;
     const int64_t d = this->handle_.d;
-    for (int64_t e = 0; e < local_; ++e) {
-        for (int64_t j = 0; j < ep_; ++j) {
-            // Peer j as destination: its local expert e is global expert j E_l + e, whose rows are contiguous in
-            // this rank's permuted order. Peer j as source: its rows for our local expert e, block (e, j) here.
-            // The same index j E_l + e names both: global expert g here and (source j, local e) in recv_count_SE.
-            const size_t g = size_t(j * local_ + e), es = size_t(e * ep_ + j);
-            const int64_t src_cnt = perm.tokens_per_expert_E[g] * d, src_dsp = perm.offset_E[g] * d;
-            const int64_t exp_cnt = recv_count_SE_[g] * d, exp_dsp = exp_off_ES_[es] * d;
-            send_cnt_[size_t(j)] = forward ? src_cnt : exp_cnt;
-            send_dsp_[size_t(j)] = forward ? src_dsp : exp_dsp;
-            recv_cnt_[size_t(j)] = forward ? exp_cnt : src_cnt;
-            recv_dsp_[size_t(j)] = forward ? exp_dsp : src_dsp;
-        }
-        comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
-                           DTypeOf<T>::value);
+    for (int64_t j = 0; j < ep_; ++j) {
+        // Peer j as destination: its local expert e is global expert j E_l + e, whose rows are contiguous in this
+        // rank's permuted order. Peer j as source: its rows for our local expert e, block (e, j) here. The same
+        // index j E_l + e names both: global expert g here and (source j, local e) in recv_count_SE.
+        const size_t g = size_t(j * local_ + e), es = size_t(e * ep_ + j);
+        const bool none = skip_self && j == comm_.rank();
+        const int64_t src_cnt = none ? 0 : perm.tokens_per_expert_E[g] * d, src_dsp = perm.offset_E[g] * d;
+        const int64_t exp_cnt = none ? 0 : recv_count_SE_[g] * d, exp_dsp = exp_off_ES_[es] * d;
+        send_cnt_[size_t(j)] = forward ? src_cnt : exp_cnt;
+        send_dsp_[size_t(j)] = forward ? src_dsp : exp_dsp;
+        recv_cnt_[size_t(j)] = forward ? exp_cnt : src_cnt;
+        recv_dsp_[size_t(j)] = forward ? exp_dsp : src_dsp;
     }
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::exchange_forward_fp8(const T* send, T* recv) {
+void AllToAllDispatcher<T>::exchange_direct(const T* send, T* recv, bool forward) {
+    for (int64_t e = 0; e < local_; ++e) {
+        set_direct_counts(e, forward, false);
+        comm_.start_all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
+                                 DTypeOf<T>::value);
+    }
+    comm_.finish_all();
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::start_dispatch_rows(T* send, T* expert_rows) {
+    const auto& perm = this->handle_.perm;
+    const int64_t d = this->handle_.d, me = comm_.rank();
+    for (int64_t e = 0; e < local_; ++e) {
+        // The rows for local expert e of every other rank, gathered from the tokens into their send blocks...
+        for (int64_t j = 0; j < ep_; ++j) {
+            const size_t g = size_t(j * local_ + e);
+            if (j != me)
+                this->ops_.permute_rows(send + perm.offset_E[g] * d, x_TD_, perm.token_of() + perm.offset_E[g],
+                                        perm.tokens_per_expert_E[g], d);
+        }
+        set_direct_counts(e, true, true);
+        comm_.start_all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), expert_rows, recv_cnt_.data(),
+                                 recv_dsp_.data(), DTypeOf<T>::value);
+        comm_.progress();
+        // ...and this rank's own, gathered straight into their expert-major block while those are in flight.
+        const size_t g = size_t(me * local_ + e);
+        this->ops_.permute_rows(expert_rows + exp_off_ES_[size_t(e * ep_ + me)] * d, x_TD_,
+                                perm.token_of() + perm.offset_E[g], perm.tokens_per_expert_E[g], d);
+        comm_.progress();
+    }
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::start_forward_fp8(const T* send) {
     if constexpr (std::is_same_v<T, float>) {
         const int64_t d = this->handle_.d, tile = 128, groups = (d + tile - 1) / tile;
         const int64_t rows_out = this->handle_.perm.num_rows;
@@ -116,20 +149,28 @@ void AllToAllDispatcher<T>::exchange_forward_fp8(const T* send, T* recv) {
         uint8_t* codes_recv = ensure<uint8_t>(be_, codes_recv_, std::max<int64_t>(num_recv_, 1) * d);
         float* scales_recv = ensure<float>(be_, scales_recv_, std::max<int64_t>(num_recv_, 1) * groups);
         be_.quantize_row_tiles(codes_send, scales_send, send, rows_out, d, tile, precision::Fp8Format::kE4M3, true);
-        exchange(codes_send, codes_recv, d, DType::kU8, true);
-        exchange(scales_send, scales_recv, groups, DType::kF32, true);
-        be_.dequantize_row_tiles(recv, codes_recv, scales_recv, num_recv_, d, tile, precision::Fp8Format::kE4M3);
+        start_exchange(codes_send, codes_recv, d, DType::kU8);
+        start_exchange(scales_send, scales_recv, groups, DType::kF32);
         dispatch_bytes_sent_ = (rows_out - send_rows_[size_t(comm_.rank())]) * (d + groups * int64_t(sizeof(float)));
     } else {
         (void)send;
-        (void)recv;
     }
 }
 
 template <typename T>
 void AllToAllDispatcher<T>::dispatch_finish() {
     auto& h = this->handle_;
-    T* rows = expert_rows_RD_.template data<T>();  // filled by dispatch_communicate, already expert-major
+    comm_.finish_all();
+    T* rows = expert_rows_RD_.template data<T>();  // FP32: filled by the exchange, already expert-major
+    if constexpr (std::is_same_v<T, float>) {
+        if (fp8_) {
+            const int64_t d = h.d, tile = 128;
+            T* recv = recv_rows_RD_.template data<T>();
+            be_.dequantize_row_tiles(recv, codes_recv_.template data<uint8_t>(), scales_recv_.template data<float>(),
+                                     num_recv_, d, tile, precision::Fp8Format::kE4M3);
+            to_expert_major(rows, recv);
+        }
+    }
     h.tokens_per_local_expert.assign(size_t(local_), 0);
     for (int64_t s = 0; s < ep_; ++s)
         for (int64_t e = 0; e < local_; ++e)
@@ -139,19 +180,17 @@ void AllToAllDispatcher<T>::dispatch_finish() {
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::exchange(const void* send, void* recv, int64_t width, DType dtype, bool forward) {
-    const std::vector<int64_t>& out_rows = forward ? send_rows_ : recv_rows_;
-    const std::vector<int64_t>& in_rows = forward ? recv_rows_ : send_rows_;
+void AllToAllDispatcher<T>::start_exchange(const void* send, void* recv, int64_t width, DType dtype) {
     int64_t so = 0, ro = 0;
     for (int64_t j = 0; j < ep_; ++j) {
-        send_cnt_[size_t(j)] = out_rows[size_t(j)] * width;
+        send_cnt_[size_t(j)] = send_rows_[size_t(j)] * width;
         send_dsp_[size_t(j)] = so;
         so += send_cnt_[size_t(j)];
-        recv_cnt_[size_t(j)] = in_rows[size_t(j)] * width;
+        recv_cnt_[size_t(j)] = recv_rows_[size_t(j)] * width;
         recv_dsp_[size_t(j)] = ro;
         ro += recv_cnt_[size_t(j)];
     }
-    comm_.all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(), dtype);
+    comm_.start_all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(), dtype);
 }
 
 template <typename T>
@@ -202,11 +241,12 @@ template class AllToAllDispatcher<float>;
 template class AllToAllDispatcher<double>;
 
 template <typename T>
-void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch) {
+void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch, bool overlap_shared) {
     const model::ModelConfig& m = net.config();
     auto layers = net.moe_layers();
     size_t i = 0;
     for (int64_t l : m.moe_block_indices()) {
+        layers[i]->set_overlap_shared(overlap_shared);
         if (ep_comm.size() > 1)
             layers[i++]->set_dispatcher(std::make_unique<AllToAllDispatcher<T>>(
                 net.ops(), ep_comm, m.moe.n_experts, m.block_name(l) + " MoE dispatch", fp8_dispatch));
@@ -217,7 +257,7 @@ void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool
     FRUGAL_CHECK(i == layers.size(), "expert parallelism wired ", i, " of ", layers.size(), " MoE layers");
 }
 
-template void use_expert_parallel(model::Transformer<float>&, Communicator&, bool);
-template void use_expert_parallel(model::Transformer<double>&, Communicator&, bool);
+template void use_expert_parallel(model::Transformer<float>&, Communicator&, bool, bool);
+template void use_expert_parallel(model::Transformer<double>&, Communicator&, bool, bool);
 
 }  // namespace frugal::parallel

@@ -10,7 +10,11 @@
 //                expert_rows_RD layout: [e][S][rows], block (e, S) at row exp_off_ES[e][S]; tokens of local
 //                expert e = sum_S recv_count_SE[S][e]. The rows land there directly: one all_to_all_v per local
 //                expert e, whose send block j is global expert j E_l + e (contiguous on the source) and whose
-//                receive block S is (e, S) (contiguous here), so no regrouping copy is made.
+//                receive block S is (e, S) (contiguous here), so no regrouping copy is made. The FP32 rows are
+//                gathered from the tokens expert by expert, each exchange started as soon as its rows are, and
+//                this rank's own rows are gathered straight into their expert-major block (MPI never copies them).
+//                The exchanges are in flight between dispatch_start() and dispatch_wait(), where the MoE layer
+//                runs its shared experts.
 // Combine mirrors it: expert outputs [e][S] -> one all_to_all_v per local expert back -> rows in the source's
 // permuted order (y_back_RD) -> weighted un-permute on the source rank.
 // FP8 dispatch sends codes and scales in one exchange in arrival layout [S][e] (recv_off_SE) and dequantizes them
@@ -48,6 +52,7 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     const std::vector<int64_t>& recv_count_SE() const { return recv_count_SE_; }
     // Bytes this rank sent to other ranks in the last dispatch (rows it keeps are not counted).
     int64_t dispatch_bytes_sent() const { return dispatch_bytes_sent_; }
+    void progress() override { comm_.progress(); }
 
   protected:
     void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) override;
@@ -61,15 +66,21 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
   private:
     // [S][e] arrival layout -> [e][S] expert layout (the FP8 path).
     void to_expert_major(T* dst, const T* src) const;
-    // Rows from sources to experts (forward: the dispatch direction) or back (the combine direction), in arrival
-    // layout [S][e]; each row is `width` elements of dtype.
-    void exchange(const void* send, void* recv, int64_t width, DType dtype, bool forward);
-    // Rows between the sources' permuted order and the expert-major layout, one all_to_all_v per local expert.
-    // forward: permuted -> expert-major (dispatch); else expert-major -> permuted (combine).
+    // The counts of the exchange for local expert e between the sources' permuted order and the expert-major
+    // layout; forward: permuted -> expert-major (dispatch), else back (combine). skip_self: this rank's own block
+    // is left out (moved without MPI).
+    void set_direct_counts(int64_t e, bool forward, bool skip_self);
+    // Rows between the sources' permuted order and the expert-major layout, one all_to_all_v per local expert,
+    // all in flight together; returns when they are done.
     void exchange_direct(const T* send, T* recv, bool forward);
-    // The FP8 dispatch: codes_send [R_send, D] u8 and scales_send [R_send, ceil(D / 128)] f32 go out, the received
-    // ones are dequantized into recv.
-    void exchange_forward_fp8(const T* send, T* recv);
+    // The FP32 dispatch: for each local expert, gathers the token rows bound for the other ranks into send and
+    // starts their exchange, then gathers this rank's own rows straight into expert_rows.
+    void start_dispatch_rows(T* send, T* expert_rows);
+    // The FP8 dispatch: codes [R_send, D] u8 and scales [R_send, ceil(D / 128)] f32 of the permuted rows go out in
+    // arrival layout; dispatch_finish() dequantizes them into expert-major order.
+    void start_forward_fp8(const T* send);
+    // Starts rows (width elements of dtype each) from the sources to the experts in arrival layout [S][e].
+    void start_exchange(const void* send, void* recv, int64_t width, DType dtype);
 
     backend::Backend& be_;
     Communicator& comm_;
@@ -81,14 +92,17 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     int64_t num_recv_ = 0;
     bool fp8_;
     int64_t dispatch_bytes_sent_ = 0;
+    const T* x_TD_ = nullptr;           // the tokens of the dispatch in flight
     Tensor codes_send_, codes_recv_;    // uint8 E4M3 codes, [rows, D]
     Tensor scales_send_, scales_recv_;  // float, [rows, ceil(D / 128)]
     Tensor recv_rows_RD_, expert_rows_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
 };
 
 // Gives every MoE layer of net its dispatcher: all-to-all over ep_comm when the group has more than one rank
-// (net must then hold that rank's expert shard), the local one otherwise.
+// (net must then hold that rank's expert shard), the local one otherwise. overlap_shared: the shared experts run
+// while the dispatch is in flight (MoELayer::set_overlap_shared).
 template <typename T>
-void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch);
+void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch,
+                         bool overlap_shared = true);
 
 }  // namespace frugal::parallel

@@ -39,6 +39,16 @@ class Communicator {
     // Block j of send (send_counts[j] elements at send_displs[j]) goes to rank j; block i of recv comes from rank i.
     virtual void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
                               const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) = 0;
+    // all_to_all_v without waiting: it starts the exchange and returns, and finish_all() completes every exchange
+    // started since the last finish_all() (in any order, under the same deadline as the blocking collectives). The
+    // counts are copied at the start; the buffers must be left alone until finish_all(). Every rank starts the same
+    // exchanges in the same order, and calls no other collective of this communicator in between.
+    virtual void start_all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs,
+                                    void* recv, const int64_t* recv_counts, const int64_t* recv_displs,
+                                    DType dtype) = 0;
+    // Lets the started exchanges move data (MPI moves a large message only inside an MPI call) without waiting.
+    virtual void progress() {}
+    virtual void finish_all() {}
     // recv [size, count] gathers every rank's count elements.
     virtual void all_gather(const void* send, void* recv, int64_t count, DType dtype) = 0;
     // send holds size consecutive blocks, block i of recv_counts[i] elements; rank i receives into recv the
@@ -73,6 +83,11 @@ class SingleProcessComm final : public Communicator {
     void all_to_all(const void* send, void* recv, int64_t count_per_rank, DType dtype) override;
     void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
                       const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) override;
+    // A copy, done at once.
+    void start_all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
+                            const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) override {
+        all_to_all_v(send, send_counts, send_displs, recv, recv_counts, recv_displs, dtype);
+    }
     void all_gather(const void* send, void* recv, int64_t count, DType dtype) override;
     void reduce_scatter(const void* send, void* recv, const int64_t* recv_counts, DType dtype, ReduceOp) override;
     void all_gather_v(void*, const int64_t*, const int64_t*, DType) override {}

@@ -110,12 +110,12 @@ MpiComm::~MpiComm() {
     if (owned_ && mpi_initialized()) MPI_Comm_free(&comm_);
 }
 
-void MpiComm::wait(MPI_Request& request, const char* collective) {
+void MpiComm::wait(MPI_Request* requests, int n, const char* collective) {
     using Clock = std::chrono::steady_clock;
     const auto start = Clock::now();
     int done = 0;
     for (int64_t spin = 0;; ++spin) {
-        FRUGAL_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+        FRUGAL_MPI_CHECK(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE));
         if (done) {
             context_->wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
             return;
@@ -153,20 +153,39 @@ void MpiComm::all_to_all(const void* send, void* recv, int64_t count_per_rank, D
 
 void MpiComm::all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
                            const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) {
-    sc_.resize(size_t(size_));
-    sd_.resize(size_t(size_));
-    rc_.resize(size_t(size_));
-    rd_.resize(size_t(size_));
-    for (int i = 0; i < size_; ++i) {
-        sc_[size_t(i)] = to_int(send_counts[i], "all_to_all_v send count");
-        sd_[size_t(i)] = to_int(send_displs[i], "all_to_all_v send displacement");
-        rc_[size_t(i)] = to_int(recv_counts[i], "all_to_all_v receive count");
-        rd_[size_t(i)] = to_int(recv_displs[i], "all_to_all_v receive displacement");
+    FRUGAL_CHECK(pending_.empty(), "all_to_all_v while ", pending_.size(), " started exchanges are unfinished");
+    start_all_to_all_v(send, send_counts, send_displs, recv, recv_counts, recv_displs, dtype);
+    finish_all();
+}
+
+void MpiComm::start_all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
+                                 const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) {
+    const size_t n = size_t(size_), slot = pending_.size();
+    if (pending_counts_.size() <= slot) pending_counts_.resize(slot + 1);
+    std::vector<int>& c = pending_counts_[slot];  // [send counts | send displs | recv counts | recv displs]
+    c.resize(4 * n);
+    for (size_t i = 0; i < n; ++i) {
+        c[i] = to_int(send_counts[i], "all_to_all_v send count");
+        c[n + i] = to_int(send_displs[i], "all_to_all_v send displacement");
+        c[2 * n + i] = to_int(recv_counts[i], "all_to_all_v receive count");
+        c[3 * n + i] = to_int(recv_displs[i], "all_to_all_v receive displacement");
     }
     MPI_Request req;
-    FRUGAL_MPI_CHECK(MPI_Ialltoallv(send, sc_.data(), sd_.data(), mpi_type(dtype), recv, rc_.data(), rd_.data(),
-                                    mpi_type(dtype), comm_, &req));
-    wait(req, "all_to_all_v");
+    FRUGAL_MPI_CHECK(MPI_Ialltoallv(send, c.data(), c.data() + n, mpi_type(dtype), recv, c.data() + 2 * n,
+                                    c.data() + 3 * n, mpi_type(dtype), comm_, &req));
+    pending_.push_back(req);
+}
+
+void MpiComm::progress() {
+    if (pending_.empty()) return;
+    int done = 0;
+    FRUGAL_MPI_CHECK(MPI_Testall(int(pending_.size()), pending_.data(), &done, MPI_STATUSES_IGNORE));
+}
+
+void MpiComm::finish_all() {
+    if (pending_.empty()) return;
+    wait(pending_.data(), int(pending_.size()), "all_to_all_v");
+    pending_.clear();
 }
 
 void MpiComm::all_gather(const void* send, void* recv, int64_t count, DType dtype) {

@@ -35,6 +35,10 @@ class MpiComm final : public Communicator {
     void all_to_all(const void* send, void* recv, int64_t count_per_rank, DType dtype) override;
     void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
                       const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) override;
+    void start_all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs, void* recv,
+                            const int64_t* recv_counts, const int64_t* recv_displs, DType dtype) override;
+    void progress() override;
+    void finish_all() override;
     void all_gather(const void* send, void* recv, int64_t count, DType dtype) override;
     void reduce_scatter(const void* send, void* recv, const int64_t* recv_counts, DType dtype, ReduceOp op) override;
     void all_gather_v(void* buf, const int64_t* counts, const int64_t* displs, DType dtype) override;
@@ -47,17 +51,21 @@ class MpiComm final : public Communicator {
 
   private:
     MpiComm(MPI_Comm comm, bool owned, double timeout_s, std::string name);
-    // Polls request until it completes; aborts the job past the deadline.
-    void wait(MPI_Request& request, const char* collective);
+    // Polls the n requests until all complete; aborts the job past the deadline.
+    void wait(MPI_Request* requests, int n, const char* collective);
+    void wait(MPI_Request& request, const char* collective) { wait(&request, 1, collective); }
 
     MPI_Comm comm_;
     bool owned_;
     double timeout_s_;
     std::string name_;
     int rank_ = 0, size_ = 1;
-    // int copies of the 64-bit counts MPI_Ialltoallv (and the other -v collectives) take; they must outlive the
-    // request, so they are members.
-    std::vector<int> sc_, sd_, rc_, rd_;
+    // int copies of the 64-bit counts the -v collectives take; they must outlive the request, so they are members.
+    std::vector<int> rc_, rd_;
+    // The started all_to_all_v exchanges: requests and their int counts (send, send displacements, receive, receive
+    // displacements), kept until finish_all(); the vectors grow to the most exchanges in flight and are reused.
+    std::vector<MPI_Request> pending_;
+    std::vector<std::vector<int>> pending_counts_;
 };
 
 }  // namespace frugal::parallel

@@ -74,6 +74,9 @@ ConfigFields TrainConfig::fields() {
           "data-parallel group (replicated parameters) and the expert-data-parallel group (experts), gradients "
           "reduce-scattered and the updated parameters all-gathered (docs/parallelism.md)",
           0, 1);
+    f.add("parallel.overlap_shared_experts", &parallel.overlap_shared_experts,
+          "the shared experts compute while the MoE dispatch's all-to-all is in flight (it is started, they run, "
+          "then it is waited for); false: after it. The results are bitwise the same; only the step time differs");
     f.add("parallel.timeout_s", &parallel.timeout_s,
           "a collective (all-to-all, all-reduce) not finished after this many seconds stops the whole job with a "
           "message naming the step, the layer and the collective; 0 = wait forever",

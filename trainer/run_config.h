@@ -42,8 +42,9 @@ struct DataSection {
 
 struct ParallelSection {
     int64_t ep = 1;
-    int64_t zero = 0;        // 1: ZeRO-1, optimizer state sharded over the data-parallel groups
-    double timeout_s = 300;  // a collective unfinished after this long stops the job
+    int64_t zero = 0;                    // 1: ZeRO-1, optimizer state sharded over the data-parallel groups
+    bool overlap_shared_experts = true;  // the shared experts run while the MoE dispatch is in flight
+    double timeout_s = 300;              // a collective unfinished after this long stops the job
 };
 
 // Fault injection for tests and drills: rank kill_rank fails at the start of step at_step, once per run

@@ -129,7 +129,7 @@ std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& ne
         log::info("weights from ", cfg.model.init_from.substr(3), " (each rank read its own experts)");
     }
     net.set_precision(cfg.precision);
-    parallel::use_expert_parallel(net, ep_comm, cfg.precision.fp8_dispatch);
+    parallel::use_expert_parallel(net, ep_comm, cfg.precision.fp8_dispatch, cfg.parallel.overlap_shared_experts);
     const int64_t m = cfg.model.moe.max_nodes_per_token;
     if (m > 0) {
         const int64_t nodes = ep_group_nodes(dims, world);

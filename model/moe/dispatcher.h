@@ -83,11 +83,22 @@ class Dispatcher {
     virtual int64_t num_local_experts() const = 0;
 
     DispatchHandle<T>& dispatch(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) {
+        dispatch_start(x_TD, expert_TK, t, k, e, d);
+        return dispatch_wait();
+    }
+    // dispatch() in two halves, so that work which needs no exchanged row (the shared experts) runs while the rows
+    // are in flight: dispatch_start() permutes and starts the exchange, dispatch_wait() completes it. x_TD must
+    // stay as it is in between.
+    void dispatch_start(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) {
         dispatch_prepare(x_TD, expert_TK, t, k, e, d);
         dispatch_communicate();
+    }
+    DispatchHandle<T>& dispatch_wait() {
         dispatch_finish();
         return handle_;
     }
+    // Lets a started dispatch move data while the caller computes (a no-op without communication).
+    virtual void progress() {}
     // out_TD += weighted expert outputs; y_rows is laid out like handle.expert_rows.
     void combine(T* out_TD, const T* y_rows, const T* weight_TK) {
         const T* back = combine_communicate(y_rows);
@@ -107,8 +118,8 @@ class Dispatcher {
   protected:
     virtual void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e,
                                   int64_t d) = 0;
-    virtual void dispatch_communicate() = 0;
-    virtual void dispatch_finish() = 0;
+    virtual void dispatch_communicate() = 0;  // starts the exchange; may return before it is done
+    virtual void dispatch_finish() = 0;       // completes it
     // Returns the expert outputs back in source (permuted) order.
     virtual const T* combine_communicate(const T* y_rows) = 0;
     virtual void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,

@@ -28,13 +28,22 @@ template <typename T>
 void MoELayer<T>::forward(T* out_TD, const T* x_TD, int64_t b, int64_t s) {
     const int64_t t = b * s;
     router_.forward(x_TD, b, s);
-    DispatchHandle<T>& h = dispatcher_->dispatch(x_TD, router_.expert_TK(), t, k_, e_, d_);
+    dispatcher_->dispatch_start(x_TD, router_.expert_TK(), t, k_, e_, d_);
+    if (overlap_shared_) shared_forward(out_TD, x_TD, t);
+    DispatchHandle<T>& h = dispatcher_->dispatch_wait();
+    if (!overlap_shared_) shared_forward(out_TD, x_TD, t);
     T* y = ensure<T>(ops_, y_RD_, std::max<int64_t>(h.num_expert_rows, 1) * d_);
     experts_.forward(y, h.expert_rows, h.tokens_per_local_expert);
+    dispatcher_->combine(out_TD, y, router_.weight_TK());
+}
+
+template <typename T>
+void MoELayer<T>::shared_forward(T* out_TD, const T* x_TD, int64_t t) {
     if (shared_ && shared_gate_.w) {
         T* sh = ensure<T>(ops_, shared_TD_, t * d_);
         T* g = ensure<T>(ops_, gate_T_, t);
         shared_->forward(sh, x_TD, t);
+        dispatcher_->progress();
         shared_gate_.forward(g, x_TD, t);
         ops_.sigmoid_gate_forward(out_TD, g, sh, t, d_);
     } else if (shared_) {
@@ -42,7 +51,7 @@ void MoELayer<T>::forward(T* out_TD, const T* x_TD, int64_t b, int64_t s) {
     } else {
         ops_.fill(out_TD, t * d_, T(0));
     }
-    dispatcher_->combine(out_TD, y, router_.weight_TK());
+    dispatcher_->progress();
 }
 
 template <typename T>

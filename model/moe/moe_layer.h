@@ -33,6 +33,9 @@ class MoELayer {
     void backward(T* dx_TD, const T* dout_TD, const T* x_TD, int64_t b, int64_t s, T aux_scale);
 
     void set_dispatcher(std::unique_ptr<Dispatcher<T>> dispatcher) { dispatcher_ = std::move(dispatcher); }
+    // true (the default): the shared experts run between the start of the dispatch and its end, while the routed
+    // rows are in flight; false: after it. The same arithmetic either way, only the timing differs.
+    void set_overlap_shared(bool overlap) { overlap_shared_ = overlap; }
     // Routed and shared experts take the configured recipe; the router stays FP32.
     void set_precision(const precision::PrecisionConfig& cfg) {
         experts_.set_precision(cfg);
@@ -47,6 +50,9 @@ class MoELayer {
     Experts<T>& experts() { return experts_; }
 
   private:
+    // out_TD = the shared experts' output (gated), or zeros without shared experts.
+    void shared_forward(T* out_TD, const T* x_TD, int64_t t);
+
     const Ops<T>& ops_;
     int64_t d_, k_, e_;
     Router<T> router_;
@@ -55,6 +61,7 @@ class MoELayer {
     Linear<T> shared_gate_;  // [1, D], FP32 like the router; w == nullptr when the shared experts are ungated
     Tensor shared_TD_, gate_T_, dpre_T_, dshared_TD_;
     std::unique_ptr<Dispatcher<T>> dispatcher_;
+    bool overlap_shared_ = true;
     Tensor y_RD_, dy_RD_, dx_RD_, dweight_TK_;
 };
 

@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/rng.h"
 #include "model/moe/router.h"
 #include "model/params.h"
+#include "tests/util.h"
 
 namespace frugal::test {
 
@@ -67,6 +69,38 @@ double min_topk_margin(const T* scores_TE, const std::vector<float>& bias, int64
         if (k < e) margin = std::min(margin, keys[static_cast<size_t>(k - 1)] - keys[static_cast<size_t>(k)]);
     }
     return margin;
+}
+
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+    double s = 0;
+    for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+    return s;
+}
+
+// An attention layer (forward(out, x, pos, b, s, doc_start), backward(dx, dout, x, pos, b, s, doc_start)) whose
+// parameters are all of store, on 2 windows of 5 tokens: L = sum(out * R) over x and every parameter. doc_mask: the
+// first window holds documents [0, 2) and [2, 5), so positions restart and no query of the second sees the first.
+template <typename Layer>
+void check_attention_layer(Layer& attn, model::ParamStore& store, int64_t d, bool doc_mask, const std::string& what) {
+    const int64_t b = 2, s = 5, n = b * s;
+    std::vector<int32_t> pos(static_cast<size_t>(n)), start(static_cast<size_t>(n), 0);
+    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = int32_t(i % s);
+    if (doc_mask)
+        for (int64_t i = 2; i < s; ++i) {
+            start[static_cast<size_t>(i)] = 2;
+            pos[static_cast<size_t>(i)] = int32_t(i - 2);
+        }
+    const int32_t* st = doc_mask ? start.data() : nullptr;
+    std::vector<double> x = random_vec<double>(n * d, 8), r = random_vec<double>(n * d, 9);
+    std::vector<double> out(static_cast<size_t>(n * d)), dx(static_cast<size_t>(n * d), 0.0);
+    auto loss = [&] {
+        attn.forward(out.data(), x.data(), pos.data(), b, s, st);
+        return dot(out, r);
+    };
+    loss();
+    attn.backward(dx.data(), r.data(), x.data(), pos.data(), b, s, st);
+    check_gradient(loss, x.data(), dx.data(), n * d, what + " x");
+    check_all_params(store, loss);
 }
 
 }  // namespace frugal::test

@@ -18,12 +18,7 @@ namespace {
 using model::ModelConfig;
 using model::ParamStore;
 namespace ops = backend::cpu;
-
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-    double s = 0;
-    for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-    return s;
-}
+using test::dot;
 
 ModelConfig tiny_config() {
     ModelConfig c;
@@ -98,7 +93,6 @@ void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope =
     cfg.qk_norm_scope = scope;
     cfg.attn_bias = bias;
     cfg.n_kv_heads = n_kv_heads;
-    const int64_t b = 2, s = 5, n = b * s, d = cfg.d_model;
     model::RopeTable<double> rope(backend::cpu_backend(), cfg);
     ParamStore store;
     model::Attention<double> attn(backend::cpu_backend().ops<double>(), store, cfg, "attn.", &rope);
@@ -109,27 +103,7 @@ void attention_case(bool qk_norm, int64_t n_kv_heads, const std::string& scope =
             auto v = test::random_vec<double>(p->value.numel(), 18);
             std::copy(v.begin(), v.end(), p->value.data<double>());
         }
-    std::vector<int32_t> pos(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = int32_t(i % s);
-    // Document masking: the first window holds documents [0, 2) and [2, 5).
-    std::vector<int32_t> start(static_cast<size_t>(n), 0);
-    if (doc_mask)
-        for (int64_t i = 2; i < s; ++i) {
-            start[static_cast<size_t>(i)] = 2;
-            pos[static_cast<size_t>(i)] = int32_t(i - 2);
-        }
-    const int32_t* st = doc_mask ? start.data() : nullptr;
-    auto x = test::random_vec<double>(n * d, 8);
-    auto r = test::random_vec<double>(n * d, 9);
-    std::vector<double> out(static_cast<size_t>(n * d)), dx(static_cast<size_t>(n * d), 0.0);
-    auto loss = [&] {
-        attn.forward(out.data(), x.data(), pos.data(), b, s, st);
-        return dot(out, r);
-    };
-    loss();
-    attn.backward(dx.data(), r.data(), x.data(), pos.data(), b, s, st);
-    test::check_gradient(loss, x.data(), dx.data(), n * d, "attention x");
-    test::check_all_params(store, loss);
+    test::check_attention_layer(attn, store, cfg.d_model, doc_mask, "attention");
 }
 
 TEST(Gradients, GroupedQueryAttentionWithQkNormMatchesCentralDifferences) { attention_case(true, 2); }

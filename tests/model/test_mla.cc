@@ -17,12 +17,6 @@ namespace {
 using model::ModelConfig;
 using model::ParamStore;
 
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-    double s = 0;
-    for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-    return s;
-}
-
 // A tiny DeepSeek-style configuration: 3 heads of 4 + 2 query/key values and 3 value values, latents of 5 and 6.
 ModelConfig tiny_mla(int64_t q_lora_rank, bool yarn) {
     ModelConfig c;
@@ -54,31 +48,12 @@ ModelConfig tiny_mla(int64_t q_lora_rank, bool yarn) {
 
 // Layer-level check: L = sum(out * R) over x and every parameter, with and without document masking.
 void mla_case(const ModelConfig& cfg, bool doc_mask) {
-    const int64_t b = 2, s = 5, n = b * s, d = cfg.d_model;
     model::RopeTable<double> rope(backend::cpu_backend(), cfg);
     ParamStore store;
     model::MLA<double> attn(backend::cpu_backend().ops<double>(), store, cfg, "attn.", &rope);
     store.allocate(DType::kF64);
     store.init(23);
-    std::vector<int32_t> pos(static_cast<size_t>(n)), start(static_cast<size_t>(n), 0);
-    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = int32_t(i % s);
-    if (doc_mask)  // the first window holds documents [0, 2) and [2, 5)
-        for (int64_t i = 2; i < s; ++i) {
-            start[static_cast<size_t>(i)] = 2;
-            pos[static_cast<size_t>(i)] = int32_t(i - 2);
-        }
-    const int32_t* st = doc_mask ? start.data() : nullptr;
-    auto x = test::random_vec<double>(n * d, 8);
-    auto r = test::random_vec<double>(n * d, 9);
-    std::vector<double> out(static_cast<size_t>(n * d)), dx(static_cast<size_t>(n * d), 0.0);
-    auto loss = [&] {
-        attn.forward(out.data(), x.data(), pos.data(), b, s, st);
-        return dot(out, r);
-    };
-    loss();
-    attn.backward(dx.data(), r.data(), x.data(), pos.data(), b, s, st);
-    test::check_gradient(loss, x.data(), dx.data(), n * d, "mla x");
-    test::check_all_params(store, loss);
+    test::check_attention_layer(attn, store, cfg.d_model, doc_mask, "mla");
     // Every parameter of the layer is named as the checkpoints and the Hugging Face mapping expect.
     for (const char* name : {"attn.wkv_a.weight", "attn.kv_a_norm.weight", "attn.wkv_b.weight", "attn.wo.weight"})
         EXPECT_NE(store.find(name), nullptr) << name;
@@ -175,24 +150,11 @@ TEST(Rope, PartialRotaryLeavesTheUnrotatedValuesAndMatchesCentralDifferences) {
                 EXPECT_EQ(y[static_cast<size_t>(i * 16 + h * 8 + j)], x[static_cast<size_t>(i * 16 + h * 8 + j)]);
     EXPECT_NE(y[0], x[0]);
     // The attention layer's gradients with it.
-    const int64_t b = 2, s = 5, n = b * s, d = cfg.d_model;
     ParamStore store;
     model::Attention<double> attn(backend::cpu_backend().ops<double>(), store, cfg, "attn.", &rope);
     store.allocate(DType::kF64);
     store.init(17);
-    std::vector<int32_t> p(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = int32_t(i % s);
-    auto in = test::random_vec<double>(n * d, 8);
-    auto r = test::random_vec<double>(n * d, 9);
-    std::vector<double> out(static_cast<size_t>(n * d)), dx(static_cast<size_t>(n * d), 0.0);
-    auto loss = [&] {
-        attn.forward(out.data(), in.data(), p.data(), b, s);
-        return dot(out, r);
-    };
-    loss();
-    attn.backward(dx.data(), r.data(), in.data(), p.data(), b, s);
-    test::check_gradient(loss, in.data(), dx.data(), n * d, "partial rotary x");
-    test::check_all_params(store, loss);
+    test::check_attention_layer(attn, store, cfg.d_model, false, "partial rotary");
 }
 
 // Module k reads t_{i+k} and predicts t_{i+k+1}; what falls past the window, or follows an ignored target, is ignored.

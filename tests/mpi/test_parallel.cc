@@ -3,8 +3,10 @@
 // with and without ZeRO-1.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <numeric>
 
+#include "model/moe/moe_layer.h"
 #include "model/params.h"
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/grad_sync.h"
@@ -69,6 +71,105 @@ TEST(Communicator, EveryCollectiveGivesTheExpectedValuesAndSplitGroupsEvenAndOdd
     EXPECT_EQ(sub->size(), (n + 1 - r % 2) / 2);
     EXPECT_EQ(sub->rank(), r / 2);
     w.barrier();
+}
+
+// Exchanges started together (different sizes and buffers, several in flight) all arrive once finish_all() returns,
+// with progress() called in between as the MoE layer does while it computes.
+TEST(Communicator, StartedExchangesAllArriveAtFinishAll) {
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    const int kExchanges = 3;
+    std::vector<std::vector<int64_t>> send(kExchanges), recv(kExchanges);
+    std::vector<std::vector<int64_t>> sc(kExchanges), sd(kExchanges), rc(kExchanges), rd(kExchanges);
+    for (int x = 0; x < kExchanges; ++x) {
+        // Exchange x: rank r sends (r + j + x) % 3 values 1000 x + 100 r + j to rank j.
+        int64_t so = 0, ro = 0;
+        for (int j = 0; j < n; ++j) {
+            sc[x].push_back((r + j + x) % 3);
+            sd[x].push_back(so);
+            so += sc[x].back();
+            rc[x].push_back((j + r + x) % 3);
+            rd[x].push_back(ro);
+            ro += rc[x].back();
+            for (int64_t c = 0; c < sc[x].back(); ++c) send[x].push_back(1000 * x + 100 * r + j);
+        }
+        recv[x].assign(size_t(std::max<int64_t>(ro, 1)), -1);
+        send[x].resize(size_t(std::max<int64_t>(so, 1)));
+    }
+    for (int x = 0; x < kExchanges; ++x) {
+        w.start_all_to_all_v(send[x].data(), sc[x].data(), sd[x].data(), recv[x].data(), rc[x].data(), rd[x].data(),
+                             DType::kI64);
+        w.progress();
+    }
+    w.finish_all();
+    for (int x = 0; x < kExchanges; ++x)
+        for (int i = 0; i < n; ++i)
+            for (int64_t c = 0; c < rc[x][size_t(i)]; ++c)
+                EXPECT_EQ(recv[x][size_t(rd[x][size_t(i)] + c)], 1000 * x + 100 * i + r) << "exchange " << x;
+    // The communicator is usable for blocking collectives again.
+    int64_t one = 1;
+    w.all_reduce(&one, 1, DType::kI64, ReduceOp::kSum);
+    EXPECT_EQ(one, n);
+}
+
+// An expert-parallel MoE layer with shared experts (gated or not): computing them while the dispatch is in flight
+// (the default) gives bitwise the outputs and gradients of computing them after it, and both agree with the whole
+// layer on one rank. (Buffers are Tensors, aligned as in training, so that alignment cannot change the sums.)
+TEST(ExpertParallelMoE, SharedExpertsOverlappedWithTheDispatchChangeNoBit) {
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    const model::Ops<double>& ops = backend::cpu_backend().ops<double>();
+    for (bool gate : {false, true}) {
+        model::ModelConfig cfg;
+        cfg.d_model = 8;
+        cfg.init_std = 0.3;
+        cfg.moe.n_experts = 2 * n;
+        cfg.moe.top_k = 2;
+        cfg.moe.d_expert = 6;
+        cfg.moe.n_shared_experts = 1;
+        cfg.moe.shared_expert_gate = gate;
+        const int64_t t = 7, d = cfg.d_model;
+        Tensor x = Tensor::empty({t, d}, DType::kF64), dout = Tensor::empty({t, d}, DType::kF64);
+        for (int64_t i = 0; i < t * d; ++i) {
+            x.data<double>()[i] = std::sin(double(i) * 0.7 + r);
+            dout.data<double>()[i] = std::cos(double(i) * 0.3 - r);
+        }
+        struct Result {
+            std::vector<double> out, dx, grads;
+        };
+        // mode 0: overlapped, 1: after the dispatch, 2: every expert on this rank (no communication).
+        auto run = [&](int mode) {
+            model::ParamStore store;
+            const model::ExpertShard shard = mode == 2 ? model::ExpertShard{} : model::ExpertShard{2 * r, 2};
+            model::MoELayer<double> moe(ops, store, cfg, "moe.", shard);
+            store.allocate(DType::kF64);
+            store.init(11);
+            if (mode < 2)
+                moe.set_dispatcher(
+                    std::make_unique<parallel::AllToAllDispatcher<double>>(ops, w, cfg.moe.n_experts, "test layer"));
+            moe.set_overlap_shared(mode == 0);
+            Tensor out = Tensor::zeros({t, d}, DType::kF64), dx = Tensor::zeros({t, d}, DType::kF64);
+            moe.forward(out.data<double>(), x.data<double>(), 1, t);
+            moe.backward(dx.data<double>(), dout.data<double>(), x.data<double>(), 1, t, 1.0);
+            Result res{
+                {out.data<double>(), out.data<double>() + t * d}, {dx.data<double>(), dx.data<double>() + t * d}, {}};
+            for (model::Param* p : store.params())  // the router's and the shared experts' (the same on every layout)
+                if (p->name.find("moe.experts.") == std::string::npos)
+                    res.grads.insert(res.grads.end(), p->grad.data<double>(), p->grad.data<double>() + p->grad.numel());
+            return res;
+        };
+        const Result over = run(0), after = run(1), whole = run(2);
+        EXPECT_EQ(over.out, after.out) << "gate " << gate;
+        EXPECT_EQ(over.dx, after.dx) << "gate " << gate;
+        EXPECT_EQ(over.grads, after.grads) << "gate " << gate;
+        ASSERT_EQ(over.grads.size(), whole.grads.size());
+        for (size_t i = 0; i < over.out.size(); ++i) {
+            EXPECT_NEAR(over.out[i], whole.out[i], 1e-12) << "gate " << gate << " output " << i;
+            EXPECT_NEAR(over.dx[i], whole.dx[i], 1e-12) << "gate " << gate << " dx " << i;
+        }
+        for (size_t i = 0; i < over.grads.size(); ++i)
+            EXPECT_NEAR(over.grads[i], whole.grads[i], 1e-12) << "gate " << gate << " gradient " << i;
+    }
 }
 
 // Routing of source rank s, token t, choice k over E experts: a fixed function every rank can evaluate, so each
