@@ -21,7 +21,7 @@
 #include "core/memory.h"
 #include "data/hf_tokenizer.h"
 #include "data/tokenizer.h"
-#include "parallel/all_to_all_dispatcher.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/parallel_dims.h"
 

@@ -14,14 +14,15 @@ using model::ensure_zero;
 
 template <typename T>
 AllToAllDispatcher<T>::AllToAllDispatcher(const model::Ops<T>& ops, Communicator& ep_comm, int64_t n_experts,
-                                          std::string layer, bool fp8)
+                                          std::string layer, bool fp8, int64_t ranks_per_node)
     : model::Dispatcher<T>(ops),
       be_(ops.backend()),
       comm_(ep_comm),
       n_experts_(n_experts),
       ep_(ep_comm.size()),
       layer_(std::move(layer)),
-      fp8_(fp8) {
+      fp8_(fp8),
+      ranks_per_node_(ranks_per_node > 0 ? ranks_per_node : ep_comm.size()) {
     constexpr bool kIsFloat = std::is_same_v<T, float>;
     FRUGAL_CHECK(!fp8 || kIsFloat, "FP8 dispatch quantizes float rows");
     FRUGAL_CHECK(n_experts % ep_ == 0, "moe.n_experts (", n_experts, ") must be divisible by parallel.ep (", ep_, ")");
@@ -109,6 +110,7 @@ template <typename T>
 void AllToAllDispatcher<T>::exchange_direct(const T* send, T* recv, bool forward) {
     for (int64_t e = 0; e < local_; ++e) {
         set_direct_counts(e, forward, false);
+        count_sent(int64_t(sizeof(T)));
         comm_.start_all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
                                  DTypeOf<T>::value);
     }
@@ -128,6 +130,7 @@ void AllToAllDispatcher<T>::start_dispatch_rows(T* send, T* expert_rows) {
                                         perm.tokens_per_expert_E[g], d);
         }
         set_direct_counts(e, true, true);
+        count_sent(int64_t(sizeof(T)));
         comm_.start_all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), expert_rows, recv_cnt_.data(),
                                  recv_dsp_.data(), DTypeOf<T>::value);
         comm_.progress();
@@ -190,7 +193,15 @@ void AllToAllDispatcher<T>::start_exchange(const void* send, void* recv, int64_t
         recv_dsp_[size_t(j)] = ro;
         ro += recv_cnt_[size_t(j)];
     }
+    count_sent(int64_t(dtype_size(dtype)));
     comm_.start_all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(), dtype);
+}
+
+template <typename T>
+void AllToAllDispatcher<T>::count_sent(int64_t elem_bytes) {
+    const int64_t node = comm_.rank() / ranks_per_node_;
+    for (int64_t j = 0; j < ep_; ++j)
+        if (j / ranks_per_node_ != node) bytes_to_other_nodes_ += send_cnt_[size_t(j)] * elem_bytes;
 }
 
 template <typename T>
@@ -239,25 +250,5 @@ const T* AllToAllDispatcher<T>::dispatch_backward_communicate(const T* dexpert_r
 
 template class AllToAllDispatcher<float>;
 template class AllToAllDispatcher<double>;
-
-template <typename T>
-void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch, bool overlap_shared) {
-    const model::ModelConfig& m = net.config();
-    auto layers = net.moe_layers();
-    size_t i = 0;
-    for (int64_t l : m.moe_block_indices()) {
-        layers[i]->set_overlap_shared(overlap_shared);
-        if (ep_comm.size() > 1)
-            layers[i++]->set_dispatcher(std::make_unique<AllToAllDispatcher<T>>(
-                net.ops(), ep_comm, m.moe.n_experts, m.block_name(l) + " MoE dispatch", fp8_dispatch));
-        else
-            layers[i++]->set_dispatcher(
-                std::make_unique<model::LocalDispatcher<T>>(net.ops(), m.moe.n_experts, fp8_dispatch));
-    }
-    FRUGAL_CHECK(i == layers.size(), "expert parallelism wired ", i, " of ", layers.size(), " MoE layers");
-}
-
-template void use_expert_parallel(model::Transformer<float>&, Communicator&, bool, bool);
-template void use_expert_parallel(model::Transformer<double>&, Communicator&, bool, bool);
 
 }  // namespace frugal::parallel

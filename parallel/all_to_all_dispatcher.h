@@ -40,8 +40,9 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     // ep_comm: the expert-parallel group (its rank is this rank's ep_rank). layer: name for messages.
     // fp8: quantize the dispatched rows to E4M3 in 1 x 128 tiles with power-of-two scales (DeepSeek-V3 section
     // 3.3) and send codes and scales; the receiver dequantizes. Combine and every backward exchange stay in T.
+    // ranks_per_node: consecutive ranks of ep_comm that share a node, for bytes_to_other_nodes() (0: all of them).
     AllToAllDispatcher(const model::Ops<T>& ops, Communicator& ep_comm, int64_t n_experts, std::string layer,
-                       bool fp8 = false);
+                       bool fp8 = false, int64_t ranks_per_node = 0);
     int64_t first_local_expert() const override { return int64_t(comm_.rank()) * local_; }
     int64_t num_local_experts() const override { return local_; }
 
@@ -53,6 +54,7 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     // Bytes this rank sent to other ranks in the last dispatch (rows it keeps are not counted).
     int64_t dispatch_bytes_sent() const { return dispatch_bytes_sent_; }
     void progress() override { comm_.progress(); }
+    int64_t bytes_to_other_nodes() const override { return bytes_to_other_nodes_; }
 
   protected:
     void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) override;
@@ -81,6 +83,8 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     void start_forward_fp8(const T* send);
     // Starts rows (width elements of dtype each) from the sources to the experts in arrival layout [S][e].
     void start_exchange(const void* send, void* recv, int64_t width, DType dtype);
+    // Adds what send_cnt_ sends to ranks on other nodes (elements of elem_bytes) to bytes_to_other_nodes_.
+    void count_sent(int64_t elem_bytes);
 
     backend::Backend& be_;
     Communicator& comm_;
@@ -92,17 +96,11 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     int64_t num_recv_ = 0;
     bool fp8_;
     int64_t dispatch_bytes_sent_ = 0;
+    int64_t ranks_per_node_, bytes_to_other_nodes_ = 0;
     const T* x_TD_ = nullptr;           // the tokens of the dispatch in flight
     Tensor codes_send_, codes_recv_;    // uint8 E4M3 codes, [rows, D]
     Tensor scales_send_, scales_recv_;  // float, [rows, ceil(D / 128)]
     Tensor recv_rows_RD_, expert_rows_RD_, y_back_RD_, grad_send_RD_, grad_recv_RD_;
 };
-
-// Gives every MoE layer of net its dispatcher: all-to-all over ep_comm when the group has more than one rank
-// (net must then hold that rank's expert shard), the local one otherwise. overlap_shared: the shared experts run
-// while the dispatch is in flight (MoELayer::set_overlap_shared).
-template <typename T>
-void use_expert_parallel(model::Transformer<T>& net, Communicator& ep_comm, bool fp8_dispatch,
-                         bool overlap_shared = true);
 
 }  // namespace frugal::parallel

@@ -77,6 +77,12 @@ ConfigFields TrainConfig::fields() {
     f.add("parallel.overlap_shared_experts", &parallel.overlap_shared_experts,
           "the shared experts compute while the MoE dispatch's all-to-all is in flight (it is started, they run, "
           "then it is waited for); false: after it. The results are bitwise the same; only the step time differs");
+    f.add("parallel.dispatch", &parallel.dispatch,
+          "how the MoE all-to-all crosses nodes when an expert-parallel group spans several: flat sends each token "
+          "to every rank holding one of its experts; hierarchical sends it once to each node that holds any, to the "
+          "rank in the same place there, which passes it on inside the node (fewer bytes between nodes; the sums "
+          "are reassociated, docs/parallelism.md). Needs the same number of consecutive ranks on every node",
+          {"flat", "hierarchical"});
     f.add("parallel.timeout_s", &parallel.timeout_s,
           "a collective (all-to-all, all-reduce) not finished after this many seconds stops the whole job with a "
           "message naming the step, the layer and the collective; 0 = wait forever",

@@ -44,6 +44,7 @@ struct ParallelSection {
     int64_t ep = 1;
     int64_t zero = 0;                    // 1: ZeRO-1, optimizer state sharded over the data-parallel groups
     bool overlap_shared_experts = true;  // the shared experts run while the MoE dispatch is in flight
+    std::string dispatch = "flat";       // flat | hierarchical (a token crosses to each node once)
     double timeout_s = 300;              // a collective unfinished after this long stops the job
 };
 

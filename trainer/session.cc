@@ -10,7 +10,7 @@
 #include "checkpoint/hf.h"
 #include "core/log.h"
 #include "core/memory.h"
-#include "parallel/all_to_all_dispatcher.h"
+#include "parallel/expert_parallel.h"
 
 namespace frugal::trainer {
 
@@ -86,41 +86,44 @@ const model::ModelConfig& checked_model_config(const TrainConfig& cfg, const par
     return cfg.model;
 }
 
-// Node-limited routing: how many nodes an expert-parallel group spans. Ranks are placed by slot (frugal launch,
-// mpirun's default): consecutive ranks share a node, ranks_on_this_machine() of them (mpirun's count per host).
-// Collective.
-int64_t ep_group_nodes(const parallel::ParallelDims& dims, parallel::Communicator& world) {
+// How the expert-parallel groups lie on nodes. Ranks are placed by slot (frugal launch, mpirun's default):
+// consecutive ranks share a node, ranks_on_this_machine() of them (mpirun's count per host). needs: the setting that
+// needs the layout (node-limited routing, the hierarchical dispatch), which names the errors; empty: only byte counts
+// want it, and an uneven layout leaves them off (ranks_per_node 0). Collective.
+parallel::NodeLayout make_node_layout(const TrainConfig& cfg, const parallel::ParallelDims& dims,
+                                      parallel::Communicator& world, parallel::Communicator& ep_comm) {
+    const bool hierarchical = cfg.parallel.dispatch == "hierarchical";
+    const std::string needs = hierarchical                            ? "parallel.dispatch: hierarchical"
+                              : cfg.model.moe.max_nodes_per_token > 0 ? "moe.max_nodes_per_token"
+                                                                      : "";
     const int64_t per_node = ranks_on_this_machine(dims.world);
     const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
     const int64_t by_slot = !local || std::atoll(local) == dims.rank % per_node ? 1 : 0;
     int64_t v[3] = {per_node, -per_node, -by_slot};
     world.set_layer("node layout");
     world.all_reduce(v, 3, DType::kI64, parallel::ReduceOp::kMax);
-    FRUGAL_CONFIG_CHECK(v[0] == -v[1],
-                        "moe.max_nodes_per_token needs the same number of ranks on every node; this job "
-                        "has between ",
-                        -v[1], " and ", v[0], ": give every host the same slots");
-    FRUGAL_CONFIG_CHECK(v[2] == -1,
-                        "moe.max_nodes_per_token needs consecutive ranks on each node (mpirun's default "
-                        "--map-by slot); this job maps them otherwise: drop the --map-by or --rank-by given to mpirun");
-    if (dims.ep <= per_node) {
-        FRUGAL_CONFIG_CHECK(per_node % dims.ep == 0, "moe.max_nodes_per_token: parallel.ep (", dims.ep,
-                            ") must divide the ", per_node,
-                            " ranks per node, or be a multiple of them, so that each "
-                            "node holds whole expert-parallel groups or whole shares of one");
-        return 1;
-    }
-    FRUGAL_CONFIG_CHECK(dims.ep % per_node == 0, "moe.max_nodes_per_token: parallel.ep (", dims.ep,
-                        ") must be a multiple of the ", per_node,
-                        " ranks per node so that each node holds an equal "
-                        "share of the experts");
-    return dims.ep / per_node;
+    const bool even = v[0] == -v[1], slots = v[2] == -1;
+    const bool divides = dims.ep <= per_node ? per_node % dims.ep == 0 : dims.ep % per_node == 0;
+    if (needs.empty())
+        return parallel::node_layout(ep_comm, even && slots && divides ? std::min<int64_t>(per_node, dims.ep) : 0, false);
+    FRUGAL_CONFIG_CHECK(even, needs, " needs the same number of ranks on every node; this job has between ", -v[1],
+                        " and ", v[0], ": give every host the same slots");
+    FRUGAL_CONFIG_CHECK(slots, needs,
+                        " needs consecutive ranks on each node (mpirun's default --map-by slot); this job maps them "
+                        "otherwise: drop the --map-by or --rank-by given to mpirun");
+    FRUGAL_CONFIG_CHECK(divides, needs, ": parallel.ep (", dims.ep, ") must divide the ", per_node,
+                        " ranks per node, or be a multiple of them, so that each node holds whole expert-parallel "
+                        "groups or an equal share of one");
+    FRUGAL_CONFIG_CHECK(!hierarchical || !cfg.precision.fp8_dispatch,
+                        "parallel.dispatch: hierarchical sends FP32 rows; precision.fp8_dispatch is not supported with "
+                        "it: set one of them to flat / false");
+    return parallel::node_layout(ep_comm, std::min<int64_t>(per_node, dims.ep), hierarchical);
 }
 
 // Initial weights (the counter-based RNG, then model.init_from's), the precision recipe, expert parallelism and
 // node-limited routing.
 std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& net, const TrainConfig& cfg,
-                                                   parallel::Communicator& ep_comm, parallel::Communicator& world,
+                                                   parallel::Communicator& ep_comm, const parallel::NodeLayout& layout,
                                                    const parallel::ParallelDims& dims) {
     net.init(uint64_t(cfg.run.seed));
     if (!cfg.model.init_from.empty()) {
@@ -129,10 +132,19 @@ std::vector<model::MoELayer<float>*> prepare_model(model::Transformer<float>& ne
         log::info("weights from ", cfg.model.init_from.substr(3), " (each rank read its own experts)");
     }
     net.set_precision(cfg.precision);
-    parallel::use_expert_parallel(net, ep_comm, cfg.precision.fp8_dispatch, cfg.parallel.overlap_shared_experts);
+    parallel::use_expert_parallel(net, ep_comm, cfg.precision.fp8_dispatch, cfg.parallel.overlap_shared_experts,
+                                  &layout);
+    const int64_t nodes = layout.ranks_per_node > 0 ? dims.ep / layout.ranks_per_node : 1;
+    if (cfg.parallel.dispatch == "hierarchical" && dims.rank == 0) {
+        if (layout.hierarchical())
+            log::info("hierarchical dispatch: each expert-parallel group spans ", nodes, " nodes of ",
+                      layout.ranks_per_node, " ranks; a token crosses to each node once");
+        else
+            log::info(
+                "parallel.dispatch: hierarchical changes nothing here: each expert-parallel group is on one node");
+    }
     const int64_t m = cfg.model.moe.max_nodes_per_token;
     if (m > 0) {
-        const int64_t nodes = ep_group_nodes(dims, world);
         for (auto* layer : net.moe_layers()) layer->router().limit_nodes(nodes);
         if (dims.rank == 0) {
             if (nodes > 1)
@@ -202,11 +214,12 @@ Session::Session(TrainConfig& cfg_, parallel::Communicator& world_, const parall
       accum(cfg_.accum_steps(dims_.world)),
       ep_comm(world_.split(dims_.edp_rank, dims_.ep_rank, "ep")),
       edp_comm(world_.split(dims_.ep_rank, dims_.edp_rank, "edp")),
+      node_layout(make_node_layout(cfg_, dims_, world_, *ep_comm)),
       train_data(open_shard(cfg_, "train.bin", true)),
       val_data(open_shard(cfg_, "val.bin", false)),
       net(checked_model_config(cfg_, dims_, train_data, val_data), dims_.expert_shard(cfg_.model.moe.n_experts), true,
           choose_backend(cfg_, dims_.world)),
-      moe_layers(prepare_model(net, cfg_, *ep_comm, world_, dims_)),
+      moe_layers(prepare_model(net, cfg_, *ep_comm, node_layout, dims_)),
       grad_sync(net.params(), world_, *edp_comm, *ep_comm, net.ops().backend(), cfg_.parallel.zero == 1),
       oparts(optim_parts(net.params(), grad_sync)),
       oparams(optim_params(oparts, cfg_.optim, cfg_.train.freeze)),

@@ -14,6 +14,7 @@
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "parallel/communicator.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/grad_sync.h"
 #include "parallel/parallel_dims.h"
 #include "trainer/run_config.h"
@@ -47,6 +48,7 @@ struct Session {
     const int64_t accum;                               // micro-batches per rank per step
     std::unique_ptr<parallel::Communicator> ep_comm;   // same edp_rank, ordered by ep_rank
     std::unique_ptr<parallel::Communicator> edp_comm;  // same ep_rank, ordered by edp_rank
+    parallel::NodeLayout node_layout;                  // the ep groups' nodes (hierarchical dispatch, byte counts)
     data::Loader train_data, val_data;
     model::Transformer<float> net;
     std::vector<model::MoELayer<float>*> moe_layers;

@@ -153,6 +153,12 @@ TrainResult train(TrainConfig& cfg, parallel::Communicator& world,
               " -> ", result.final_loss, ", validation loss ", result.final_val_loss, "; skipped steps ",
               result.skipped_steps, "; outputs in ", cfg.run.out_dir);
     log::info("memory: peak resident ", std::setprecision(3), double(peak_rss_bytes()) / 1e9, " GB on rank 0");
+    if (s.node_layout.ranks_per_node > 0 && s.node_layout.ranks_per_node < s.dims.ep && steps_run > 0) {
+        const double bytes = double(parallel::moe_bytes_to_other_nodes(s.net));
+        log::info("MoE exchange: rank 0 sent ", std::fixed, std::setprecision(2), bytes / 1e6, " MB to other nodes in ", steps_run,
+                  " steps (", bytes / 1e6 / double(steps_run), " MB per step, evaluation included; ",
+                  "parallel.dispatch: ", cfg.parallel.dispatch, ")");
+    }
     log::info(accounting::format_report(report), "  written to ", cost.path());
     return result;
 }

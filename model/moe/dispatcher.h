@@ -99,8 +99,10 @@ class Dispatcher {
     }
     // Lets a started dispatch move data while the caller computes (a no-op without communication).
     virtual void progress() {}
+    // Bytes this rank has sent to ranks on other nodes, every exchange of every step so far (0 on one node).
+    virtual int64_t bytes_to_other_nodes() const { return 0; }
     // out_TD += weighted expert outputs; y_rows is laid out like handle.expert_rows.
-    void combine(T* out_TD, const T* y_rows, const T* weight_TK) {
+    virtual void combine(T* out_TD, const T* y_rows, const T* weight_TK) {
         const T* back = combine_communicate(y_rows);
         unpermute_combine(ops_, out_TD, back, weight_TK, handle_.perm, handle_.d);
     }
@@ -109,7 +111,7 @@ class Dispatcher {
         combine_backward_impl(dy_rows, dweight_TK, dout_TD, y_rows, weight_TK);
     }
     // dx_TD += gradient of the dispatched rows.
-    void dispatch_backward(T* dx_TD, const T* dexpert_rows) {
+    virtual void dispatch_backward(T* dx_TD, const T* dexpert_rows) {
         const T* back = dispatch_backward_communicate(dexpert_rows);
         permute_rows_backward(ops_, dx_TD, back, handle_.perm, handle_.d);
     }
@@ -120,11 +122,11 @@ class Dispatcher {
                                   int64_t d) = 0;
     virtual void dispatch_communicate() = 0;  // starts the exchange; may return before it is done
     virtual void dispatch_finish() = 0;       // completes it
-    // Returns the expert outputs back in source (permuted) order.
-    virtual const T* combine_communicate(const T* y_rows) = 0;
+    // Returns the expert outputs back in source (permuted) order (the identity on one rank).
+    virtual const T* combine_communicate(const T* y_rows) { return y_rows; }
     virtual void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
                                        const T* weight_TK) = 0;
-    virtual const T* dispatch_backward_communicate(const T* dexpert_rows) = 0;
+    virtual const T* dispatch_backward_communicate(const T* dexpert_rows) { return dexpert_rows; }
     const Ops<T>& ops_;
     DispatchHandle<T> handle_;
 };
@@ -144,13 +146,11 @@ class LocalDispatcher final : public Dispatcher<T> {
     void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) override;
     void dispatch_communicate() override {}
     void dispatch_finish() override;
-    const T* combine_communicate(const T* y_rows) override { return y_rows; }
     void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
                                const T* weight_TK) override {
         unpermute_combine_backward(this->ops_, dy_rows, dweight_TK, dout_TD, y_rows, weight_TK, this->handle_.perm,
                                    this->handle_.d);
     }
-    const T* dispatch_backward_communicate(const T* dexpert_rows) override { return dexpert_rows; }
 
   private:
     int64_t n_experts_;

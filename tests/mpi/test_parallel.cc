@@ -9,7 +9,9 @@
 #include "model/moe/moe_layer.h"
 #include "model/params.h"
 #include "parallel/all_to_all_dispatcher.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/grad_sync.h"
+#include "parallel/hierarchical_dispatcher.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/parallel_dims.h"
 #include "precision/quantize.h"
@@ -170,6 +172,98 @@ TEST(ExpertParallelMoE, SharedExpertsOverlappedWithTheDispatchChangeNoBit) {
         for (size_t i = 0; i < over.grads.size(); ++i)
             EXPECT_NEAR(over.grads[i], whole.grads[i], 1e-12) << "gate " << gate << " gradient " << i;
     }
+}
+
+// The hierarchical dispatch against the flat one, with the ranks as 2 nodes (1 or 2 ranks each): the same combine,
+// routing-weight gradients and input gradients (to float reassociation: the per-node sums), every token sent to a
+// node once however many of its experts are there, and fewer bytes between the nodes. The experts are a nonlinear
+// map of their rows that depends on the expert, so a row given to the wrong expert shows.
+TEST(HierarchicalDispatch, GivesTheFlatResultsSendingEachTokenToANodeOnce) {
+    auto& w = *world();
+    const int r = w.rank(), n = w.size();
+    if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
+    const int64_t lanes = n / 2, local = 2, e = local * n, k = 3, d = 64, t = 9 + r;
+    parallel::NodeLayout layout = parallel::node_layout(w, lanes, true);
+    ASSERT_TRUE(layout.hierarchical());
+    std::vector<double> x(static_cast<size_t>(t * d)), weight(static_cast<size_t>(t * k)), dout(x.size());
+    std::vector<int32_t> expert(static_cast<size_t>(t * k));
+    for (int64_t i = 0; i < t; ++i) {
+        for (int64_t c = 0; c < d; ++c) {
+            x[static_cast<size_t>(i * d + c)] = std::sin(double(i * d + c) + 0.5 * r);
+            dout[static_cast<size_t>(i * d + c)] = std::cos(double(i * d + c) * 0.7 - r);
+        }
+        for (int64_t j = 0; j < k; ++j) {  // distinct experts, often two on one node; a few choices dropped
+            const bool drop = (i + j + r) % 7 == 6;
+            expert[static_cast<size_t>(i * k + j)] = drop ? -1 : int32_t((i * 5 + j * (1 + r % 2) + r) % e);
+            weight[static_cast<size_t>(i * k + j)] = 0.2 + 0.1 * double(j) + 0.01 * double(i);
+        }
+        if (expert[static_cast<size_t>(i * k + 1)] == expert[static_cast<size_t>(i * k)])
+            expert[static_cast<size_t>(i * k + 1)] = -1;
+        if (expert[static_cast<size_t>(i * k + 2)] == expert[static_cast<size_t>(i * k)] ||
+            expert[static_cast<size_t>(i * k + 2)] == expert[static_cast<size_t>(i * k + 1)])
+            expert[static_cast<size_t>(i * k + 2)] = -1;
+    }
+    const model::Ops<double>& ops = backend::cpu_backend().ops<double>();
+    struct Result {
+        std::vector<double> out, dweight, dx;
+        int64_t bytes = 0;
+    };
+    auto run = [&](model::Dispatcher<double>& disp) {
+        auto& h = disp.dispatch(x.data(), expert.data(), t, k, e, d);
+        // Expert g maps a row v to (g + 1) v + v^2; its backward is dv = ((g + 1) + 2 v) dy.
+        std::vector<double> y(static_cast<size_t>(std::max<int64_t>(h.num_expert_rows, 1) * d));
+        std::vector<int64_t> expert_of_row;
+        for (int64_t el = 0; el < local; ++el)
+            for (int64_t q = 0; q < h.tokens_per_local_expert[static_cast<size_t>(el)]; ++q)
+                expert_of_row.push_back(disp.first_local_expert() + el);
+        EXPECT_EQ(int64_t(expert_of_row.size()), h.num_expert_rows);
+        for (int64_t row = 0; row < h.num_expert_rows; ++row)
+            for (int64_t c = 0; c < d; ++c) {
+                const double v = h.expert_rows[row * d + c];
+                y[static_cast<size_t>(row * d + c)] = double(expert_of_row[static_cast<size_t>(row)] + 1) * v + v * v;
+            }
+        Result res;
+        res.out.assign(static_cast<size_t>(t * d), 0.0);
+        disp.combine(res.out.data(), y.data(), weight.data());
+        std::vector<double> dy(y.size(), 0.0), dv(y.size(), 0.0);
+        res.dweight.assign(static_cast<size_t>(t * k), 0.0);
+        disp.combine_backward(dy.data(), res.dweight.data(), dout.data(), y.data(), weight.data());
+        for (int64_t row = 0; row < h.num_expert_rows; ++row)
+            for (int64_t c = 0; c < d; ++c) {
+                const double v = h.expert_rows[row * d + c];
+                dv[static_cast<size_t>(row * d + c)] = (double(expert_of_row[static_cast<size_t>(row)] + 1) + 2 * v) *
+                                                       dy[static_cast<size_t>(row * d + c)];
+            }
+        res.dx.assign(static_cast<size_t>(t * d), 0.0);
+        disp.dispatch_backward(res.dx.data(), dv.data());
+        res.bytes = disp.bytes_to_other_nodes();
+        return res;
+    };
+    parallel::AllToAllDispatcher<double> flat(ops, w, e, "flat layer", false, lanes);
+    parallel::HierarchicalDispatcher<double> hier(ops, w, *layout.node_comm, *layout.rail_comm, e,
+                                                  "hierarchical layer");
+    const Result a = run(flat), b = run(hier);
+    for (size_t i = 0; i < a.out.size(); ++i) {
+        EXPECT_NEAR(b.out[i], a.out[i], 1e-12) << "output " << i;
+        EXPECT_NEAR(b.dx[i], a.dx[i], 1e-12) << "input gradient " << i;
+    }
+    for (size_t i = 0; i < a.dweight.size(); ++i) EXPECT_NEAR(b.dweight[i], a.dweight[i], 1e-12) << "weight " << i;
+    // One node-token per (token, node with at least one of its experts).
+    const int64_t per_node = e / 2;
+    std::vector<int64_t> want(2, 0);
+    for (int64_t i = 0; i < t; ++i) {
+        bool on[2] = {false, false};
+        for (int64_t j = 0; j < k; ++j)
+            if (expert[static_cast<size_t>(i * k + j)] >= 0)
+                on[expert[static_cast<size_t>(i * k + j)] / per_node] = true;
+        for (int m = 0; m < 2; ++m) want[static_cast<size_t>(m)] += on[m];
+    }
+    EXPECT_EQ(hier.node_tokens_sent(), want);
+    int64_t bytes[2] = {a.bytes, b.bytes};
+    w.all_reduce(bytes, 2, DType::kI64, ReduceOp::kSum);
+    EXPECT_LT(bytes[1], bytes[0]) << "the hierarchical dispatch sends fewer bytes between the nodes (rows of " << d
+                                  << " values; the routing metadata is k values per node-token)";
+    EXPECT_GT(bytes[1], 0);
 }
 
 // Routing of source rank s, token t, choice k over E experts: a fixed function every rank can evaluate, so each

@@ -4,6 +4,7 @@
 # runs it through `ip netns exec` instead of ssh. What a multi-node user of `frugal launch --hostfile` sees:
 #   1. 2 hosts x 2 ranks with ep 4 (every all-to-all crosses hosts): the losses and the final checkpoint are
 #      bitwise those of 4 ranks on one host; with moe.max_nodes_per_token 1 the hosts are the routing's 2 nodes;
+#      with parallel.dispatch hierarchical the losses are within 1e-6 of flat's and fewer bytes cross the link;
 #   2. a rank killed on the second host: the job ends with the rank, host and signal named, exit code 137;
 #   3. every process of the second host killed: exit code 4, the host named;
 #   4. the link brought down and left down: exit code 4, the host named (TCP keepalives, frugal launch's default
@@ -152,6 +153,23 @@ grep -q "experts of each expert-parallel group are on 2 nodes" "$WORK/nodes.log"
 c=$(grep -o '"loss": [^,]*' "$WORK/nodes/metrics.jsonl" | head -4)
 [[ $(echo "$c" | wc -l) == 4 && $c != "$(echo "$a" | head -4)" ]] ||
     fail "node-limited: the losses [$c] should exist and differ from unlimited routing's"
+
+echo "== 1c. hierarchical dispatch across the two hosts"
+t0=$(now)
+two_hosts $(demo hier --set train.steps=6 --set parallel.dispatch=hierarchical) > "$WORK/hier.log" 2>&1 ||
+    { fail "hierarchical: exit code $?"; tail -20 "$WORK/hier.log"; }
+echo "two hosts x 2 ranks, hierarchical dispatch: 6 steps in $(elapsed "$t0" "$(now)") s"
+grep -q "hierarchical dispatch: each expert-parallel group spans 2 nodes of 2 ranks" "$WORK/hier.log" ||
+    { fail "hierarchical: the two hosts were not seen as two nodes"; grep -i node "$WORK/hier.log"; }
+h=$(grep -o '"loss": [^,]*' "$WORK/hier/metrics.jsonl")
+paste <(echo "$a" | cut -d' ' -f2) <(echo "$h" | cut -d' ' -f2) | awk '
+    { n++; d = $1 - $2; if (d < 0) d = -d; if (d > 1e-6 * $1) bad++ }
+    END { exit !(n == 6 && bad == 0) }' || fail "hierarchical: the losses [$h] are not within 1e-6 of flat's [$a]"
+mb() { grep -o 'MB per step' "$1" > /dev/null && sed -n 's/.*(\([0-9.]*\) MB per step.*/\1/p' "$1" | tail -1; }
+flat_mb=$(mb "$WORK/two.log") hier_mb=$(mb "$WORK/hier.log")
+echo "bytes to the other host per step, rank 0: flat ${flat_mb:-?} MB, hierarchical ${hier_mb:-?} MB"
+awk -v f="${flat_mb:-0}" -v h="${hier_mb:-0}" 'BEGIN { exit !(h > 0 && h < f) }' ||
+    fail "hierarchical: ${hier_mb:-no} MB per step to the other host is not fewer than flat's ${flat_mb:-no} MB"
 
 echo "== 2. a rank killed on the second host"
 t0=$(now)
