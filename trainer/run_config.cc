@@ -107,6 +107,9 @@ void TrainConfig::validate(int64_t world_size) const {
                         ") exceeds model.max_seq_len (", model.max_seq_len, "): raise model.max_seq_len to at least ",
                         train.seq_len);
     parallel::ParallelDims::make(int(world_size), 0, parallel.ep, model.moe.n_experts);  // the layout's checks
+    FRUGAL_CONFIG_CHECK(parallel.dispatch != "hierarchical" || !precision.fp8_dispatch,
+                        "parallel.dispatch: hierarchical sends FP32 rows and precision.fp8_dispatch is true: set "
+                        "parallel.dispatch: flat to send FP8 rows, or precision.fp8_dispatch: false");
     const int64_t per_step = train.micro_batch * world_size;
     FRUGAL_CONFIG_CHECK(train.global_batch % per_step == 0, "train.global_batch (", train.global_batch,
                         ") must be a multiple of train.micro_batch (", train.micro_batch, ") x ranks (", world_size,

@@ -114,9 +114,6 @@ parallel::NodeLayout make_node_layout(const TrainConfig& cfg, const parallel::Pa
     FRUGAL_CONFIG_CHECK(divides, needs, ": parallel.ep (", dims.ep, ") must divide the ", per_node,
                         " ranks per node, or be a multiple of them, so that each node holds whole expert-parallel "
                         "groups or an equal share of one");
-    FRUGAL_CONFIG_CHECK(!hierarchical || !cfg.precision.fp8_dispatch,
-                        "parallel.dispatch: hierarchical sends FP32 rows; precision.fp8_dispatch is not supported with "
-                        "it: set one of them to flat / false");
     return parallel::node_layout(ep_comm, std::min<int64_t>(per_node, dims.ep), hierarchical);
 }
 

@@ -68,6 +68,10 @@ TEST_F(BadConfig, ASequenceLongerThanTheModelMaximumIsRefused) {
 TEST_F(BadConfig, ExpertsNotDivisibleByTheExpertParallelSizeAreRefused) {
     expect_rejected("parallel:\n  ep: 3\n", {"parallel.ep (3)"});
 }
+TEST_F(BadConfig, TheHierarchicalDispatchWithFp8RowsIsRefusedNamingBothKeys) {
+    expect_rejected("parallel:\n  dispatch: hierarchical\nprecision:\n  fp8_dispatch: true\n",
+                    {"parallel.dispatch: hierarchical", "precision.fp8_dispatch"});
+}
 TEST_F(BadConfig, AMistypedOverrideIsRefusedWithTheNearestName) {
     expect_rejected("{}\n", {"train.stepz", "did you mean 'train.steps'"}, "--set train.stepz=5");
 }
