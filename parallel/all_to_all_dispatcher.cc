@@ -107,14 +107,14 @@ void AllToAllDispatcher<T>::set_direct_counts(int64_t e, bool forward, bool skip
 }
 
 template <typename T>
-void AllToAllDispatcher<T>::exchange_direct(const T* send, T* recv, bool forward) {
+void AllToAllDispatcher<T>::exchange_direct(const T* send, T* recv, bool forward, bool wait) {
     for (int64_t e = 0; e < local_; ++e) {
         set_direct_counts(e, forward, false);
         count_sent(int64_t(sizeof(T)));
         comm_.start_all_to_all_v(send, send_cnt_.data(), send_dsp_.data(), recv, recv_cnt_.data(), recv_dsp_.data(),
                                  DTypeOf<T>::value);
     }
-    comm_.finish_all();
+    if (wait) comm_.finish_all();
 }
 
 template <typename T>
@@ -216,12 +216,17 @@ void AllToAllDispatcher<T>::to_expert_major(T* dst, const T* src) const {
 }
 
 template <typename T>
-const T* AllToAllDispatcher<T>::combine_communicate(const T* y_rows) {
+void AllToAllDispatcher<T>::combine_begin(const T* y_rows) {
     auto& h = this->handle_;
     T* y_back = ensure<T>(this->ops_, y_back_RD_, std::max<int64_t>(h.perm.num_rows, 1) * h.d);
     comm_.set_layer(layer_);
-    exchange_direct(y_rows, y_back, false);
-    return y_back;
+    exchange_direct(y_rows, y_back, false, false);
+}
+
+template <typename T>
+const T* AllToAllDispatcher<T>::combine_rows(const T*) {
+    comm_.finish_all();
+    return y_back_RD_.template data<T>();
 }
 
 template <typename T>

@@ -60,7 +60,8 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     void dispatch_prepare(const T* x_TD, const int32_t* expert_TK, int64_t t, int64_t k, int64_t e, int64_t d) override;
     void dispatch_communicate() override;
     void dispatch_finish() override;
-    const T* combine_communicate(const T* y_rows) override;
+    void combine_begin(const T* y_rows) override;
+    const T* combine_rows(const T* y_rows) override;
     void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
                                const T* weight_TK) override;
     const T* dispatch_backward_communicate(const T* dexpert_rows) override;
@@ -73,8 +74,8 @@ class AllToAllDispatcher final : public model::Dispatcher<T> {
     // is left out (moved without MPI).
     void set_direct_counts(int64_t e, bool forward, bool skip_self);
     // Rows between the sources' permuted order and the expert-major layout, one all_to_all_v per local expert,
-    // all in flight together; returns when they are done.
-    void exchange_direct(const T* send, T* recv, bool forward);
+    // all in flight together; returns when they are done (wait) or once they are started.
+    void exchange_direct(const T* send, T* recv, bool forward, bool wait = true);
     // The FP32 dispatch: for each local expert, gathers the token rows bound for the other ranks into send and
     // starts their exchange, then gathers this rank's own rows straight into expert_rows.
     void start_dispatch_rows(T* send, T* expert_rows);

@@ -142,7 +142,8 @@ void HierarchicalDispatcher<T>::dispatch_finish() {
 }
 
 template <typename T>
-void HierarchicalDispatcher<T>::combine(T* out_TD, const T* y_rows, const T* weight_TK) {
+void HierarchicalDispatcher<T>::combine_finish(T* out_TD) {
+    const T *y_rows = y_rows_, *weight_TK = weight_TK_;
     const int64_t total = send_off_[size_t(nodes_ - 1)] + send_n_[size_t(nodes_ - 1)];
     // The routing weights go with their node-tokens to the forwarding ranks...
     T* w_send = ensure<T>(this->ops_, weight_send_, std::max<int64_t>(total, 1) * k_);

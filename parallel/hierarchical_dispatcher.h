@@ -41,7 +41,12 @@ class HierarchicalDispatcher final : public model::Dispatcher<T> {
     int64_t num_local_experts() const override { return inner_.num_local_experts(); }
     void progress() override { rail_.progress(); }
     int64_t bytes_to_other_nodes() const override { return bytes_to_other_nodes_; }
-    void combine(T* out_TD, const T* y_rows, const T* weight_TK) override;
+    // The combine runs whole in combine_finish() (its three exchanges depend on one another).
+    void combine_start(const T* y_rows, const T* weight_TK) override {
+        y_rows_ = y_rows;
+        weight_TK_ = weight_TK;
+    }
+    void combine_finish(T* out_TD) override;
     void dispatch_backward(T* dx_TD, const T* dexpert_rows) override;
 
     // Node-tokens this rank sent to each node in the last dispatch (tests and statistics).
@@ -77,6 +82,8 @@ class HierarchicalDispatcher final : public model::Dispatcher<T> {
     Tensor send_rows_, rows_U_, out_U_, back_rows_;
     Tensor weight_send_, weight_U_, dweight_U_, dweight_back_;
     int64_t bytes_to_other_nodes_ = 0;
+    const T* y_rows_ = nullptr;  // the combine's
+    const T* weight_TK_ = nullptr;
 };
 
 }  // namespace frugal::parallel

@@ -11,12 +11,16 @@ MLP<T>::MLP(const Ops<T>& ops, ParamStore& store, const std::string& prefix, int
 }
 
 template <typename T>
-void MLP<T>::forward(T* out_ND, const T* x_ND, int64_t n) {
+void MLP<T>::forward_hidden(const T* x_ND, int64_t n) {
     T* gu = ensure<T>(ops_, gu_N2F_, n * 2 * f_);
     T* h = ensure<T>(ops_, h_NF_, n * f_);
     w13_.forward(gu, x_ND, n);
     ops_.swiglu_forward(h, gu, n, f_);
-    w2_.forward(out_ND, h, n);
+}
+
+template <typename T>
+void MLP<T>::forward_output(T* out_ND, int64_t n) {
+    w2_.forward(out_ND, h_NF_.data<T>(), n);
 }
 
 template <typename T>

@@ -16,7 +16,14 @@ class MLP {
     // role: "dense_ffn" or "shared_experts", the precision role of both matrices.
     MLP(const Ops<T>& ops, ParamStore& store, const std::string& prefix, int64_t d_model, int64_t d_hidden, double std,
         double out_std, std::string role = "dense_ffn");
-    void forward(T* out_ND, const T* x_ND, int64_t n);
+    void forward(T* out_ND, const T* x_ND, int64_t n) {
+        forward_hidden(x_ND, n);
+        forward_output(out_ND, n);
+    }
+    // forward() in two halves (the MoE layer runs one while the dispatch is in flight, the other during the
+    // combine): the hidden activations silu(x w1^T) * (x w3^T), kept for backward, then out = w2(hidden).
+    void forward_hidden(const T* x_ND, int64_t n);
+    void forward_output(T* out_ND, int64_t n);
     // dx_ND += ...; parameter gradients added.
     void backward(T* dx_ND, const T* dout_ND, const T* x_ND, int64_t n);
     void set_precision(const precision::PrecisionConfig& cfg) {

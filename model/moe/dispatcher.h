@@ -102,9 +102,21 @@ class Dispatcher {
     // Bytes this rank has sent to ranks on other nodes, every exchange of every step so far (0 on one node).
     virtual int64_t bytes_to_other_nodes() const { return 0; }
     // out_TD += weighted expert outputs; y_rows is laid out like handle.expert_rows.
-    virtual void combine(T* out_TD, const T* y_rows, const T* weight_TK) {
-        const T* back = combine_communicate(y_rows);
-        unpermute_combine(ops_, out_TD, back, weight_TK, handle_.perm, handle_.d);
+    void combine(T* out_TD, const T* y_rows, const T* weight_TK) {
+        combine_start(y_rows, weight_TK);
+        combine_finish(out_TD);
+    }
+    // combine() in two halves, as dispatch: combine_start() starts sending the expert outputs back and
+    // combine_finish() completes it and adds the weighted rows into out_TD; y_rows and weight_TK stay as they are
+    // in between, and out_TD may be written until combine_finish().
+    virtual void combine_start(const T* y_rows, const T* weight_TK) {
+        combine_y_ = y_rows;
+        combine_w_ = weight_TK;
+        combine_begin(y_rows);
+    }
+    virtual void combine_finish(T* out_TD) {
+        const T* back = combine_rows(combine_y_);
+        unpermute_combine(ops_, out_TD, back, combine_w_, handle_.perm, handle_.d);
     }
     // dy_rows (layout of expert_rows) += ..., dweight_TK += ...; y_rows as given to combine().
     void combine_backward(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows, const T* weight_TK) {
@@ -122,13 +134,17 @@ class Dispatcher {
                                   int64_t d) = 0;
     virtual void dispatch_communicate() = 0;  // starts the exchange; may return before it is done
     virtual void dispatch_finish() = 0;       // completes it
-    // Returns the expert outputs back in source (permuted) order (the identity on one rank).
-    virtual const T* combine_communicate(const T* y_rows) { return y_rows; }
+    // Starts sending the expert outputs back (nothing to send on one rank)...
+    virtual void combine_begin(const T*) {}
+    // ...and returns them in the source's permuted order once they are back (the identity on one rank).
+    virtual const T* combine_rows(const T* y_rows) { return y_rows; }
     virtual void combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
                                        const T* weight_TK) = 0;
     virtual const T* dispatch_backward_communicate(const T* dexpert_rows) { return dexpert_rows; }
     const Ops<T>& ops_;
     DispatchHandle<T> handle_;
+    const T* combine_y_ = nullptr;  // the combine in flight
+    const T* combine_w_ = nullptr;
 };
 
 // Single process: every expert is local, the communicating steps are the identity.

@@ -29,25 +29,36 @@ void MoELayer<T>::forward(T* out_TD, const T* x_TD, int64_t b, int64_t s) {
     const int64_t t = b * s;
     router_.forward(x_TD, b, s);
     dispatcher_->dispatch_start(x_TD, router_.expert_TK(), t, k_, e_, d_);
-    if (overlap_shared_) shared_forward(out_TD, x_TD, t);
+    if (overlap_shared_) shared_first_half(x_TD, t);  // while the routed rows travel to the experts
     DispatchHandle<T>& h = dispatcher_->dispatch_wait();
-    if (!overlap_shared_) shared_forward(out_TD, x_TD, t);
+    if (!overlap_shared_) {
+        shared_first_half(x_TD, t);
+        shared_second_half(out_TD, t);
+    }
     T* y = ensure<T>(ops_, y_RD_, std::max<int64_t>(h.num_expert_rows, 1) * d_);
     experts_.forward(y, h.expert_rows, h.tokens_per_local_expert);
-    dispatcher_->combine(out_TD, y, router_.weight_TK());
+    dispatcher_->combine_start(y, router_.weight_TK());
+    if (overlap_shared_) shared_second_half(out_TD, t);  // while the outputs travel back
+    dispatcher_->combine_finish(out_TD);
 }
 
 template <typename T>
-void MoELayer<T>::shared_forward(T* out_TD, const T* x_TD, int64_t t) {
+void MoELayer<T>::shared_first_half(const T* x_TD, int64_t t) {
+    if (!shared_) return;
+    shared_->forward_hidden(x_TD, t);
+    dispatcher_->progress();
+    if (shared_gate_.w) shared_gate_.forward(ensure<T>(ops_, gate_T_, t), x_TD, t);
+    dispatcher_->progress();
+}
+
+template <typename T>
+void MoELayer<T>::shared_second_half(T* out_TD, int64_t t) {
     if (shared_ && shared_gate_.w) {
         T* sh = ensure<T>(ops_, shared_TD_, t * d_);
-        T* g = ensure<T>(ops_, gate_T_, t);
-        shared_->forward(sh, x_TD, t);
-        dispatcher_->progress();
-        shared_gate_.forward(g, x_TD, t);
-        ops_.sigmoid_gate_forward(out_TD, g, sh, t, d_);
+        shared_->forward_output(sh, t);
+        ops_.sigmoid_gate_forward(out_TD, gate_T_.data<T>(), sh, t, d_);
     } else if (shared_) {
-        shared_->forward(out_TD, x_TD, t);
+        shared_->forward_output(out_TD, t);
     } else {
         ops_.fill(out_TD, t * d_, T(0));
     }

@@ -33,8 +33,9 @@ class MoELayer {
     void backward(T* dx_TD, const T* dout_TD, const T* x_TD, int64_t b, int64_t s, T aux_scale);
 
     void set_dispatcher(std::unique_ptr<Dispatcher<T>> dispatcher) { dispatcher_ = std::move(dispatcher); }
-    // true (the default): the shared experts run between the start of the dispatch and its end, while the routed
-    // rows are in flight; false: after it. The same arithmetic either way, only the timing differs.
+    // true (the default): the shared experts run while the exchanges are in flight, the first half of their MLP
+    // during the dispatch and the second during the combine; false: between the two. The same arithmetic either
+    // way, only the timing differs.
     void set_overlap_shared(bool overlap) { overlap_shared_ = overlap; }
     // Routed and shared experts take the configured recipe; the router stays FP32.
     void set_precision(const precision::PrecisionConfig& cfg) {
@@ -50,8 +51,10 @@ class MoELayer {
     Experts<T>& experts() { return experts_; }
 
   private:
-    // out_TD = the shared experts' output (gated), or zeros without shared experts.
-    void shared_forward(T* out_TD, const T* x_TD, int64_t t);
+    // The shared experts in two halves: their hidden activations (and gate), then out_TD = their output (gated),
+    // or zeros without shared experts.
+    void shared_first_half(const T* x_TD, int64_t t);
+    void shared_second_half(T* out_TD, int64_t t);
 
     const Ops<T>& ops_;
     int64_t d_, k_, e_;

@@ -117,7 +117,7 @@ TEST(Communicator, StartedExchangesAllArriveAtFinishAll) {
 // An expert-parallel MoE layer with shared experts (gated or not): computing them while the dispatch is in flight
 // (the default) gives bitwise the outputs and gradients of computing them after it, and both agree with the whole
 // layer on one rank. (Buffers are Tensors, aligned as in training, so that alignment cannot change the sums.)
-TEST(ExpertParallelMoE, SharedExpertsOverlappedWithTheDispatchChangeNoBit) {
+TEST(ExpertParallelMoE, SharedExpertsOverlappedWithTheExchangesChangeNoBit) {
     auto& w = *world();
     const int r = w.rank(), n = w.size();
     const model::Ops<double>& ops = backend::cpu_backend().ops<double>();
