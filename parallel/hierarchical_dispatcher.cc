@@ -59,14 +59,14 @@ void HierarchicalDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* e
                 ++send_n_[size_t(g / experts_per_node_)];
             }
         }
-    int64_t total = 0;
+    num_send_ = 0;
     for (int64_t m = 0; m < nodes_; ++m) {
-        send_off_[size_t(m)] = total;
-        total += send_n_[size_t(m)];
+        send_off_[size_t(m)] = num_send_;
+        num_send_ += send_n_[size_t(m)];
     }
     // Block m holds node m's tokens in token order, each with its choices as node m's local experts.
-    send_tok_.resize(size_t(std::max<int64_t>(total, 1)));
-    send_expert_.resize(size_t(std::max<int64_t>(total, 1) * k));
+    send_tok_.resize(size_t(std::max<int64_t>(num_send_, 1)));
+    send_expert_.resize(size_t(std::max<int64_t>(num_send_, 1) * k));
     std::vector<int64_t>& cursor = cnt_s_;  // free until the exchange
     std::copy(send_off_.begin(), send_off_.end(), cursor.begin());
     for (int64_t i = 0; i < t; ++i)
@@ -86,9 +86,8 @@ void HierarchicalDispatcher<T>::dispatch_prepare(const T* x_TD, const int32_t* e
 
 template <typename T>
 const T* HierarchicalDispatcher<T>::gather_node_tokens(const T* rows_TD) {
-    const int64_t total = send_off_[size_t(nodes_ - 1)] + send_n_[size_t(nodes_ - 1)];
-    T* rows = ensure<T>(this->ops_, send_rows_, std::max<int64_t>(total, 1) * d_);
-    this->ops_.permute_rows(rows, rows_TD, send_tok_.data(), total, d_);
+    T* rows = ensure<T>(this->ops_, send_rows_, std::max<int64_t>(num_send_, 1) * d_);
+    this->ops_.permute_rows(rows, rows_TD, send_tok_.data(), num_send_, d_);
     return rows;
 }
 
@@ -143,11 +142,10 @@ void HierarchicalDispatcher<T>::dispatch_finish() {
 
 template <typename T>
 void HierarchicalDispatcher<T>::combine_finish(T* out_TD) {
-    const T *y_rows = y_rows_, *weight_TK = weight_TK_;
-    const int64_t total = send_off_[size_t(nodes_ - 1)] + send_n_[size_t(nodes_ - 1)];
+    const T *y_rows = this->combine_y_, *weight_TK = this->combine_w_;
     // The routing weights go with their node-tokens to the forwarding ranks...
-    T* w_send = ensure<T>(this->ops_, weight_send_, std::max<int64_t>(total, 1) * k_);
-    for (int64_t r = 0; r < total; ++r)
+    T* w_send = ensure<T>(this->ops_, weight_send_, std::max<int64_t>(num_send_, 1) * k_);
+    for (int64_t r = 0; r < num_send_; ++r)
         std::copy_n(weight_TK + int64_t(send_tok_[size_t(r)]) * k_, k_, w_send + r * k_);
     T* w_u = ensure<T>(this->ops_, weight_U_, std::max<int64_t>(num_u_, 1) * k_);
     rail_exchange(w_send, w_u, k_, DTypeOf<T>::value, false);
@@ -155,7 +153,7 @@ void HierarchicalDispatcher<T>::combine_finish(T* out_TD) {
     T* out_u = ensure_zero<T>(this->ops_, out_U_, std::max<int64_t>(num_u_, 1) * d_);
     inner_.combine(out_u, y_rows, w_u);
     // ...and send that one row back; the source adds the nodes' rows in node order.
-    T* back = ensure<T>(this->ops_, back_rows_, std::max<int64_t>(total, 1) * d_);
+    T* back = ensure<T>(this->ops_, back_rows_, std::max<int64_t>(num_send_, 1) * d_);
     rail_exchange(out_u, back, d_, DTypeOf<T>::value, true);
     this->ops_.permute_rows_backward(out_TD, back, row_of_TN_.data(), t_, nodes_, d_);
 }
@@ -163,7 +161,6 @@ void HierarchicalDispatcher<T>::combine_finish(T* out_TD) {
 template <typename T>
 void HierarchicalDispatcher<T>::combine_backward_impl(T* dy_rows, T* dweight_TK, const T* dout_TD, const T* y_rows,
                                                       const T*) {
-    const int64_t total = send_off_[size_t(nodes_ - 1)] + send_n_[size_t(nodes_ - 1)];
     // The output gradient goes out as the tokens did (rows_U_ holds it: the node-tokens' inputs are not needed
     // after the dispatch)...
     T* dout_u = ensure<T>(this->ops_, rows_U_, std::max<int64_t>(num_u_, 1) * d_);
@@ -172,9 +169,9 @@ void HierarchicalDispatcher<T>::combine_backward_impl(T* dy_rows, T* dweight_TK,
     T* dw_u = ensure_zero<T>(this->ops_, dweight_U_, std::max<int64_t>(num_u_, 1) * k_);
     inner_.combine_backward(dy_rows, dw_u, dout_u, y_rows, weight_U_.template data<T>());
     // ...and return each choice's weight gradient, which only the node of its expert computed.
-    T* dw_back = ensure<T>(this->ops_, dweight_back_, std::max<int64_t>(total, 1) * k_);
+    T* dw_back = ensure<T>(this->ops_, dweight_back_, std::max<int64_t>(num_send_, 1) * k_);
     rail_exchange(dw_u, dw_back, k_, DTypeOf<T>::value, true);
-    for (int64_t r = 0; r < total; ++r) {
+    for (int64_t r = 0; r < num_send_; ++r) {
         const int64_t i = send_tok_[size_t(r)];
         for (int64_t j = 0; j < k_; ++j)
             if (send_expert_[size_t(r * k_ + j)] >= 0) dweight_TK[i * k_ + j] += dw_back[r * k_ + j];
@@ -183,11 +180,10 @@ void HierarchicalDispatcher<T>::combine_backward_impl(T* dy_rows, T* dweight_TK,
 
 template <typename T>
 void HierarchicalDispatcher<T>::dispatch_backward(T* dx_TD, const T* dexpert_rows) {
-    const int64_t total = send_off_[size_t(nodes_ - 1)] + send_n_[size_t(nodes_ - 1)];
     // Each node-token's input gradient, summed over its node's choices on the forwarding rank, back to the source.
     T* dx_u = ensure_zero<T>(this->ops_, out_U_, std::max<int64_t>(num_u_, 1) * d_);
     inner_.dispatch_backward(dx_u, dexpert_rows);
-    T* back = ensure<T>(this->ops_, back_rows_, std::max<int64_t>(total, 1) * d_);
+    T* back = ensure<T>(this->ops_, back_rows_, std::max<int64_t>(num_send_, 1) * d_);
     rail_exchange(dx_u, back, d_, DTypeOf<T>::value, true);
     this->ops_.permute_rows_backward(dx_TD, back, row_of_TN_.data(), t_, nodes_, d_);
 }

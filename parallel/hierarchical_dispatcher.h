@@ -41,11 +41,8 @@ class HierarchicalDispatcher final : public model::Dispatcher<T> {
     int64_t num_local_experts() const override { return inner_.num_local_experts(); }
     void progress() override { rail_.progress(); }
     int64_t bytes_to_other_nodes() const override { return bytes_to_other_nodes_; }
-    // The combine runs whole in combine_finish() (its three exchanges depend on one another).
-    void combine_start(const T* y_rows, const T* weight_TK) override {
-        y_rows_ = y_rows;
-        weight_TK_ = weight_TK;
-    }
+    // The combine runs whole in combine_finish() (its three exchanges depend on one another); combine_start()
+    // only records its inputs.
     void combine_finish(T* out_TD) override;
     void dispatch_backward(T* dx_TD, const T* dexpert_rows) override;
 
@@ -71,7 +68,7 @@ class HierarchicalDispatcher final : public model::Dispatcher<T> {
     int64_t nodes_, my_node_, experts_per_node_, first_;
     std::string layer_;
     AllToAllDispatcher<T> inner_;
-    int64_t t_ = 0, k_ = 0, d_ = 0, num_u_ = 0;
+    int64_t t_ = 0, k_ = 0, d_ = 0, num_u_ = 0, num_send_ = 0;  // num_send_: node-tokens sent, all nodes
     // Source side: node-token r of block m carries token send_tok_[r] with choices send_expert_[r k ..].
     std::vector<int64_t> send_n_, send_off_, recv_n_, recv_off_;  // [N]
     std::vector<int32_t> send_tok_, send_expert_;
@@ -82,8 +79,6 @@ class HierarchicalDispatcher final : public model::Dispatcher<T> {
     Tensor send_rows_, rows_U_, out_U_, back_rows_;
     Tensor weight_send_, weight_U_, dweight_U_, dweight_back_;
     int64_t bytes_to_other_nodes_ = 0;
-    const T* y_rows_ = nullptr;  // the combine's
-    const T* weight_TK_ = nullptr;
 };
 
 }  // namespace frugal::parallel
